@@ -1,0 +1,71 @@
+# Design: one pass per layer. The GEMM leaves X·W in Z; bias_activation_forward
+# adds b and applies σ in the same sweep (Z keeps z, A gets a). On the way
+# back, activation_backward turns ∂C/∂a into ∂C/∂z = σ'(z) ⊙ ∂C/∂a in place.
+# The per-element σ and σ' are inline functions in the .pxd, so the branch on
+# `act` is hoisted out of the loop by the C compiler where it can.
+
+import numpy as np
+
+# Python-visible names, indexed by the codes of the enum in _activations.pxd.
+NAMES = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
+         "softplus", "gelu", "silu", "softmax")
+
+
+cdef void bias_activation_forward(int act, floating* Z, floating* A, const floating* b,
+                                  Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    """z[i, j] += b[j]; a[i, j] = σ(z[i, j]) (softmax: over each row)."""
+    cdef Py_ssize_t i, j
+    cdef floating* z
+    cdef floating* a
+    cdef floating zmax, total
+    for i in range(n):
+        z = Z + i * m
+        a = A + i * m
+        for j in range(m):
+            z[j] += b[j]
+        if act == SOFTMAX:
+            zmax = z[0]
+            for j in range(1, m):
+                if z[j] > zmax:
+                    zmax = z[j]
+            total = 0
+            for j in range(m):
+                a[j] = fexp(z[j] - zmax)
+                total += a[j]
+            for j in range(m):
+                a[j] /= total
+        elif act == RELU:
+            for j in range(m):
+                a[j] = z[j] if z[j] > 0 else 0
+        elif act == IDENTITY:
+            for j in range(m):
+                a[j] = z[j]
+        else:
+            for j in range(m):
+                a[j] = activate(act, z[j])
+
+
+cdef void activation_backward(int act, const floating* Z, const floating* A, floating* dZ,
+                              Py_ssize_t size) noexcept nogil:
+    """dZ ⊙= σ'(Z) elementwise (dZ holds ∂C/∂a on entry, ∂C/∂z on exit)."""
+    cdef Py_ssize_t i
+    if act == IDENTITY:
+        return
+    elif act == RELU:
+        for i in range(size):
+            if Z[i] <= 0:
+                dZ[i] = 0
+    else:
+        for i in range(size):
+            dZ[i] *= derivative(act, Z[i], A[i])
+
+
+def forward(str name, floating[:, ::1] Z, const floating[::1] b):
+    """Return σ(Z + b) as a new array (for tests); Z is left unchanged."""
+    cdef int act = NAMES.index(name)
+    Zb = np.array(Z, copy=True)
+    A = np.empty_like(Zb)
+    cdef floating[:, ::1] z = Zb, a = A
+    with nogil:
+        bias_activation_forward(act, &z[0, 0], &a[0, 0], &b[0], z.shape[0], z.shape[1])
+    return Zb, A

@@ -1,0 +1,287 @@
+# Design: whole passes over a network in one nogil call.
+#
+# A network is described by plain arrays (Spec): the layer widths
+# sizes = [d, m₁, …, m_L], one activation code per layer, the loss code and
+# its parameters. All parameters live in one flat θ = [W¹, b¹, W², b², …]
+# (Wˡ row-major, shape mₗ₋₁ × mₗ), the gradient in `grad` with the same layout.
+#
+# The workspace is one flat buffer of the network's dtype, allocated by Python
+# once per fit (or predict): for each layer l, Zˡ, Aˡ and dZˡ (B × mₗ each),
+# then the batch buffers X (B × d), Y (B × k) and w (B). Nothing in here
+# allocates; every loop runs without the GIL. Errors (a non-finite loss) are
+# returned as a status code for Python to raise.
+
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uint64_t
+
+import numpy as np
+
+from cbackprop._core._blas cimport gemm
+from cbackprop._core._activations cimport bias_activation_forward, activation_backward
+from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY
+from cbackprop._core._optim cimport update
+
+# Status codes returned by train_batches.
+cdef enum:
+    OK = 0
+    NONFINITE_LOSS = 1
+STATUS_OK = OK
+STATUS_NONFINITE_LOSS = NONFINITE_LOSS
+
+
+cdef struct Spec:
+    const Py_ssize_t* sizes     # n_layers + 1 widths
+    const int* acts             # n_layers activation codes
+    Py_ssize_t n_layers
+    int loss
+    double delta                # huber's δ
+    double alpha                # L2 strength: loss += α/2 Σ‖W‖²
+
+
+cdef inline Spec make_spec(const Py_ssize_t[::1] sizes, const int[::1] acts,
+                           int loss, double delta, double alpha) noexcept:
+    cdef Spec s
+    s.sizes = &sizes[0]
+    s.acts = &acts[0]
+    s.n_layers = acts.shape[0]
+    s.loss = loss
+    s.delta = delta
+    s.alpha = alpha
+    return s
+
+
+cdef inline Py_ssize_t layer_offset(const Spec* s, Py_ssize_t B, Py_ssize_t l) noexcept nogil:
+    """Offset of Zˡ in the workspace (Aˡ follows at +B·mₗ, dZˡ at +2B·mₗ)."""
+    cdef Py_ssize_t off = 0, j
+    for j in range(l):
+        off += 3 * B * s.sizes[j + 1]
+    return off
+
+
+def workspace_size(const Py_ssize_t[::1] sizes, Py_ssize_t B):
+    """Elements in the workspace for batches of up to B rows."""
+    cdef Py_ssize_t total = 0, j
+    for j in range(1, sizes.shape[0]):
+        total += 3 * sizes[j]
+    return B * (total + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+
+
+def workspace_views(floating[::1] ws, const Py_ssize_t[::1] sizes, Py_ssize_t B, Py_ssize_t n):
+    """[(Z, A, dZ), …] per layer: NumPy views of the first n rows (for trace)."""
+    arr = np.asarray(ws)
+    views = []
+    cdef Py_ssize_t off = 0, m, j
+    for j in range(1, sizes.shape[0]):
+        m = sizes[j]
+        views.append(tuple(arr[off + i * B * m: off + i * B * m + n * m].reshape(n, m)
+                           for i in range(3)))
+        off += 3 * B * m
+    return views
+
+
+cdef void forward(const Spec* s, const floating* theta, const floating* X,
+                  Py_ssize_t n, floating* ws, Py_ssize_t B) noexcept nogil:
+    """For each layer: Z = A_prev·W + b, A = σ(Z), with A⁰ = X (n ≤ B rows)."""
+    cdef Py_ssize_t l, n_in, n_out, p = 0
+    cdef const floating* a_prev = X
+    cdef floating* Z = ws
+    for l in range(s.n_layers):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        gemm(False, False, <int> n, <int> n_out, <int> n_in, <floating> 1,
+             a_prev, <int> n_in, theta + p, <int> n_out, <floating> 0, Z, <int> n_out)
+        bias_activation_forward(s.acts[l], Z, Z + B * n_out, theta + p + n_in * n_out,
+                                n, n_out)
+        a_prev = Z + B * n_out
+        Z += 3 * B * n_out
+        p += n_in * n_out + n_out
+
+
+cdef void backward(const Spec* s, const floating* theta, floating* grad, const floating* X,
+                   Py_ssize_t n, floating* ws, Py_ssize_t B, floating beta) noexcept nogil:
+    """From dZᴸ (already set) back: dW = A_prevᵀ·dZ, db = Σ_rows dZ,
+    dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ). grad = beta·grad + these. The first layer
+    computes no δ for the input."""
+    cdef Py_ssize_t l, i, j, n_in, n_out, p = 0, off
+    cdef const floating* a_prev
+    cdef floating* dZ
+    cdef floating* db
+    cdef floating* dZ_prev
+    for l in range(s.n_layers):
+        p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
+    for l in range(s.n_layers - 1, -1, -1):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        p -= n_in * n_out + n_out
+        off = layer_offset(s, B, l)
+        dZ = ws + off + 2 * B * n_out
+        a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
+        gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1,
+             a_prev, <int> n_in, dZ, <int> n_out, beta, grad + p, <int> n_out)
+        db = grad + p + n_in * n_out
+        if beta == 0:
+            memset(db, 0, n_out * sizeof(floating))
+        for i in range(n):
+            for j in range(n_out):
+                db[j] += dZ[i * n_out + j]
+        if l > 0:
+            dZ_prev = ws + layer_offset(s, B, l - 1) + 2 * B * n_in
+            gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
+                 dZ, <int> n_out, theta + p, <int> n_out, <floating> 0, dZ_prev, <int> n_in)
+            activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in, dZ_prev - B * n_in,
+                                dZ_prev, n * n_in)
+
+
+cdef double add_l2(const Spec* s, const floating* theta, floating* grad) noexcept nogil:
+    """grad_W += α·W for every weight (not bias); return α/2 · Σ‖W‖²."""
+    cdef Py_ssize_t l, i, p = 0, nw
+    cdef double sq = 0
+    cdef floating a = <floating> s.alpha
+    for l in range(s.n_layers):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(p, p + nw):
+            sq += <double> theta[i] * theta[i]
+            grad[i] += a * theta[i]
+        p += nw + s.sizes[l + 1]
+    return 0.5 * s.alpha * sq
+
+
+cdef double forward_backward(const Spec* s, const floating* theta, floating* grad,
+                             const floating* X, const floating* Y, const floating* w,
+                             Py_ssize_t n, double weight_total, floating* ws, Py_ssize_t B,
+                             floating beta) noexcept nogil:
+    """Forward, loss and backward over n rows. The loss and gradient are
+    normalised by weight_total (Σw over the whole batch or data set); returns
+    the loss of these rows, without the L2 term."""
+    cdef Py_ssize_t L = s.n_layers, k = s.sizes[L]
+    cdef floating* Z = ws + layer_offset(s, B, L - 1)
+    cdef double norm = weight_total if s.loss == CROSS_ENTROPY else weight_total * k
+    cdef double total
+    forward(s, theta, X, n, ws, B)
+    total = loss_backward(s.loss, s.acts[L - 1], Z, Z + B * k, Y, w, Z + 2 * B * k,
+                          n, k, s.delta, 1.0 / norm)
+    backward(s, theta, grad, X, n, ws, B, beta)
+    return total / norm
+
+
+def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, double delta,
+                  double alpha, floating[::1] theta, floating[::1] grad,
+                  floating[::1] state, int opt_kind, const double[::1] hp,
+                  long long[::1] step_count, const floating[:, ::1] X,
+                  const floating[:, ::1] Y, const floating[::1] w,
+                  const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop,
+                  Py_ssize_t B, floating[::1] ws):
+    """Train on the rows order[start:stop] in batches of B, in place.
+
+    Each batch: gather rows, forward, loss, backward, optimizer step.
+    Returns (Σ over batches of batch loss × batch rows, rows done, status).
+    On a non-finite loss it stops before that batch's update.
+    """
+    cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
+    cdef Py_ssize_t d = sizes[0], k = sizes[sizes.shape[0] - 1]
+    cdef floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
+    cdef floating* Yb = Xb + B * d
+    cdef floating* wb = Yb + B * k
+    cdef bint weighted = w.shape[0] > 0
+    cdef Py_ssize_t i, r, nb, pos = start
+    cdef double batch_loss, wsum, total = 0
+    cdef int status = OK
+    with nogil:
+        while pos < stop:
+            nb = min(B, stop - pos)
+            wsum = 0
+            for i in range(nb):
+                r = order[pos + i]
+                memcpy(Xb + i * d, &X[r, 0], d * sizeof(floating))
+                memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
+                wb[i] = w[r] if weighted else 1
+                wsum += wb[i]
+            batch_loss = forward_backward(&s, &theta[0], &grad[0], Xb, Yb,
+                                          wb if weighted else NULL, nb, wsum,
+                                          &ws[0], B, 0)
+            if s.alpha != 0:
+                batch_loss += add_l2(&s, &theta[0], &grad[0])
+            if not isfinite(batch_loss):
+                status = NONFINITE_LOSS
+                break
+            step_count[0] += 1
+            update(opt_kind, &hp[0], step_count[0], &theta[0], &grad[0], &state[0],
+                   theta.shape[0])
+            total += batch_loss * nb
+            pos += nb
+    return total, pos - start, status
+
+
+def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, double delta,
+                  double alpha, const floating[::1] theta, floating[::1] grad,
+                  const floating[:, ::1] X, const floating[:, ::1] Y,
+                  const floating[::1] w, Py_ssize_t B, floating[::1] ws):
+    """L(θ) over all rows (weighted mean, plus α/2 Σ‖W‖²) and ∇L(θ) into grad,
+    in chunks of B rows."""
+    cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
+    cdef Py_ssize_t n = X.shape[0], pos, nb, i
+    cdef bint weighted = w.shape[0] > 0
+    cdef double wtotal = 0, total = 0
+    with nogil:
+        if weighted:
+            for i in range(n):
+                wtotal += w[i]
+        else:
+            wtotal = n
+        memset(&grad[0], 0, grad.shape[0] * sizeof(floating))
+        pos = 0
+        while pos < n:
+            nb = min(B, n - pos)
+            total += forward_backward(&s, &theta[0], &grad[0], &X[pos, 0], &Y[pos, 0],
+                                      &w[pos] if weighted else NULL, nb, wtotal,
+                                      &ws[0], B, 1)
+            pos += nb
+        if s.alpha != 0:
+            total += add_l2(&s, &theta[0], &grad[0])
+    return total
+
+
+def predict(const Py_ssize_t[::1] sizes, const int[::1] acts, const floating[::1] theta,
+            const floating[:, ::1] X, floating[:, ::1] out, Py_ssize_t B, floating[::1] ws):
+    """out = the network's output for every row of X, in chunks of B rows."""
+    cdef Spec s = make_spec(sizes, acts, 0, 0, 0)
+    cdef Py_ssize_t n = X.shape[0], k = out.shape[1], pos = 0, nb
+    cdef floating* A = &ws[0] + layer_offset(&s, B, s.n_layers - 1) + B * k
+    with nogil:
+        while pos < n:
+            nb = min(B, n - pos)
+            forward(&s, &theta[0], &X[pos, 0], nb, &ws[0], B)
+            memcpy(&out[pos, 0], A, nb * k * sizeof(floating))
+            pos += nb
+
+
+def shuffle(Py_ssize_t[::1] order, uint64_t[::1] rng):
+    """Fisher–Yates shuffle of order in place, driven by a splitmix64 stream
+    whose state lives in rng[0] (so a seed fixes every epoch's order)."""
+    cdef Py_ssize_t i, j, tmp
+    cdef uint64_t z
+    with nogil:
+        for i in range(order.shape[0] - 1, 0, -1):
+            rng[0] += 0x9E3779B97F4A7C15ULL
+            z = rng[0]
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+            z = z ^ (z >> 31)
+            j = <Py_ssize_t> (z % <uint64_t> (i + 1))
+            tmp = order[i]
+            order[i] = order[j]
+            order[j] = tmp
+
+
+def all_finite(const floating[::1] x):
+    """True when no element of x is NaN or ±inf."""
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    with nogil:
+        for i in range(x.shape[0]):
+            if not isfinite(x[i]):
+                ok = False
+                break
+    return ok

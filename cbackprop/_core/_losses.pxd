@@ -1,0 +1,14 @@
+from cython cimport floating
+
+# Codes shared with Python through NAMES in _losses.pyx (same order).
+cdef enum:
+    CROSS_ENTROPY = 0
+    BINARY_CROSS_ENTROPY = 1
+    MSE = 2
+    HUBER = 3
+
+
+cdef double loss_backward(int loss, int out_act, const floating* Z, const floating* A,
+                          const floating* Y, const floating* w, floating* dZ,
+                          Py_ssize_t n, Py_ssize_t k, double delta,
+                          double grad_scale) noexcept nogil

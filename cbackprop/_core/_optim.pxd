@@ -1,0 +1,23 @@
+from cython cimport floating
+
+# Codes shared with Python through NAMES in _optim.pyx (same order).
+cdef enum:
+    SGD = 0
+    ADAM = 1
+    ADAMW = 2
+    RMSPROP = 3
+
+# Hyper-parameters travel as one double array, indexed by these slots.
+cdef enum:
+    HP_LR = 0
+    HP_MOMENTUM = 1      # SGD, RMSprop
+    HP_NESTEROV = 2      # SGD: 0 or 1
+    HP_WEIGHT_DECAY = 3
+    HP_BETA1 = 4         # Adam(W)
+    HP_BETA2 = 5         # Adam(W); RMSprop's smoothing constant alpha
+    HP_EPS = 6
+    N_HP = 7
+
+
+cdef void update(int kind, const double* hp, long long t, floating* theta,
+                 const floating* grad, floating* state, Py_ssize_t n) noexcept nogil
