@@ -20,7 +20,7 @@ import numpy as np
 
 from cbackprop._core._blas cimport gemm
 from cbackprop._core._activations cimport bias_activation_forward, activation_backward
-from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY
+from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport update
 
 # Status codes returned by train_batches.
@@ -135,7 +135,8 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
 
 
 cdef double add_l2(const Spec* s, const floating* theta, floating* grad) noexcept nogil:
-    """grad_W += α·W for every weight (not bias); return α/2 · Σ‖W‖²."""
+    """grad_W += α·W for every weight, not bias (unless grad is NULL);
+    return α/2 · Σ‖W‖²."""
     cdef Py_ssize_t l, i, p = 0, nw
     cdef double sq = 0
     cdef floating a = <floating> s.alpha
@@ -143,18 +144,44 @@ cdef double add_l2(const Spec* s, const floating* theta, floating* grad) noexcep
         nw = s.sizes[l] * s.sizes[l + 1]
         for i in range(p, p + nw):
             sq += <double> theta[i] * theta[i]
-            grad[i] += a * theta[i]
+            if grad != NULL:
+                grad[i] += a * theta[i]
         p += nw + s.sizes[l + 1]
     return 0.5 * s.alpha * sq
+
+
+cdef Py_ssize_t count_correct(int loss, const floating* A, const floating* Y,
+                              Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Rows classified right: argmax a = argmax y (cross_entropy), or every
+    output on the same side of ½ as its target (binary_cross_entropy)."""
+    cdef Py_ssize_t i, j, best_a, best_y, correct = 0
+    cdef bint ok
+    for i in range(n):
+        if loss == CROSS_ENTROPY:
+            best_a = best_y = 0
+            for j in range(1, k):
+                if A[i * k + j] > A[i * k + best_a]:
+                    best_a = j
+                if Y[i * k + j] > Y[i * k + best_y]:
+                    best_y = j
+            correct += best_a == best_y
+        elif loss == BINARY_CROSS_ENTROPY:
+            ok = True
+            for j in range(k):
+                if (A[i * k + j] >= 0.5) != (Y[i * k + j] >= 0.5):
+                    ok = False
+            correct += ok
+    return correct
 
 
 cdef double forward_backward(const Spec* s, const floating* theta, floating* grad,
                              const floating* X, const floating* Y, const floating* w,
                              Py_ssize_t n, double weight_total, floating* ws, Py_ssize_t B,
-                             floating beta) noexcept nogil:
-    """Forward, loss and backward over n rows. The loss and gradient are
-    normalised by weight_total (Σw over the whole batch or data set); returns
-    the loss of these rows, without the L2 term."""
+                             floating beta, bint with_grad, Py_ssize_t* correct) noexcept nogil:
+    """Forward, loss and (with_grad) backward over n rows. The loss and
+    gradient are normalised by weight_total (Σw over the batch or the data
+    set); returns the loss of these rows without the L2 term and adds the
+    rows classified right to *correct."""
     cdef Py_ssize_t L = s.n_layers, k = s.sizes[L]
     cdef floating* Z = ws + layer_offset(s, B, L - 1)
     cdef double norm = weight_total if s.loss == CROSS_ENTROPY else weight_total * k
@@ -162,7 +189,9 @@ cdef double forward_backward(const Spec* s, const floating* theta, floating* gra
     forward(s, theta, X, n, ws, B)
     total = loss_backward(s.loss, s.acts[L - 1], Z, Z + B * k, Y, w, Z + 2 * B * k,
                           n, k, s.delta, 1.0 / norm)
-    backward(s, theta, grad, X, n, ws, B, beta)
+    correct[0] += count_correct(s.loss, Z + B * k, Y, n, k)
+    if with_grad:
+        backward(s, theta, grad, X, n, ws, B, beta)
     return total / norm
 
 
@@ -176,7 +205,8 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
     """Train on the rows order[start:stop] in batches of B, in place.
 
     Each batch: gather rows, forward, loss, backward, optimizer step.
-    Returns (Σ over batches of batch loss × batch rows, rows done, status).
+    Returns (Σ over batches of batch loss × batch rows, rows done, rows
+    classified right, status).
     On a non-finite loss it stops before that batch's update.
     """
     cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
@@ -185,7 +215,7 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
     cdef floating* Yb = Xb + B * d
     cdef floating* wb = Yb + B * k
     cdef bint weighted = w.shape[0] > 0
-    cdef Py_ssize_t i, r, nb, pos = start
+    cdef Py_ssize_t i, r, nb, pos = start, correct = 0
     cdef double batch_loss, wsum, total = 0
     cdef int status = OK
     with nogil:
@@ -200,7 +230,7 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                 wsum += wb[i]
             batch_loss = forward_backward(&s, &theta[0], &grad[0], Xb, Yb,
                                           wb if weighted else NULL, nb, wsum,
-                                          &ws[0], B, 0)
+                                          &ws[0], B, 0, True, &correct)
             if s.alpha != 0:
                 batch_loss += add_l2(&s, &theta[0], &grad[0])
             if not isfinite(batch_loss):
@@ -211,17 +241,17 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                    theta.shape[0])
             total += batch_loss * nb
             pos += nb
-    return total, pos - start, status
+    return total, pos - start, correct, status
 
 
 def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, double delta,
                   double alpha, const floating[::1] theta, floating[::1] grad,
                   const floating[:, ::1] X, const floating[:, ::1] Y,
-                  const floating[::1] w, Py_ssize_t B, floating[::1] ws):
-    """L(θ) over all rows (weighted mean, plus α/2 Σ‖W‖²) and ∇L(θ) into grad,
-    in chunks of B rows."""
+                  const floating[::1] w, Py_ssize_t B, floating[::1] ws, bint with_grad):
+    """L(θ) over all rows (weighted mean, plus α/2 Σ‖W‖²) and, with_grad,
+    ∇L(θ) into grad, in chunks of B rows. Returns (L(θ), rows classified right)."""
     cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
-    cdef Py_ssize_t n = X.shape[0], pos, nb, i
+    cdef Py_ssize_t n = X.shape[0], pos, nb, i, correct = 0
     cdef bint weighted = w.shape[0] > 0
     cdef double wtotal = 0, total = 0
     with nogil:
@@ -230,17 +260,18 @@ def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                 wtotal += w[i]
         else:
             wtotal = n
-        memset(&grad[0], 0, grad.shape[0] * sizeof(floating))
+        if with_grad:
+            memset(&grad[0], 0, grad.shape[0] * sizeof(floating))
         pos = 0
         while pos < n:
             nb = min(B, n - pos)
             total += forward_backward(&s, &theta[0], &grad[0], &X[pos, 0], &Y[pos, 0],
                                       &w[pos] if weighted else NULL, nb, wtotal,
-                                      &ws[0], B, 1)
+                                      &ws[0], B, 1, with_grad, &correct)
             pos += nb
         if s.alpha != 0:
-            total += add_l2(&s, &theta[0], &grad[0])
-    return total
+            total += add_l2(&s, &theta[0], &grad[0] if with_grad else NULL)
+    return total, correct
 
 
 def predict(const Py_ssize_t[::1] sizes, const int[::1] acts, const floating[::1] theta,

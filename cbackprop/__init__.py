@@ -1,0 +1,24 @@
+"""cbackprop: dense neural networks trained by backpropagation, in typed Cython.
+
+    import cbackprop as cb
+    net = cb.Network(n_inputs=64, layers=[cb.Dense(32, "relu"), cb.Dense(10, "softmax")],
+                     loss="cross_entropy", seed=0)
+    net.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=20)
+"""
+
+from cbackprop import datasets
+from cbackprop.gradcheck import gradcheck
+from cbackprop.layers import Dense
+from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
+from cbackprop.network import DivergenceError, History, LayerTrace, Network
+from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
+from cbackprop.serialization import load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Network", "Dense", "History", "LayerTrace", "DivergenceError",
+    "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
+    "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber",
+    "gradcheck", "load", "datasets",
+]

@@ -1,0 +1,192 @@
+"""The one boundary: every array and hyper-parameter that reaches a kernel is
+checked and converted here. Kernels trust what passes (no bounds checks), so
+nothing else may hand them an array.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from cbackprop._core import _engine
+
+_REJECTED_KINDS = {
+    "b": "bool",
+    "c": "complex",
+    "O": "object",
+    "U": "str",
+    "S": "bytes",
+    "V": "structured/void",
+    "M": "datetime64",
+    "m": "timedelta64",
+}
+
+
+def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
+    """np.asarray(value) that accepts only real numbers."""
+    if value is None:
+        raise TypeError(f"{name} must be an array-like of real numbers, got None")
+    if hasattr(value, "toarray") and hasattr(value, "nnz"):
+        raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be read as a rectangular array: {exc}") from None
+    kind = arr.dtype.kind
+    if kind == "b" and allow_bool:
+        return arr
+    if kind in _REJECTED_KINDS:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} ({_REJECTED_KINDS[kind]}); "
+            "expected real numbers (integer or floating point)"
+        )
+    return arr
+
+
+def check_dtype(dtype) -> np.dtype:
+    """The network's dtype: float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dt}")
+    return dt
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """No NaN or inf in a C-contiguous float32/float64 array, without a temporary."""
+    return bool(_engine.all_finite(arr.reshape(-1)))
+
+
+def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
+    """Return X as a C-contiguous (n, n_features) array of dtype, finite, n ≥ 1.
+
+    The caller's array is never modified: conversion copies when needed.
+    """
+    arr = _as_numeric_array(X, name)
+    if arr.ndim != 2:
+        hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has 0 rows; at least 1 sample is required")
+    if arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features per row, but the network expects {n_features}"
+        )
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(out):
+        raise ValueError(
+            f"{name} contains NaN or infinity"
+            + (" (or values too large for float32)" if dtype == np.float32 else "")
+        )
+    return out
+
+
+def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
+                  name: str = "y") -> np.ndarray:
+    """Return targets as a C-contiguous (n_rows, n_outputs) array of dtype.
+
+    cross_entropy: integer class indices in 0..k-1 (or exactly integral floats),
+    or rows of class probabilities (one-hot). binary_cross_entropy: values in
+    [0, 1]. mse / huber: any finite values. Shape (n,) is accepted for labels
+    and for single-output networks.
+    """
+    arr = _as_numeric_array(y, name, allow_bool=loss == "binary_cross_entropy")
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but X has {n_rows}")
+    if loss == "cross_entropy" and arr.ndim == 1:
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} contains NaN or infinity")
+            if np.any(arr != np.round(arr)):
+                raise ValueError(f"{name}: class labels must be integers, got non-integral values")
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi >= n_outputs:
+            raise ValueError(
+                f"{name}: class labels must be in 0..{n_outputs - 1} for {n_outputs} outputs, "
+                f"got values in [{lo}, {hi}]"
+            )
+        Y = np.zeros((n_rows, n_outputs), dtype=dtype)
+        Y[np.arange(n_rows), arr.astype(np.intp)] = 1
+        return Y
+    if arr.ndim == 1:
+        if n_outputs != 1:
+            raise ValueError(
+                f"{name} has shape {arr.shape}, but the network has {n_outputs} outputs: "
+                f"expected shape ({n_rows}, {n_outputs})"
+            )
+        arr = arr.reshape(n_rows, 1)
+    if arr.shape[1] != n_outputs:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} columns, but the network has {n_outputs} outputs"
+        )
+    Y = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(Y):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if loss in ("cross_entropy", "binary_cross_entropy") and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError(f"{name}: targets for {loss} must lie in [0, 1]")
+    if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1, atol=1e-4):
+        raise ValueError(
+            f"{name}: each row of 2-D cross_entropy targets must be one-hot "
+            "(or class probabilities summing to 1)"
+        )
+    return Y
+
+
+def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
+    """Return per-row weights (n_rows,) of dtype, finite, ≥ 0, not all 0;
+    an empty array when w is None (meaning: all ones)."""
+    if w is None:
+        return np.empty(0, dtype=dtype)
+    arr = _as_numeric_array(w, "sample_weight")
+    if arr.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},), got {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(out):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if out.min() < 0:
+        raise ValueError("sample_weight must be non-negative")
+    if out.sum() <= 0:
+        raise ValueError("sample_weight must have a positive sum")
+    return out
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """An integer ≥ minimum (bool is not an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_real(value, name: str, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number in the given interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    bad = not np.isfinite(v)
+    if low is not None:
+        bad |= v <= low if low_open else v < low
+    if high is not None:
+        bad |= v >= high if high_open else v > high
+    if bad:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
+        rule = " and ".join(r for r in (lo, hi) if r) or "finite"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return v
+
+
+def check_name(value, name: str, choices: tuple[str, ...]) -> str:
+    """One of the allowed names."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(choices)}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+    return value

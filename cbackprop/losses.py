@@ -1,0 +1,61 @@
+"""Loss specifications. Each is the mean over the batch of a per-example cost
+(plus α/2·Σ‖W‖² when the network has alpha > 0); formulas in `_core/_losses.pyx`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cbackprop._core._losses import NAMES
+from cbackprop._validation import check_name, check_real
+
+LOSSES: tuple[str, ...] = NAMES
+
+#: The output activation each loss needs (None: any but softmax).
+REQUIRED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss by name; see the subclasses for each convention."""
+
+    name: str
+    delta: float = 1.0
+
+    def __post_init__(self):
+        check_name(self.name, "loss", LOSSES)
+        object.__setattr__(self, "delta", check_real(self.delta, "huber delta", 0, low_open=True))
+
+    @property
+    def code(self) -> int:
+        return LOSSES.index(self.name)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "delta": self.delta}
+
+
+def CrossEntropy() -> Loss:
+    """Mean over rows of −Σₖ yₖ log softmax(z)ₖ (needs a softmax output layer)."""
+    return Loss("cross_entropy")
+
+
+def BinaryCrossEntropy() -> Loss:
+    """Mean over all n·k elements of −[y log σ(z) + (1−y) log(1−σ(z))] (sigmoid output)."""
+    return Loss("binary_cross_entropy")
+
+
+def MSE() -> Loss:
+    """Mean over all n·k elements of (a − y)², no ½ factor."""
+    return Loss("mse")
+
+
+def Huber(delta: float = 1.0) -> Loss:
+    """Mean over all elements of ½r² where |r| ≤ delta, else delta·(|r| − ½delta)."""
+    return Loss("huber", delta)
+
+
+def get_loss(loss) -> Loss:
+    """A Loss from a Loss or a name."""
+    if isinstance(loss, Loss):
+        return loss
+    return Loss(check_name(loss, "loss", LOSSES))
