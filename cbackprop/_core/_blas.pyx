@@ -23,10 +23,12 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
 def py_gemm(const floating[:, ::1] A, const floating[:, ::1] B,
                    floating[:, ::1] C, bint trans_a=False, bint trans_b=False,
-                   double alpha=1.0, double beta=0.0):
+                   double alpha=1.0, double beta=0.0, Py_ssize_t repeat=1):
     """C = alpha·op(A)·op(B) + beta·C, for tests and benchmarks."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t r
     with nogil:
+      for r in range(repeat):
         gemm(trans_a, trans_b, m, n, k, <floating> alpha, &A[0, 0], A.shape[1],
              &B[0, 0], B.shape[1], <floating> beta, &C[0, 0], n)

@@ -21,3 +21,6 @@ cdef enum:
 
 cdef void update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil
+cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
+                       const floating* grad, floating* s1, floating* s2,
+                       Py_ssize_t n) noexcept nogil

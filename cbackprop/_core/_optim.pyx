@@ -1,29 +1,40 @@
 # Design: every optimizer is one fused in-place loop over the flat parameter
 # vector θ, its gradient g and its state (same layout as θ, stacked: state[0:n]
 # is the first buffer, state[n:2n] the second). The formulas are PyTorch's
-# (torch.optim), so results can be compared step for step.
+# (torch.optim), so results can be compared step for step. Per-step scalars are
+# computed in double, the per-element arithmetic in the network's dtype (as
+# torch does), in branch-free loops the C compiler vectorises.
 
-from libc.math cimport sqrt, pow
+from libc.math cimport sqrt, sqrtf, pow
 
 NAMES = ("sgd", "adam", "adamw", "rmsprop")
 N_STATE = (1, 2, 2, 2)     # state buffers per optimizer, in units of n
 HP_SLOTS = ("lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps")
 
 
+cdef inline floating fsqrt(floating x) noexcept nogil:
+    return sqrtf(x) if floating is float else sqrt(x)
+
+
 cdef void sgd(const double* hp, floating* theta, const floating* grad,
               floating* v, Py_ssize_t n) noexcept nogil:
     """g ← g + λθ; v ← μv + g; θ ← θ − lr·(g + μv if nesterov else v)."""
     cdef Py_ssize_t i
-    cdef double g, lr = hp[HP_LR], mu = hp[HP_MOMENTUM], wd = hp[HP_WEIGHT_DECAY]
-    cdef bint nesterov = hp[HP_NESTEROV] != 0
+    cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], g
+    # One branch-free loop per case, so the C compiler vectorises each.
     if mu == 0:
         for i in range(n):
-            theta[i] -= <floating> (lr * (grad[i] + wd * theta[i]))
-        return
-    for i in range(n):
-        g = grad[i] + wd * theta[i]
-        v[i] = <floating> (mu * v[i] + g)
-        theta[i] -= <floating> (lr * (g + mu * v[i] if nesterov else v[i]))
+            theta[i] -= lr * (grad[i] + wd * theta[i])
+    elif hp[HP_NESTEROV] != 0:
+        for i in range(n):
+            g = grad[i] + wd * theta[i]
+            v[i] = mu * v[i] + g
+            theta[i] -= lr * (g + mu * v[i])
+    else:
+        for i in range(n):
+            v[i] = mu * v[i] + grad[i] + wd * theta[i]
+            theta[i] -= lr * v[i]
 
 
 cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
@@ -32,20 +43,22 @@ cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
     m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)."""
     cdef Py_ssize_t i
-    cdef double lr = hp[HP_LR], wd = hp[HP_WEIGHT_DECAY], eps = hp[HP_EPS]
-    cdef double b1 = hp[HP_BETA1], b2 = hp[HP_BETA2]
-    cdef double step = lr / (1 - pow(b1, <double> t))
-    cdef double inv_sqrt_bc2 = 1 / sqrt(1 - pow(b2, <double> t))
-    cdef double shrink = 1 - lr * wd, g
+    cdef double lr = hp[HP_LR], b1 = hp[HP_BETA1], b2 = hp[HP_BETA2]
+    # Per-step scalars in double, the per-element work in the network's dtype.
+    cdef floating step = <floating> (lr / (1 - pow(b1, <double> t)))
+    cdef floating inv_sqrt_bc2 = <floating> (1 / sqrt(1 - pow(b2, <double> t)))
+    cdef floating eps = <floating> hp[HP_EPS], wd = <floating> hp[HP_WEIGHT_DECAY]
+    cdef floating fb1 = <floating> b1, fb2 = <floating> b2
+    cdef floating c1 = <floating> (1 - b1), c2 = <floating> (1 - b2)
+    cdef floating shrink = 1, g
+    if decoupled:       # AdamW shrinks θ instead of adding λθ to g
+        shrink = <floating> (1 - lr * hp[HP_WEIGHT_DECAY])
+        wd = 0
     for i in range(n):
-        if decoupled:
-            theta[i] = <floating> (theta[i] * shrink)
-            g = grad[i]
-        else:
-            g = grad[i] + wd * theta[i]
-        m[i] = <floating> (b1 * m[i] + (1 - b1) * g)
-        v[i] = <floating> (b2 * v[i] + (1 - b2) * g * g)
-        theta[i] -= <floating> (step * m[i] / (sqrt(v[i]) * inv_sqrt_bc2 + eps))
+        g = grad[i] + wd * theta[i]
+        m[i] = fb1 * m[i] + c1 * g
+        v[i] = fb2 * v[i] + c2 * g * g
+        theta[i] = shrink * theta[i] - step * m[i] / (fsqrt(v[i]) * inv_sqrt_bc2 + eps)
 
 
 cdef void rmsprop(const double* hp, floating* theta, const floating* grad,
@@ -53,27 +66,39 @@ cdef void rmsprop(const double* hp, floating* theta, const floating* grad,
     """g ← g + λθ; v ← αv + (1−α)g²; with momentum μ: b ← μb + g/(√v + ε),
     θ ← θ − lr·b; without: θ ← θ − lr·g/(√v + ε)."""
     cdef Py_ssize_t i
-    cdef double lr = hp[HP_LR], mu = hp[HP_MOMENTUM], wd = hp[HP_WEIGHT_DECAY]
-    cdef double alpha = hp[HP_BETA2], eps = hp[HP_EPS], g, r
-    for i in range(n):
-        g = grad[i] + wd * theta[i]
-        v[i] = <floating> (alpha * v[i] + (1 - alpha) * g * g)
-        r = g / (sqrt(v[i]) + eps)
-        if mu != 0:
-            buf[i] = <floating> (mu * buf[i] + r)
-            r = buf[i]
-        theta[i] -= <floating> (lr * r)
+    cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], eps = <floating> hp[HP_EPS]
+    cdef floating alpha = <floating> hp[HP_BETA2], c = <floating> (1 - hp[HP_BETA2]), g
+    if mu == 0:
+        for i in range(n):
+            g = grad[i] + wd * theta[i]
+            v[i] = alpha * v[i] + c * g * g
+            theta[i] -= lr * g / (fsqrt(v[i]) + eps)
+    else:
+        for i in range(n):
+            g = grad[i] + wd * theta[i]
+            v[i] = alpha * v[i] + c * g * g
+            buf[i] = mu * buf[i] + g / (fsqrt(v[i]) + eps)
+            theta[i] -= lr * buf[i]
+
+
+cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
+                       const floating* grad, floating* s1, floating* s2,
+                       Py_ssize_t n) noexcept nogil:
+    """One optimizer step t on n parameters whose state buffers start at s1
+    and s2 (so a slice of θ can be updated: the engine does it layer by layer)."""
+    if kind == SGD:
+        sgd(hp, theta, grad, s1, n)
+    elif kind == ADAM or kind == ADAMW:
+        adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n)
+    else:
+        rmsprop(hp, theta, grad, s1, s2, n)
 
 
 cdef void update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil:
     """One optimizer step t (counted from 1) on θ in place."""
-    if kind == SGD:
-        sgd(hp, theta, grad, state, n)
-    elif kind == ADAM or kind == ADAMW:
-        adam(kind == ADAMW, hp, t, theta, grad, state, state + n, n)
-    else:
-        rmsprop(hp, theta, grad, state, state + n, n)
+    update_slice(kind, hp, t, theta, grad, state, state + n, n)
 
 
 def step(int kind, const double[::1] hp, long long t, floating[::1] theta,
