@@ -23,7 +23,8 @@ from cbackprop._core._blas cimport gemm
 from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
-from cbackprop._core._optim cimport update
+from cbackprop._core._optim cimport (
+    update_slice, SGD, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY)
 
 # Status codes returned by train_batches.
 cdef enum:
@@ -134,15 +135,25 @@ cdef void forward(const Spec* s, const floating* theta, const floating* X,
         p += n_in * n_out + n_out
 
 
+cdef void column_sums(const floating* dZ, Py_ssize_t n, Py_ssize_t m, floating* db,
+                      bint accumulate) noexcept nogil:
+    """db (+)= Σ_rows dZ, for an n × m dZ."""
+    cdef Py_ssize_t i, j
+    if not accumulate:
+        memset(db, 0, m * sizeof(floating))
+    for i in range(n):
+        for j in range(m):
+            db[j] += dZ[i * m + j]
+
+
 cdef void backward(const Spec* s, const floating* theta, floating* grad, const floating* X,
                    Py_ssize_t n, floating* ws, Py_ssize_t B, floating beta) noexcept nogil:
     """From dZᴸ (already set) back: dW = A_prevᵀ·dZ, db = Σ_rows dZ,
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ). grad = beta·grad + these. The first layer
     computes no δ for the input."""
-    cdef Py_ssize_t l, i, j, n_in, n_out, p = 0, off
+    cdef Py_ssize_t l, n_in, n_out, p = 0, off
     cdef const floating* a_prev
     cdef floating* dZ
-    cdef floating* db
     cdef floating* dZ_prev
     for l in range(s.n_layers):
         p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
@@ -155,12 +166,7 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
         a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
         gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1,
              a_prev, <int> n_in, dZ, <int> n_out, beta, grad + p, <int> n_out)
-        db = grad + p + n_in * n_out
-        if beta == 0:
-            memset(db, 0, n_out * sizeof(floating))
-        for i in range(n):
-            for j in range(n_out):
-                db[j] += dZ[i * n_out + j]
+        column_sums(dZ, n, n_out, grad + p + n_in * n_out, beta != 0)
         if l > 0:
             dZ_prev = ws + layer_offset(s, B, l - 1) + 2 * B * n_in
             gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
@@ -213,14 +219,14 @@ cdef Py_ssize_t count_correct(int loss, const floating* A, const floating* Y,
     return correct
 
 
-cdef double forward_backward(const Spec* s, const floating* theta, floating* grad,
-                             const floating* X, const floating* Y, const floating* w,
-                             Py_ssize_t n, double weight_total, floating* ws, Py_ssize_t B,
-                             floating beta, bint with_grad, Py_ssize_t* correct) noexcept nogil:
-    """Forward, loss and (with_grad) backward over n rows. The loss and
-    gradient are normalised by weight_total (Σw over the batch or the data
-    set); returns the loss of these rows without the L2 term and adds the
-    rows classified right to *correct."""
+cdef double forward_loss(const Spec* s, const floating* theta, const floating* X,
+                         const floating* Y, const floating* w, Py_ssize_t n,
+                         double weight_total, floating* ws, Py_ssize_t B,
+                         Py_ssize_t* correct) noexcept nogil:
+    """Forward and loss over n rows, leaving δᴸ in dZᴸ. The loss and δ are
+    normalised by weight_total (Σw over the batch or the data set); returns the
+    loss of these rows without the L2 term and adds the rows classified right
+    to *correct."""
     cdef Py_ssize_t L = s.n_layers, k = s.sizes[L]
     cdef floating* Z = ws + layer_offset(s, B, L - 1)
     cdef double norm = weight_total if s.loss == CROSS_ENTROPY else weight_total * k
@@ -229,9 +235,78 @@ cdef double forward_backward(const Spec* s, const floating* theta, floating* gra
     total = loss_backward(s.loss, s.acts[L - 1], Z, Z + B * k, Y, w, Z + 2 * B * k,
                           n, k, s.delta, 1.0 / norm)
     correct[0] += count_correct(s.loss, Z + B * k, Y, n, k)
-    if with_grad:
-        backward(s, theta, grad, X, n, ws, B, beta)
     return total / norm
+
+
+cdef void backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
+                          Py_ssize_t n_params, int kind, const double* hp, long long t,
+                          const floating* X, Py_ssize_t n, floating* ws,
+                          Py_ssize_t B) noexcept nogil:
+    """The backward pass from dZᴸ with the optimizer step fused in: each layer
+    is updated as soon as its gradient is known, once dZ_prev = σ'(Z_prev) ⊙
+    (dZ·Wᵀ) has used its old W (so the result equals a full backward pass then
+    one update, while the layer's gradient is still in cache).
+
+    Plain SGD writes the step into W inside the ∂W GEMM: W ← (1 − lr·λ)W −
+    lr·A_prevᵀ·dZ; SGD with momentum accumulates into the velocity there:
+    v ← μv + A_prevᵀ·dZ. Other optimizers get ∂W in grad, then update_slice.
+    λ = weight_decay + alpha (the L2 term's gradient αW); biases get no alpha."""
+    cdef Py_ssize_t l, i, n_in, n_out, nw, p = 0
+    cdef const floating* a_prev
+    cdef floating* dZ
+    cdef floating* dZ_prev
+    cdef floating* W
+    cdef floating* gb
+    cdef floating* v
+    cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], a = <floating> s.alpha
+    cdef floating lam = wd + a
+    cdef bint plain_sgd = kind == SGD and hp[HP_NESTEROV] == 0
+    for l in range(s.n_layers):
+        p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
+    for l in range(s.n_layers - 1, -1, -1):
+        n_in = s.sizes[l]
+        n_out = s.sizes[l + 1]
+        nw = n_in * n_out
+        p -= nw + n_out
+        W = theta + p
+        dZ = ws + layer_offset(s, B, l) + 2 * B * n_out
+        a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
+        if l > 0:
+            dZ_prev = ws + layer_offset(s, B, l - 1) + 2 * B * n_in
+            gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
+                 dZ, <int> n_out, W, <int> n_out, <floating> 0, dZ_prev, <int> n_in)
+            if s.dropout != NULL and s.dropout[l - 1] > 0:
+                dropout_activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
+                                            dZ_prev + B * n_in, dZ_prev, n * n_in)
+            else:
+                activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
+                                    dZ_prev - B * n_in, dZ_prev, n * n_in)
+        gb = grad + p + nw
+        column_sums(dZ, n, n_out, gb, False)
+        if plain_sgd and mu == 0:
+            gemm(True, False, <int> n_in, <int> n_out, <int> n, -lr, a_prev, <int> n_in,
+                 dZ, <int> n_out, 1 - lr * lam, W, <int> n_out)
+            for i in range(n_out):
+                W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
+        elif plain_sgd:
+            v = state + p
+            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
+                 <int> n_in, dZ, <int> n_out, mu, v, <int> n_out)
+            for i in range(nw):
+                v[i] += lam * W[i]
+                W[i] -= lr * v[i]
+            for i in range(nw, nw + n_out):
+                v[i] = mu * v[i] + gb[i - nw] + wd * W[i]
+                W[i] -= lr * v[i]
+        else:
+            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
+                 <int> n_in, dZ, <int> n_out, <floating> 0, grad + p, <int> n_out)
+            if a != 0:
+                for i in range(nw):
+                    grad[p + i] += a * W[i]
+            update_slice(kind, hp, t, W, grad + p, state + p, state + n_params + p,
+                         nw + n_out)
 
 
 def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, double delta,
@@ -244,7 +319,8 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                   uint64_t[::1] rng):
     """Train on the rows order[start:stop] in batches of B, in place.
 
-    Each batch: gather rows, forward, loss, backward, optimizer step.
+    Each batch: gather rows, forward, loss, then the backward pass with each
+    layer's optimizer step fused in (see backward_update; `grad` is scratch).
     Returns (Σ over batches of batch loss × batch rows, rows done, rows
     classified right, status).
     On a non-finite loss it stops before that batch's update. dropout holds
@@ -271,17 +347,16 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                 memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
                 wb[i] = w[r] if weighted else 1
                 wsum += wb[i]
-            batch_loss = forward_backward(&s, &theta[0], &grad[0], Xb, Yb,
-                                          wb if weighted else NULL, nb, wsum,
-                                          &ws[0], B, 0, True, &correct)
+            batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
+                                      wsum, &ws[0], B, &correct)
             if s.alpha != 0:
-                batch_loss += add_l2(&s, &theta[0], &grad[0])
+                batch_loss += add_l2(&s, &theta[0], NULL)
             if not isfinite(batch_loss):
                 status = NONFINITE_LOSS
                 break
             step_count[0] += 1
-            update(opt_kind, &hp[0], step_count[0], &theta[0], &grad[0], &state[0],
-                   theta.shape[0])
+            backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
+                            &hp[0], step_count[0], Xb, nb, &ws[0], B)
             total += batch_loss * nb
             pos += nb
     return total, pos - start, correct, status
@@ -308,9 +383,11 @@ def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
         pos = 0
         while pos < n:
             nb = min(B, n - pos)
-            total += forward_backward(&s, &theta[0], &grad[0], &X[pos, 0], &Y[pos, 0],
-                                      &w[pos] if weighted else NULL, nb, wtotal,
-                                      &ws[0], B, 1, with_grad, &correct)
+            total += forward_loss(&s, &theta[0], &X[pos, 0], &Y[pos, 0],
+                                  &w[pos] if weighted else NULL, nb, wtotal, &ws[0], B,
+                                  &correct)
+            if with_grad:
+                backward(&s, &theta[0], &grad[0], &X[pos, 0], nb, &ws[0], B, 1)
             pos += nb
         if s.alpha != 0:
             total += add_l2(&s, &theta[0], &grad[0] if with_grad else NULL)
