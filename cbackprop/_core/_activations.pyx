@@ -50,9 +50,8 @@ cdef void activation_backward(int act, const floating* Z, const floating* A, flo
     if act == IDENTITY:
         return
     elif act == RELU:
-        for i in range(size):
-            if Z[i] <= 0:
-                dZ[i] = 0
+        for i in range(size):       # a select, not a branch: it vectorises
+            dZ[i] = dZ[i] if Z[i] > 0 else 0
     else:
         for i in range(size):
             dZ[i] *= derivative(act, Z[i], A[i])

@@ -3,7 +3,9 @@
 #   softmax + cross_entropy         δ = softmax(z) − y
 #   sigmoid + binary_cross_entropy  δ = σ(z) − y
 # Both losses are computed from z (log-sum-exp, log-sigmoid), never from a
-# rounded probability, so logits of ±1e4 still give finite numbers. mse and
+# probability that may round to 0, so logits of ±1e4 still give finite numbers
+# (cross-entropy's log-sum-exp is z_max − log of the largest probability,
+# which is ≥ 1/k). mse and
 # huber give ∂C/∂a, which activation_backward turns into ∂C/∂z for any output
 # activation. Rows carry weights w (NULL means 1); the caller chooses
 # grad_scale (1 / Σw, times 1 / k for the element-wise losses).
@@ -20,12 +22,12 @@ cdef double loss_backward(int loss, int out_act, const floating* Z, const floati
                           Py_ssize_t n, Py_ssize_t k, double delta,
                           double grad_scale) noexcept nogil:
     """Return Σ_rows w·Cⁿ (unscaled) and write δ = grad_scale·w·∂Cⁿ/∂z into dZ."""
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, jmax
     cdef const floating* z
     cdef const floating* a
     cdef const floating* y
     cdef floating* d
-    cdef double total = 0, row, zmax, lse, ysum, r, wi, s
+    cdef double total = 0, row, lse, ysum, r, wi, s
     for i in range(n):
         z = Z + i * k
         a = A + i * k
@@ -35,15 +37,14 @@ cdef double loss_backward(int loss, int out_act, const floating* Z, const floati
         s = wi * grad_scale
         row = 0
         if loss == CROSS_ENTROPY:
-            # −Σ y log softmax(z) = Σy · lse(z) − Σ y z
-            zmax = z[0]
+            # −Σ y log softmax(z) = Σy · lse(z) − Σ y z. A = softmax(Z) already
+            # holds exp(z − lse): at the largest z, a ≥ 1/k, so
+            # lse = z_max − log(a_max) is exact to rounding, with no exp.
+            jmax = 0
             for j in range(1, k):
-                if z[j] > zmax:
-                    zmax = z[j]
-            lse = 0
-            for j in range(k):
-                lse += exp(z[j] - zmax)
-            lse = zmax + log(lse)
+                if z[j] > z[jmax]:
+                    jmax = j
+            lse = z[jmax] - log(a[jmax])
             ysum = 0
             for j in range(k):
                 ysum += y[j]
