@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cbackprop import _threads
 from cbackprop import _validation as V
 from cbackprop._core import _engine
 from cbackprop.activations import HIDDEN_ACTIVATIONS, RELU_FAMILY
@@ -90,7 +91,11 @@ class Network:
     alpha : float, default 0
         L2 penalty: the loss gains alpha/2 · Σ‖W‖² (weights, not biases).
     n_threads : int, optional
-        BLAS threads during fit/predict/evaluate. Default: leave BLAS as it is.
+        The most BLAS threads fit/predict/evaluate use (default: the BLAS's own
+        setting, e.g. OPENBLAS_NUM_THREADS). Fewer are used where more would
+        be slower: 1 for small layers, and fit times its choice. Networks may
+        train at once on separate Python threads (each owns its workspace and
+        random stream); they then share the cores without oversubscribing.
 
     Attributes
     ----------
@@ -154,6 +159,7 @@ class Network:
         # The shuffling and dropout stream (splitmix64 state), advanced by every fit.
         self._rng_state = rng.integers(0, 2**63, size=1, dtype=np.uint64)
         self._fit_lock = threading.Lock()
+        self._fit_threads: dict[tuple[int, int], _threads.FitThreads] = {}
         self._stop_requested = False
 
     # ---- structure ------------------------------------------------------
@@ -232,13 +238,18 @@ class Network:
     def _workspace(self, rows: int) -> np.ndarray:
         return np.empty(_engine.workspace_size(self._sizes, rows), dtype=self.dtype)
 
-    def _blas_threads(self):
-        """A context that sets the BLAS thread count when n_threads is given."""
-        if self.n_threads is None:
-            import contextlib
-            return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=self.n_threads, user_api="blas")
+    def _blas_threads(self, rows: int, fit: bool = False) -> _threads.BlasThreads:
+        """The BLAS threads for batches of `rows` rows: at most n_threads (default:
+        the BLAS's own setting), 1 for small shapes; fit also times its choice
+        (see cbackprop/_threads.py)."""
+        most = min(self.n_threads or _threads.default_threads(), _threads.available_cores())
+        start = _threads.threads_for_shape(self._sizes, rows, most)
+        if not fit:
+            return _threads.BlasThreads(start)
+        # Later fits start from what earlier ones measured.
+        if (rows, most) not in self._fit_threads:
+            self._fit_threads[(rows, most)] = _threads.FitThreads(start, most)
+        return self._fit_threads[(rows, most)]
 
     # ---- inference ------------------------------------------------------
 
@@ -251,14 +262,14 @@ class Network:
         X = self._check_X(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         rows = self._chunk_rows(X.shape[0])
-        with self._blas_threads():
+        with self._blas_threads(rows):
             _engine.predict(self._sizes, self._acts, self.theta, X, out, rows,
                             self._workspace(rows))
         return out
 
     def _loss_pass(self, X, Y, w, with_grad: bool) -> tuple[float, int]:
         rows = self._chunk_rows(X.shape[0])
-        with self._blas_threads():
+        with self._blas_threads(rows):
             return _engine.loss_and_grad(self._sizes, self._acts, self.loss.code,
                                          self.loss.delta, self.alpha, self.theta, self.grad,
                                          X, Y, w, rows, self._workspace(rows), with_grad)
@@ -421,7 +432,7 @@ class Network:
                 "the parameters before this fit were restored"
             )
 
-        with self._blas_threads():
+        with self._blas_threads(B, fit=True) as threads:
             for epoch in range(epochs):
                 start_time = time.perf_counter()
                 if shuffle:
@@ -431,7 +442,7 @@ class Network:
                 while pos < n:
                     if self._stop_requested:
                         break
-                    stop = min(n, pos + rows_per_chunk)
+                    stop = min(n, pos + threads.chunk_rows(rows_per_chunk, B))
                     t0 = time.perf_counter()
                     loss_sum, done, ok_rows, status = _engine.train_batches(
                         self._sizes, self._acts, self.loss.code, self.loss.delta, self.alpha,
@@ -441,9 +452,10 @@ class Network:
                     if status != _engine.STATUS_OK:
                         raise diverged("the loss")
                     elapsed = time.perf_counter() - t0
+                    threads.observe(elapsed, done)
                     # Aim each chunk at about _CHUNK_SECONDS of work, in whole batches.
                     scale = _CHUNK_SECONDS / max(elapsed, 1e-6)
-                    rows_per_chunk = int(min(max(rows_per_chunk * scale, B), 1 << 40)) // B * B
+                    rows_per_chunk = int(min(max(done * scale, B), 1 << 40)) // B * B
                     total += loss_sum
                     correct += ok_rows
                     pos += done

@@ -1,0 +1,206 @@
+"""BLAS threads for cbackprop's kernels: chosen per shape, checked by timing,
+never oversubscribed.
+
+The kernels call the BLAS behind scipy.linalg.cython_blas (SciPy's bundled
+OpenBLAS in a wheel install). Its thread count is one number for the whole
+process, so this module alone sets it, and only while cbackprop calls run:
+
+* Per shape: a call whose GEMMs are small (below `MIN_FLOPS_FOR_THREADS` per
+  batch) runs on 1 thread; threads only add synchronisation there.
+* Never oversubscribed: while k cbackprop calls run at once (networks trained
+  or predicting on several Python threads), the BLAS gets cores // k threads
+  (1 on two cores), so each GEMM runs on its caller's thread and the calls
+  proceed side by side instead of queueing for the same BLAS workers.
+* Timed, in fit: when more than one thread is allowed, fit now and then runs
+  a short chunk with the other choice and keeps whichever trains more rows per
+  second (re-checked with exponential back-off). So two threads are not kept
+  where they are slower than one: small shapes, or another process busy on the
+  other core, where a threaded GEMM waits for its descheduled worker.
+
+When the last running call ends, the BLAS gets back the thread count it had.
+Only the BLAS that cbackprop calls is touched (not NumPy's own copy, when it
+has one).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+#: Below this many flops per batch (forward pass), one thread is faster: the
+#: cost of waking and joining a BLAS worker outweighs what it computes.
+#: Measured with bench/threads.py (see bench/README.md).
+MIN_FLOPS_FOR_THREADS = 40e6
+
+#: A switch of thread count must be this much faster to be adopted.
+_MARGIN = 0.95
+
+_lock = threading.Lock()
+_wanted: dict[int, list[int]] = {}  # Python thread id -> threads wanted by its calls, innermost last
+_saved: int | None = None          # the BLAS's own count before the first call began
+_current: int | None = None        # what this module last set
+_controllers = None                # threadpoolctl controllers of cbackprop's BLAS
+
+
+def available_cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:       # not on Linux
+        return os.cpu_count() or 1
+
+
+def _blas_controllers():
+    """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas uses.
+
+    That is the BLAS library inside SciPy's installation when there is one;
+    otherwise (SciPy linked to a system BLAS) every BLAS loaded in the process,
+    since it is then usually one library shared with NumPy.
+    """
+    global _controllers
+    if _controllers is None:
+        import scipy
+        from threadpoolctl import ThreadpoolController
+
+        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        home = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+        own = [c for c in blas
+               if os.path.abspath(c.filepath).startswith(os.path.join(home, "scipy"))]
+        _controllers = own or blas
+    return _controllers
+
+
+def _set_locked(n: int) -> None:
+    global _current
+    if n != _current:
+        for c in _blas_controllers():
+            c.set_num_threads(n)
+        _current = n
+
+
+def _apply_locked() -> None:
+    """Set the BLAS thread count for the calls now running (lock held).
+
+    Calls nested in one Python thread (fit's validation pass) count once,
+    with the innermost call's wish.
+    """
+    global _saved, _current
+    if not _wanted:
+        if _saved is not None:
+            _set_locked(_saved)
+        _saved = _current = None
+        return
+    if _saved is None:
+        _saved = _current = _blas_threads_now()
+    share = max(1, available_cores() // len(_wanted))
+    _set_locked(max(1, min(share, min(stack[-1] for stack in _wanted.values()))))
+
+
+def _blas_threads_now() -> int:
+    ctrls = _blas_controllers()
+    return ctrls[0].get_num_threads() if ctrls else 1
+
+
+def default_threads() -> int:
+    """The most threads a call uses when its network sets no n_threads: the
+    BLAS's own setting (OPENBLAS_NUM_THREADS, threadpoolctl…) before cbackprop
+    changed it, at most the cores available."""
+    with _lock:
+        n = _saved if _saved is not None else _blas_threads_now()
+    return max(1, min(n, available_cores()))
+
+
+def threads_for_shape(sizes, rows: int, max_threads: int) -> int:
+    """Threads worth using for batches of `rows` rows through layers `sizes`."""
+    flops = 2.0 * rows * sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+    return 1 if flops < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
+
+
+class BlasThreads:
+    """While entered, the BLAS runs with `threads` threads (or fewer, when
+    other cbackprop calls run at the same time)."""
+
+    def __init__(self, threads: int):
+        self.threads = max(1, int(threads))
+
+    def __enter__(self):
+        with _lock:
+            _wanted.setdefault(threading.get_ident(), []).append(self.threads)
+            _apply_locked()
+        return self
+
+    def __exit__(self, *exc):
+        tid = threading.get_ident()
+        with _lock:
+            _wanted[tid].pop()
+            if not _wanted[tid]:
+                del _wanted[tid]
+            _apply_locked()
+        return False
+
+    def _want(self, threads: int) -> None:
+        with _lock:
+            _wanted[threading.get_ident()][-1] = threads
+            _apply_locked()
+
+    def set(self, threads: int) -> None:
+        """Change the wanted count while entered."""
+        self.threads = max(1, int(threads))
+        self._want(self.threads)
+
+
+class FitThreads(BlasThreads):
+    """BlasThreads for fit: it times chunks and keeps the faster thread count.
+
+    The fit loop asks `chunk_rows` how many rows to train next and reports
+    the time with `observe`. Every so often the next chunk is a short probe
+    (1/8 of a chunk) with the other thread count; if that trains rows faster
+    by more than 5 %, it becomes the choice. Each probe that loses doubles the
+    wait before the next one (from 4 chunks up to 256), so a slower choice
+    costs little. A network keeps its FitThreads, so its later fits start
+    from what was measured.
+    """
+
+    def __init__(self, threads: int, max_threads: int):
+        super().__init__(threads)
+        # Shapes the rule keeps on one thread are not probed: there threads
+        # cannot pay for themselves, and a probe on a busy core costs dearly.
+        self.options = (1, max_threads) if threads > 1 else (1,)
+        self.seconds_per_row: dict[int, float] = {}
+        self.chunks = 0
+        self.interval = 4
+        self.next_probe = 2          # the first chunks warm caches: no probe yet
+        self.probing = False
+
+    def _other(self) -> int:
+        return self.options[1] if self.threads == self.options[0] else self.options[0]
+
+    def chunk_rows(self, rows: int, batch: int) -> int:
+        """Rows for the next chunk, given the usual chunk size; switches the
+        BLAS to the other thread count when this chunk is a probe."""
+        self.probing = len(self.options) > 1 and self.chunks >= self.next_probe
+        if self.probing:
+            self._probe_threads = self._other()
+            self._want(self._probe_threads)
+            return max(batch, rows // 8 // batch * batch)
+        return rows
+
+    def observe(self, seconds: float, rows: int) -> None:
+        """Record how long the last chunk took for how many rows."""
+        self.chunks += 1
+        if rows <= 0:
+            return
+        used = self._probe_threads if self.probing else self.threads
+        rate = seconds / rows
+        old = self.seconds_per_row.get(used)
+        self.seconds_per_row[used] = rate if old is None else 0.5 * (old + rate)
+        if not self.probing:
+            return
+        mine = self.seconds_per_row.get(self.threads)
+        if mine is not None and self.seconds_per_row[used] < _MARGIN * mine:
+            self.threads, self.interval = used, 4
+        else:
+            self.interval = min(2 * self.interval, 256)
+        self.next_probe = self.chunks + self.interval
+        self.probing = False
+        self.set(self.threads)
