@@ -39,7 +39,7 @@ _lock = threading.Lock()
 _wanted: dict[int, list[int]] = {}  # Python thread id -> threads wanted by its calls, innermost last
 _saved: int | None = None          # the BLAS's own count before the first call began
 _current: int | None = None        # what this module last set
-_controllers = None                # threadpoolctl controllers of cbackprop's BLAS
+_controllers = None                # [(threadpoolctl controller, setter)] of cbackprop's BLAS
 
 
 def available_cores() -> int:
@@ -51,7 +51,8 @@ def available_cores() -> int:
 
 
 def _blas_controllers():
-    """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas uses.
+    """(threadpoolctl controller, thread setter) of each BLAS that
+    scipy.linalg.cython_blas may use.
 
     That is the BLAS library inside SciPy's installation when there is one;
     otherwise (SciPy linked to a system BLAS) every BLAS loaded in the process,
@@ -66,15 +67,32 @@ def _blas_controllers():
         home = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
         own = [c for c in blas
                if os.path.abspath(c.filepath).startswith(os.path.join(home, "scipy"))]
-        _controllers = own or blas
+        _controllers = [(c, _setter(c)) for c in own or blas]
     return _controllers
+
+
+def _setter(controller):
+    """A function that sets the library's thread count from any Python thread.
+
+    threadpoolctl lets only one Python thread set OpenBLAS's count (it ignores
+    the others), which would leave concurrent fits on other threads unable to
+    step down to one thread; so OpenBLAS's own setter is called directly.
+    """
+    if controller.internal_api == "openblas":
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            func = getattr(controller.dynlib, name, None)
+            if func is not None:
+                func.restype = None
+                return lambda n: func(int(n))
+    return controller.set_num_threads
 
 
 def _set_locked(n: int) -> None:
     global _current
     if n != _current:
-        for c in _blas_controllers():
-            c.set_num_threads(n)
+        for _, set_threads in _blas_controllers():
+            set_threads(n)
         _current = n
 
 
@@ -98,7 +116,7 @@ def _apply_locked() -> None:
 
 def _blas_threads_now() -> int:
     ctrls = _blas_controllers()
-    return ctrls[0].get_num_threads() if ctrls else 1
+    return (ctrls[0][0].get_num_threads() or 1) if ctrls else 1
 
 
 def default_threads() -> int:

@@ -56,3 +56,154 @@ def test_fused_updates_equal_gradient_then_step(make_opt, loss, alpha, dtype):
                                atol=STEP_RTOL[dtype])
     np.testing.assert_allclose(opt.state, ref_opt.state, rtol=STEP_RTOL[dtype],
                                atol=STEP_RTOL[dtype])
+
+
+# ---- threads -----------------------------------------------------------------
+
+def _blas_threads_now():
+    from cbackprop import _threads
+    return _threads._blas_threads_now()
+
+
+def test_networks_trained_on_threads_equal_sequential_training():
+    """Each network owns its workspace and random stream: training several at
+    once on Python threads gives bitwise the results of one after the other."""
+    import threading
+
+    X, y = small_problem(np.float32, "cross_entropy", n=300)
+
+    def fit(net, opt):
+        net.fit(X, y, optimizer=opt, epochs=3, batch_size=16)
+
+    def fresh():
+        return [(make_net(np.float32, "cross_entropy", seed=s), cb.Adam(lr=0.01))
+                for s in range(4)]
+
+    sequential = fresh()
+    for net, opt in sequential:
+        fit(net, opt)
+    threaded = fresh()
+    workers = [threading.Thread(target=fit, args=pair) for pair in threaded]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    for (a, _), (b, _) in zip(sequential, threaded):
+        np.testing.assert_array_equal(a.theta, b.theta)
+
+
+def test_concurrent_fits_do_not_oversubscribe_and_blas_is_restored():
+    """While two fits run at once each BLAS call gets cores // 2 threads; after
+    both end the BLAS has its own thread count back."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from cbackprop import _threads
+
+    X, y = small_problem(np.float32, "cross_entropy", n=64)
+    both_running = threading.Barrier(2, timeout=30)
+    seen = []
+
+    def during(epoch, logs):
+        if epoch == 0:
+            both_running.wait()
+            seen.append(_blas_threads_now())
+            both_running.wait()
+
+    def fit(seed):
+        net = make_net(np.float32, "cross_entropy", seed=seed)
+        net.n_threads = 2
+        net.fit(X, y, epochs=2, batch_size=8, callbacks=[during])
+
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads_now()
+        workers = [threading.Thread(target=fit, args=(s,)) for s in range(2)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert _blas_threads_now() == before
+    assert seen == [max(1, _threads.available_cores() // 2)] * 2
+
+
+def test_small_shapes_use_one_thread_and_n_threads_caps_the_rest():
+    from cbackprop import _threads
+
+    sizes = [64, 32, 10]
+    assert _threads.threads_for_shape(sizes, 32, 8) == 1
+    big = [1024, 4096, 1024]
+    assert _threads.threads_for_shape(big, 256, 2) == 2
+    assert _threads.threads_for_shape(big, 256, 1) == 1
+    net = cb.Network(1024, [cb.Dense(4096, "relu"), cb.Dense(1024)], n_threads=1)
+    assert net._blas_threads(256).threads == 1
+
+
+def test_fit_threads_keeps_the_faster_choice():
+    """FitThreads probes the other thread count and adopts it only when faster."""
+    from cbackprop import _threads
+
+    chooser = _threads.FitThreads(2, 2)
+    with chooser:
+        for chunk in range(40):
+            rows = chooser.chunk_rows(800, 8)
+            used = chooser._probe_threads if chooser.probing else chooser.threads
+            # One thread is 3× faster per row here (a busy second core).
+            chooser.observe(rows * (1e-6 if used == 1 else 3e-6), rows)
+        assert chooser.threads == 1
+        assert chooser.interval > 4          # probes of 2 threads lost: backing off
+    slow_one = _threads.FitThreads(2, 2)
+    with slow_one:
+        for chunk in range(40):
+            rows = slow_one.chunk_rows(800, 8)
+            used = slow_one._probe_threads if slow_one.probing else slow_one.threads
+            slow_one.observe(rows * (2e-6 if used == 1 else 1e-6), rows)
+        assert slow_one.threads == 2
+
+
+# ---- memory ------------------------------------------------------------------
+
+def test_predict_memory_is_bounded():
+    """predict runs in row chunks: beyond its output it allocates one chunk's
+    workspace, however many rows there are."""
+    import tracemalloc
+
+    from cbackprop._core import _engine
+
+    net = cb.Network(16, [cb.Dense(256, "relu"), cb.Dense(256, "relu"), cb.Dense(3, "softmax")],
+                     dtype="float32", seed=0)
+    X = np.random.default_rng(0).standard_normal((200_000, 16)).astype(np.float32)
+    rows = net._chunk_rows(X.shape[0])
+    assert rows < X.shape[0]
+    tracemalloc.start()
+    try:
+        out = net.predict(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    workspace = _engine.workspace_size(net._sizes, rows) * 4
+    assert peak < out.nbytes + workspace + (1 << 20)
+    # All rows at once would need the hidden activations of every row.
+    assert peak < 200_000 * 256 * 4
+    np.testing.assert_allclose(out[-5:], net.predict(X[-5:]), rtol=1e-6)
+
+
+def test_no_allocation_grows_with_the_number_of_batches():
+    """The workspace is allocated once per fit: 40 epochs of batches allocate
+    no more than 1 epoch (tracemalloc's peak)."""
+    import tracemalloc
+
+    X, y = small_problem(np.float32, "cross_entropy", n=512)
+    net = make_net(np.float32, "cross_entropy")
+    opt = cb.SGD(lr=0.01, momentum=0.9)
+    net.fit(X, y, optimizer=opt, epochs=1, batch_size=4)     # state, caches
+    peaks = []
+    for epochs in (1, 40):
+        tracemalloc.start()
+        try:
+            net.fit(X, y, optimizer=opt, epochs=epochs, batch_size=4)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    # 40 epochs × 128 batches: the only growth allowed is the per-epoch History.
+    assert peaks[1] - peaks[0] < 40 * 1024
