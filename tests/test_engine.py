@@ -189,21 +189,30 @@ def test_predict_memory_is_bounded():
 
 
 def test_no_allocation_grows_with_the_number_of_batches():
-    """The workspace is allocated once per fit: 40 epochs of batches allocate
-    no more than 1 epoch (tracemalloc's peak)."""
+    """The workspace is allocated once per fit and batches run inside the
+    engine: 40 epochs allocate no more than 1 (tracemalloc's peak), and the
+    peak is the fit's known buffers, with no room for a batch-sized temporary."""
     import tracemalloc
 
+    from cbackprop._core import _engine
+
     X, y = small_problem(np.float32, "cross_entropy", n=512)
-    net = make_net(np.float32, "cross_entropy")
+    net = cb.Network(5, [cb.Dense(256, "relu"), cb.Dense(3, "softmax")], seed=0)
     opt = cb.SGD(lr=0.01, momentum=0.9)
-    net.fit(X, y, optimizer=opt, epochs=1, batch_size=4)     # state, caches
+    B = 64
+    net.fit(X, y, optimizer=opt, epochs=1, batch_size=B)     # optimizer state
     peaks = []
     for epochs in (1, 40):
         tracemalloc.start()
         try:
-            net.fit(X, y, optimizer=opt, epochs=epochs, batch_size=4)
+            net.fit(X, y, optimizer=opt, epochs=epochs, batch_size=B)
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
-    # 40 epochs × 128 batches: the only growth allowed is the per-epoch History.
+    # 40 epochs × 8 batches: the only growth allowed is the per-epoch History.
     assert peaks[1] - peaks[0] < 40 * 1024
+    # workspace, order, the saved θ and state, the one-hot targets: a temporary
+    # of one batch's activations (64 × 256 × 4 bytes) would not fit in the slack.
+    known = (_engine.workspace_size(net._sizes, B) * 4 + X.shape[0] * 8
+             + 2 * net.theta.nbytes + opt.state.nbytes + X.shape[0] * 3 * 4)
+    assert peaks[0] < known + 48 * 1024
