@@ -216,3 +216,53 @@ def test_no_allocation_grows_with_the_number_of_batches():
     known = (_engine.workspace_size(net._sizes, B) * 4 + X.shape[0] * 8
              + 2 * net.theta.nbytes + opt.state.nbytes + X.shape[0] * 3 * 4)
     assert peaks[0] < known + 48 * 1024
+
+
+# ---- GEMM kernels --------------------------------------------------------------
+
+GEMM_SHAPES = [(1, 1, 1), (1, 7, 1), (5, 3, 1), (784, 12, 1), (1, 128, 784), (1, 10, 128),
+               (1, 32, 10), (1, 33, 9), (3, 1, 5), (7, 5, 3), (13, 17, 11), (32, 32, 64),
+               (4, 8, 16), (33, 10, 31), (64, 128, 10)]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_hand_kernel_and_blas_agree_with_numpy(m, n, k, trans_a, trans_b, dtype, rtol):
+    """Every path of the one GEMM entry point, on shapes with 1s and odd
+    sizes: C = α·op(A)·op(B) + β·C, and β = 0 never reads C."""
+    from cbackprop._core._blas import py_gemm
+
+    rng = np.random.default_rng(m * 10007 + n * 101 + k)
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    C0 = rng.standard_normal((m, n)).astype(dtype)
+    opA = (A.T if trans_a else A).astype(np.float64)
+    opB = (B.T if trans_b else B).astype(np.float64)
+    for alpha, beta in [(1.0, 0.0), (-0.5, 0.75)]:
+        want = alpha * opA @ opB + beta * C0
+        for kernel in ("hand", "blas", "auto"):
+            C = C0.copy() if beta else np.full((m, n), np.nan, dtype)
+            py_gemm(A, B, C, trans_a, trans_b, alpha, beta, kernel=kernel)
+            np.testing.assert_allclose(C, want, rtol=rtol * 10, atol=rtol * 10 * np.sqrt(k),
+                                       err_msg=f"{kernel} α={alpha} β={beta}")
+
+
+def test_gemm_uses_the_hand_kernel_only_where_it_measured_faster():
+    from cbackprop._core._blas import kernel_for
+
+    assert kernel_for("float32", False, 128, 10, 1) == "hand"       # ∂W, batch 1, 10 units
+    assert kernel_for("float32", True, 1, 32, 10) == "hand"         # δ·Wᵀ, batch 1
+    assert kernel_for("float64", False, 128, 10, 1) == "BLAS"
+    for m, n, k in [(32, 32, 64), (1, 128, 784), (784, 128, 1), (64, 128, 784)]:
+        assert kernel_for("float32", False, m, n, k) == "BLAS"
+
+
+def test_py_gemm_rejects_mismatched_shapes():
+    from cbackprop._core._blas import py_gemm
+
+    A = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="GEMM"):
+        py_gemm(A, np.zeros((5, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="GEMM"):
+        py_gemm(A, np.zeros((4, 2)), np.zeros((2, 2)))

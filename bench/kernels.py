@@ -1,0 +1,80 @@
+"""The hand-written small-GEMM kernel against BLAS, shape by shape (1 thread).
+
+    python bench/kernels.py [--dtypes float32,float64]
+
+For every GEMM the benchmark workloads run (forward Z = A·W, ∂W = Aᵀ·δ,
+δ_prev = δ·Wᵀ) and a few more small shapes, it times cbackprop's hand kernel
+and BLAS through the same entry point (`py_gemm(kernel=...)`, many calls inside
+one nogil loop, best of several runs of thread CPU time) and prints the ratio
+and what `gemm` chooses. The dispatch rule in _core/_blas.pyx follows
+from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cbackprop._core._blas import kernel_for, py_gemm  # noqa: E402
+
+WORKLOADS = {"tiny": ((64, 32, 10), 32), "small": ((784, 128, 10), 64),
+             "online": ((784, 128, 10), 1), "medium": ((784, 512, 512, 10), 128)}
+EXTRA = [("extra", 16, 16, 16, False, False), ("extra", 8, 8, 8, False, False),
+         ("extra", 1, 512, 512, False, False), ("extra", 512, 512, 1, True, False),
+         ("extra", 2, 128, 784, False, False), ("extra", 4, 10, 32, False, False),
+         ("extra", 784, 8, 1, True, False), ("extra", 256, 4, 1, False, False),
+         ("extra", 1, 32, 10, False, True), ("extra", 1, 10, 512, False, True)]
+
+
+def engine_shapes(sizes, B):
+    """(name, m, n, k, trans_a, trans_b) of every GEMM in one training step."""
+    out = []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        out.append((f"fwd{l + 1}", B, n_out, n_in, False, False))
+        out.append((f"dW{l + 1}", n_in, n_out, B, True, False))
+        if l > 0:
+            out.append((f"dX{l + 1}", B, n_in, n_out, False, True))
+    return out
+
+
+def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.02):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    C = np.zeros((m, n), dtype)
+    reps = int(max(1, min(100_000, budget / (2 * m * n * k / 20e9 + 2e-7))))
+    best = np.inf
+    for _ in range(5):
+        t0 = time.thread_time()
+        py_gemm(A, B, C, ta, tb, beta=0.5, repeat=reps, kernel=kernel)
+        best = min(best, (time.thread_time() - t0) / reps)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dtypes", default="float32,float64")
+    args = ap.parse_args(argv)
+    shapes = [(f"{w}:{s[0]}",) + s[1:] for w, (sizes, B) in WORKLOADS.items()
+              for s in engine_shapes(sizes, B)] + EXTRA
+    print("| shape | m×n×k | op | dtype | hand µs | BLAS µs | hand/BLAS | gemm uses |")
+    print("|---|---|---|---|---|---|---|---|")
+    with threadpool_limits(1, user_api="blas"):
+        for dt in args.dtypes.split(","):
+            for name, m, n, k, ta, tb in shapes:
+                hand = seconds_per_call(m, n, k, ta, tb, dt, "hand")
+                blas = seconds_per_call(m, n, k, ta, tb, dt, "blas")
+                uses = kernel_for(dt, tb, m, n, k)
+                op = ("T" if ta else "N") + ("T" if tb else "N")
+                print(f"| {name} | {m}×{n}×{k} | {op} | {dt} | {hand * 1e6:.2f} | "
+                      f"{blas * 1e6:.2f} | {hand / blas:.2f} | {uses} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
