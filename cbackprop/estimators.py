@@ -90,7 +90,7 @@ class _BaseMLP(BaseEstimator):
     # ---- parameters -------------------------------------------------------
 
     def _check_params(self):
-        """Check every hyper-parameter; return (hidden sizes, hidden activations, dtype)."""
+        """Check every hyper-parameter; return the hidden layers and the dtype."""
         hidden = self.hidden_layer_sizes
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
             hidden = [hidden]
@@ -110,6 +110,15 @@ class _BaseMLP(BaseEstimator):
                              "hidden layers: give one name per hidden layer")
         acts = tuple(_SKLEARN_ALIASES.get(a, a)
                      for a in (V.check_name(a, "activation", _ACTIVATIONS) for a in acts))
+        rates = self.dropout
+        if isinstance(rates, numbers.Real) and not isinstance(rates, bool):
+            rates = [rates] * len(hidden)
+        if not isinstance(rates, (list, tuple)):
+            raise TypeError(f"dropout must be a rate or a list of rates, got {self.dropout!r}")
+        if len(rates) != len(hidden):
+            raise ValueError(f"dropout has {len(rates)} rates but there are {len(hidden)} "
+                             "hidden layers: give one rate per hidden layer")
+        rates = tuple(V.check_real(r, "dropout", 0, 1, high_open=True) for r in rates)
 
         V.check_name(self.solver, "solver", _SOLVERS)
         V.check_name(self.learning_rate, "learning_rate", _SCHEDULES)
@@ -143,7 +152,7 @@ class _BaseMLP(BaseEstimator):
                 if not callable(cb):
                     raise TypeError(f"callbacks must be callables, got {cb!r}")
         dtype = None if self.dtype is None else V.check_dtype(self.dtype)
-        return hidden, acts, dtype
+        return tuple(zip(hidden, acts, rates, strict=True)), dtype
 
     # ---- fitted state -------------------------------------------------------
 
@@ -168,16 +177,16 @@ class _BaseMLP(BaseEstimator):
             raise AttributeError("intercepts_ exists once the estimator is fitted")
         return [b for _, b in self._net.params]
 
-    def _initialize(self, n_features, n_outputs, hidden, acts, dtype, seed):
+    def _initialize(self, n_features, n_outputs, hidden, dtype, seed):
         """Build a fresh network and reset every fitted attribute."""
         out_act, loss = self._output_layer()
-        layers = [Dense(u, a) for u, a in zip(hidden, acts, strict=True)]
+        layers = [Dense(units, act, dropout=rate) for units, act, rate in hidden]
         layers.append(Dense(n_outputs, out_act))
         self._net = Network(n_features, layers, loss=loss, dtype=dtype, seed=seed)
         # Network objective = _scale × scikit-learn's objective (module docstring).
         self._scale = {"cross_entropy": 1.0, "binary_cross_entropy": 1.0 / n_outputs,
                        "mse": 2.0 / n_outputs}[loss]
-        self._arch = (hidden, acts)
+        self._hidden = hidden
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(hidden) + 2
         self.out_activation_ = _OUT_NAMES[out_act]
@@ -196,7 +205,7 @@ class _BaseMLP(BaseEstimator):
     # ---- fit ------------------------------------------------------------------
 
     def _fit(self, X, y, sample_weight, X_val, y_val, sample_weight_val, incremental):
-        hidden, acts, dtype = self._check_params()
+        hidden, dtype = self._check_params()
         first_pass = not hasattr(self, "_net") or (not self.warm_start and not incremental)
         if not first_pass:
             dtype = self._net.dtype
@@ -209,10 +218,10 @@ class _BaseMLP(BaseEstimator):
             if Y.shape[1] != self.n_outputs_:
                 raise ValueError(f"y has {Y.shape[1]} outputs, but the fitted network has "
                                  f"{self.n_outputs_}")
-            if (hidden, acts) != self._arch:
+            if hidden != self._hidden:
                 raise ValueError("warm_start and partial_fit need the fitted "
-                                 "hidden_layer_sizes and activation; set warm_start=False to "
-                                 "refit from scratch")
+                                 "hidden_layer_sizes, activation and dropout; set "
+                                 "warm_start=False to refit from scratch")
         # X already has the network's dtype (validate_data converted it).
         Y = Y.astype(X.dtype, copy=False)
         if sw is not None:
@@ -223,7 +232,7 @@ class _BaseMLP(BaseEstimator):
                                               incremental, rs)
         if first_pass:
             seed = int(rs.randint(np.iinfo(np.int32).max))
-            self._initialize(X.shape[1], Y.shape[1], hidden, acts, X.dtype, seed)
+            self._initialize(X.shape[1], Y.shape[1], hidden, X.dtype, seed)
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sw)
         else:
@@ -548,6 +557,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Most loss evaluations for 'lbfgs'.
     weight_decay : float, default=0.01
         Decoupled weight decay of solver='adamw' (ignored otherwise).
+    dropout : float or list of float, default=0.0
+        Inverted dropout rate of every hidden layer, or one rate per hidden
+        layer: while training, each unit's output is zeroed with this
+        probability (seeded by ``random_state``); off in predict and in the
+        validation figures.
     class_weight : dict, 'balanced' or None, default=None
         Weights per class, multiplying ``sample_weight`` (single-output y).
     callbacks : list of callables, default=None
@@ -594,7 +608,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 weight_decay=0.01, class_weight=None, callbacks=None, dtype=None):
+                 weight_decay=0.01, dropout=0.0, class_weight=None, callbacks=None,
+                 dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -619,6 +634,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.weight_decay = weight_decay
+        self.dropout = dropout
         self.class_weight = class_weight
         self.callbacks = callbacks
         self.dtype = dtype
@@ -766,7 +782,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, \
 warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, \
-beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, callbacks, dtype
+beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, dropout, callbacks, dtype
         As in `MLPClassifier`; the validation score is R².
 
     Attributes
@@ -792,7 +808,7 @@ out_activation_, n_features_in_, feature_names_in_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 weight_decay=0.01, callbacks=None, dtype=None):
+                 weight_decay=0.01, dropout=0.0, callbacks=None, dtype=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -818,6 +834,7 @@ out_activation_, n_features_in_, feature_names_in_
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.weight_decay = weight_decay
+        self.dropout = dropout
         self.callbacks = callbacks
         self.dtype = dtype
 
