@@ -177,6 +177,21 @@ class _BaseMLP(BaseEstimator):
             raise AttributeError("intercepts_ exists once the estimator is fitted")
         return [b for _, b in self._net.params]
 
+    @staticmethod
+    def _initial_params(n_features, n_outputs, hidden, rs):
+        """scikit-learn's initial (W, b) per layer, drawn from rs in its order: Glorot
+        uniform, bound √(6/(fan_in + fan_out)) (√(2/…) after a logistic layer), biases
+        too. The output layer takes the bound of the last hidden activation."""
+        sizes = [n_features] + [units for units, _, _ in hidden] + [n_outputs]
+        acts = [act for _, act, _ in hidden]
+        acts.append(acts[-1] if acts else "relu")
+        params = []
+        for fan_in, fan_out, act in zip(sizes[:-1], sizes[1:], acts, strict=True):
+            bound = np.sqrt((2.0 if act == "sigmoid" else 6.0) / (fan_in + fan_out))
+            params.append((rs.uniform(-bound, bound, (fan_in, fan_out)),
+                           rs.uniform(-bound, bound, fan_out)))
+        return params
+
     def _initialize(self, n_features, n_outputs, hidden, dtype, seed):
         """Build a fresh network and reset every fitted attribute."""
         out_act, loss = self._output_layer()
@@ -226,13 +241,20 @@ class _BaseMLP(BaseEstimator):
         Y = Y.astype(X.dtype, copy=False)
         if sw is not None:
             sw = sw.astype(X.dtype, copy=False)
+        # rs is drawn in scikit-learn's order (initial weights, then the validation split),
+        # so a random_state gives scikit-learn's initial weights and split.
+        if first_pass:
+            initial = self._initial_params(X.shape[1], Y.shape[1], hidden, rs)
         val = train = None
         if self.solver != "lbfgs":
             val, train = self._validation_set(X, y, Y, sw, X_val, y_val, sample_weight_val,
                                               incremental, rs)
         if first_pass:
-            seed = int(rs.randint(np.iinfo(np.int32).max))
+            seed = int(rs.randint(np.iinfo(np.int32).max))   # shuffling and dropout stream
             self._initialize(X.shape[1], Y.shape[1], hidden, X.dtype, seed)
+            for (W, b), (W0, b0) in zip(self._net.params, initial, strict=True):
+                W[...] = W0
+                b[...] = b0
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sw)
         else:
