@@ -22,6 +22,21 @@ c·alpha/S. So the estimators set alpha_net = c·alpha/S (S = batch_size × the
 mean sample weight; the full data for 'lbfgs'), divide losses by c, and make
 every solver step identical to a step on scikit-learn's objective: SGD's
 learning rate is divided by c and the Adam/RMSprop epsilon multiplied by c.
+`random_state` is drawn in scikit-learn's order, so the initial weights (Glorot
+uniform, biases too) and the early-stopping split are scikit-learn's own.
+
+What still differs (small, and tested to stay small):
+- The shuffling stream is the engine's, so shuffled minibatches differ (with
+  shuffle=False and no last partial batch, SGD follows scikit-learn's steps
+  to rounding).
+- A last, smaller batch of an epoch gets the L2 weight of a full batch, and
+  with sample weights S is batch_size × their mean, not each batch's sum.
+- Adam's epsilon is added after bias correction (PyTorch); scikit-learn's is
+  in effect epsilon/√(1−β₂ᵗ). SGD momentum is PyTorch's v ← μv + g, which
+  equals scikit-learn's while the learning rate is constant.
+- Multi-output regression: loss_ is ½·mean over rows of Σ over outputs (the
+  objective both libraries' gradients minimise); scikit-learn reports it
+  divided by the number of outputs.
 """
 
 from __future__ import annotations
@@ -177,14 +192,17 @@ class _BaseMLP(BaseEstimator):
             raise AttributeError("intercepts_ exists once the estimator is fitted")
         return [b for _, b in self._net.params]
 
-    @staticmethod
-    def _initial_params(n_features, n_outputs, hidden, rs):
+    def _initial_params(self, n_features, n_outputs, hidden, rs):
         """scikit-learn's initial (W, b) per layer, drawn from rs in its order: Glorot
-        uniform, bound √(6/(fan_in + fan_out)) (√(2/…) after a logistic layer), biases
+        uniform, bound √(6/(fan_in + fan_out)) (√(2/…) for a logistic layer), biases
         too. The output layer takes the bound of the last hidden activation."""
         sizes = [n_features] + [units for units, _, _ in hidden] + [n_outputs]
         acts = [act for _, act, _ in hidden]
-        acts.append(acts[-1] if acts else "relu")
+        if acts:
+            acts.append(acts[-1])
+        else:   # no hidden layer: scikit-learn still uses `activation`
+            act = self.activation if isinstance(self.activation, str) else "relu"
+            acts.append(_SKLEARN_ALIASES.get(act, act))
         params = []
         for fan_in, fan_out, act in zip(sizes[:-1], sizes[1:], acts, strict=True):
             bound = np.sqrt((2.0 if act == "sigmoid" else 6.0) / (fan_in + fan_out))
@@ -503,10 +521,6 @@ class _BaseMLP(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self._net.predict(X)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
-        return tags
 
 
 _FIT_DOC = """Fit the model to data matrix X and target(s) y.
