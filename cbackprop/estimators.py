@@ -478,10 +478,15 @@ class _BaseMLP(BaseEstimator):
         stopped_by_callback = False
         last = time.perf_counter()
 
+        # Checked once at the network's boundary, then one engine pass per evaluation
+        # (Network.loss_and_grad would check the arrays again every time).
+        X, Y = net._check_X(X), net._check_y(Y, X.shape[0])
+        w = V.check_sample_weight(sw, X.shape[0], net.dtype)
+
         def loss_and_grad(x):
             net.theta[...] = x
-            loss, grad = net.loss_and_grad(X, Y, sw)
-            return loss / c, np.asarray(grad, dtype=np.float64) / c
+            loss, _ = net._loss_pass(X, Y, w, with_grad=True)
+            return loss / c, np.divide(net.grad, c, dtype=np.float64)
 
         def each_iteration(intermediate_result):
             nonlocal last, stopped_by_callback
