@@ -10,7 +10,8 @@ from cbackprop import datasets
 from cbackprop.gradcheck import gradcheck
 from cbackprop.layers import Dense
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
-from cbackprop.network import DivergenceError, History, LayerTrace, Network
+from cbackprop.history import History
+from cbackprop.network import DivergenceError, LayerTrace, Network
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from cbackprop.serialization import load
 

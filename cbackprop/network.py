@@ -20,9 +20,11 @@ from cbackprop import _validation as V
 from cbackprop._core import _engine
 from cbackprop.activations import HIDDEN_ACTIVATIONS, RELU_FAMILY
 from cbackprop.activations import code as activation_code
+from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
+from cbackprop.progress import Progress
 
 #: Rows per predict/evaluate chunk are chosen so the workspace stays near this size.
 _CHUNK_ELEMENTS = 1 << 21
@@ -45,29 +47,6 @@ class LayerTrace(NamedTuple):
     dC_dz: np.ndarray   #: δˡ = ∂C/∂zˡ, shape (units,)
     dC_dW: np.ndarray   #: ∂C/∂Wˡ = aˡ⁻¹ᵀ·δˡ, shape (inputs, units)
     dC_db: np.ndarray   #: ∂C/∂bˡ = δˡ, shape (units,)
-
-
-class History:
-    """What fit measured: `history[name]` is a per-epoch list.
-
-    Keys: "loss" (mean training loss over the epoch's batches), "accuracy"
-    (classification losses: running accuracy over the epoch), "val_loss" and
-    "val_accuracy" (with validation data, after each epoch) and "time"
-    (seconds per epoch).
-    """
-
-    def __init__(self):
-        self.history: dict[str, list[float]] = {}
-        self.epoch: list[int] = []
-
-    def record(self, epoch: int, logs: dict) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-
-    def __repr__(self) -> str:
-        last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
-        return f"History(epochs={len(self.epoch)}, last={last})"
 
 
 class Network:
@@ -344,7 +323,8 @@ class Network:
         shuffle : bool, default True
             Reshuffle the rows every epoch (seeded by the network's seed).
         verbose : bool, default False
-            Print one line per epoch.
+            Show each epoch's figures: a tqdm bar on a terminal when tqdm is
+            installed, otherwise one line per epoch (`cbackprop.progress`).
         sample_weight : array-like (n_samples,), optional
             Per-row weights; each batch's loss is the weighted mean.
         callbacks : list of callables, optional
@@ -416,7 +396,7 @@ class Network:
                 "the parameters before this fit were restored"
             )
 
-        with self._blas_threads():
+        with self._blas_threads(), Progress(epochs, n, enabled=verbose) as progress:
             for epoch in range(epochs):
                 start_time = time.perf_counter()
                 if shuffle:
@@ -453,10 +433,7 @@ class Network:
                         logs["val_" + key] = value
                 logs["time"] = time.perf_counter() - start_time
                 history.record(epoch, logs)
-                if verbose:
-                    shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "time")
-                    print(f"epoch {epoch + 1}/{epochs}  {shown}  ({logs['time']:.2f} s)",
-                          flush=True)
+                progress.update(epoch, logs)
                 stop_now = self._stop_requested or pos < n
                 for cb in callbacks:
                     stop_now |= bool(cb(epoch, logs))
@@ -474,3 +451,11 @@ class Network:
         """
         from cbackprop.serialization import save
         save(self, path)
+
+
+# Interop lives in interop.py (optional torch / onnx); attached here as methods.
+from cbackprop import interop as _interop  # noqa: E402
+
+Network.to_torch = _interop.to_torch
+Network.from_torch = classmethod(_interop.from_torch)
+Network.to_onnx = _interop.to_onnx
