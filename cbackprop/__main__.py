@@ -176,7 +176,10 @@ def cmd_train(args) -> int:
         net.save(args.save)
         say(f"saved the model to {args.save}")
     if args.plot:
-        history.plot(args.plot, title=f"{args.data}: {net}")
+        sizes = "-".join(str(n) for n in net._sizes)
+        history.plot(args.plot, title=f"{os.path.basename(args.data.rstrip('/'))}: {sizes} "
+                                      f"{args.activation} network, {net.loss.name}, "
+                                      f"{args.optimizer}")
         say(f"saved the learning curves to {args.plot}")
     return 0
 

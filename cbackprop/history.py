@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 #: Keys that are not learning curves (not drawn by `History.plot`).
 _NOT_CURVES = frozenset({"time"})
+
+
+def _minor_label(value: float, _pos) -> str:
+    """Label the minor ticks 2·10ᵏ, 3·10ᵏ and 5·10ᵏ of a log axis, not the others."""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if mantissa in (2, 3, 5) else ""
 
 
 class History:
@@ -24,7 +31,7 @@ class History:
         The epoch numbers (counted from 0 within the fit).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
 
@@ -71,6 +78,7 @@ class History:
         """
         try:
             from matplotlib.figure import Figure
+            from matplotlib.ticker import FuncFormatter
         except ImportError:
             raise ImportError(
                 "History.plot needs matplotlib, which is not installed: "
@@ -89,14 +97,21 @@ class History:
                 if key in self.history:
                     ax.plot(epochs, self.history[key], style, marker="o", markersize=3,
                             label=label)
+            label = name.replace("_", " ")
             ax.set_xlabel("epoch")
-            ax.set_ylabel(name.replace("_", " "))
-            ax.set_title(name.replace("_", " "))
-            ax.grid(True, alpha=0.3)
+            ax.set_title(label)
+            ax.grid(True, which="both", alpha=0.3)
             ax.legend()
-            if name == "loss" and min(min(v) for k, v in self.history.items()
-                                      if k in (name, "val_" + name)) > 0:
+            # Losses fall over decades: a log axis shows the late epochs too.
+            values = [x for k in (name, "val_" + name) for x in self.history.get(k, [])]
+            if name == "loss" and min(values) > 0:
                 ax.set_yscale("log")
+                plain = FuncFormatter(lambda v, _: f"{v:g}")
+                ax.yaxis.set_major_formatter(plain)
+                if max(values) / min(values) < 100:    # few decades: label 2, 3, 5 too
+                    ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+                label += " (log scale)"
+            ax.set_ylabel(label)
             # Whole epochs only on the x axis.
             ax.xaxis.get_major_locator().set_params(integer=True)
         if title:

@@ -1,7 +1,7 @@
 """Moving networks to and from PyTorch and ONNX.
 
-Each function is also a Network method (`net.to_torch()`,
-`cb.Network.from_torch(model)`, `net.to_onnx(path)`). PyTorch and onnx are
+Each function is also a Network method: `net.to_torch()`,
+`cb.Network.from_torch(model)`, `net.to_onnx(path)`. PyTorch and onnx are
 optional: install them with ``pip install 'cbackprop[torch]'`` or
 ``pip install 'cbackprop[onnx]'`` (which brings onnxruntime to check exports).
 
@@ -121,7 +121,7 @@ def _activation_name(nn, module) -> str | None:
     )
 
 
-def from_torch(cls, module, loss=None, dtype=None) -> Network:
+def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
     """A Network with the layers and parameters of a `torch.nn.Sequential`.
 
     Parameters
@@ -136,6 +136,8 @@ def from_torch(cls, module, loss=None, dtype=None) -> Network:
     dtype : {"float32", "float64"}, optional
         Default: float64 when the module's parameters are float64, else
         float32.
+    network_class : type, optional
+        The class to build (a Network subclass); default Network.
 
     Returns
     -------
@@ -153,6 +155,7 @@ def from_torch(cls, module, loss=None, dtype=None) -> Network:
     """
     torch = _require("torch", "torch", "Network.from_torch")
     from cbackprop.layers import Dense
+    from cbackprop.network import Network
 
     nn = torch.nn
     if not isinstance(module, nn.Sequential):
@@ -181,7 +184,7 @@ def from_torch(cls, module, loss=None, dtype=None) -> Network:
                              f"{i + 2} takes {after.in_features} inputs")
     if dtype is None:
         dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
-    net = cls(n_inputs=linears[0].in_features,
+    net = (network_class or Network)(n_inputs=linears[0].in_features,
               layers=[Dense(lin.out_features, act) for lin, act in zip(linears, activations)],
               loss=loss, dtype=dtype)
     with torch.no_grad():

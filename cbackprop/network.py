@@ -452,10 +452,20 @@ class Network:
         from cbackprop.serialization import save
         save(self, path)
 
+    # ---- interop (cbackprop/interop.py; torch and onnx are optional) --------
 
-# Interop lives in interop.py (optional torch / onnx); attached here as methods.
-from cbackprop import interop as _interop  # noqa: E402
+    def to_torch(self, output_activation: bool = True):
+        """This network as a `torch.nn.Sequential` (see `cbackprop.interop.to_torch`)."""
+        from cbackprop import interop
+        return interop.to_torch(self, output_activation)
 
-Network.to_torch = _interop.to_torch
-Network.from_torch = classmethod(_interop.from_torch)
-Network.to_onnx = _interop.to_onnx
+    @classmethod
+    def from_torch(cls, module, loss=None, dtype=None) -> Network:
+        """A Network copied from a `torch.nn.Sequential` (see `cbackprop.interop.from_torch`)."""
+        from cbackprop import interop
+        return interop.from_torch(module, loss, dtype, network_class=cls)
+
+    def to_onnx(self, path=None, opset: int = 17):
+        """Export the forward pass as an ONNX model (see `cbackprop.interop.to_onnx`)."""
+        from cbackprop import interop
+        return interop.to_onnx(self, path, opset)
