@@ -5,6 +5,7 @@ Environment switches:
   CBACKPROP_CYTHON_ANNOTATE=1  write the `cython -a` HTML beside each .pyx
 """
 
+import json
 import os
 
 import numpy as np
@@ -37,4 +38,18 @@ extensions = [
     for name in MODULES
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE))
+
+def directives_changed() -> bool:
+    """True when the directives differ from the last build's: the generated C
+    must then be regenerated even though the .pyx files did not change."""
+    stamp = os.path.join("build", "cython-directives.json")
+    wanted = json.dumps({"directives": directives, "annotate": ANNOTATE}, sort_keys=True)
+    previous = open(stamp).read() if os.path.exists(stamp) else None
+    os.makedirs("build", exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(wanted)
+    return previous != wanted
+
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
+                            force=directives_changed()))

@@ -103,6 +103,8 @@ class Network:
             raise ValueError(f"a softmax output layer needs the cross_entropy loss, not {loss.name}")
         if out == "softmax" and layers[-1].units < 2:
             raise ValueError("a softmax output layer needs at least 2 units")
+        if layers[-1].dropout > 0:
+            raise ValueError("dropout is for hidden layers; the output layer must have dropout=0")
         self.n_inputs = n_inputs
         self.layers = list(layers)
         self.loss: Loss = loss
@@ -116,6 +118,7 @@ class Network:
         self._sizes = np.array([n_inputs] + [lay.units for lay in layers], dtype=np.intp)
         self._acts = np.array([activation_code(lay.activation) for lay in layers],
                               dtype=np.intc)
+        self._dropout = np.array([lay.dropout for lay in layers], dtype=np.float64)
         n_params = int(sum(a * b + b for a, b in zip(self._sizes[:-1], self._sizes[1:])))
         self.theta = np.zeros(n_params, dtype=self.dtype)
         self.grad = np.zeros(n_params, dtype=self.dtype)
@@ -127,7 +130,7 @@ class Network:
             else:                                      # Glorot uniform
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
             W[...] = rng.uniform(-limit, limit, size=W.shape)
-        # The shuffling stream (splitmix64 state), advanced by every fit.
+        # The shuffling and dropout stream (splitmix64 state), advanced by every fit.
         self._rng_state = rng.integers(0, 2**63, size=1, dtype=np.uint64)
         self._fit_lock = threading.Lock()
         self._stop_requested = False
@@ -178,7 +181,9 @@ class Network:
         )
 
     def __repr__(self) -> str:
-        layers = ", ".join(f"Dense({lay.units}, {lay.activation!r})" for lay in self.layers)
+        layers = ", ".join(
+            f"Dense({lay.units}, {lay.activation!r}"
+            + (f", dropout={lay.dropout})" if lay.dropout else ")") for lay in self.layers)
         return (f"Network(n_inputs={self.n_inputs}, layers=[{layers}], "
                 f"loss={self.loss.name!r}, dtype={self.dtype.name!r})")
 
@@ -411,7 +416,8 @@ class Network:
                     loss_sum, done, ok_rows, status = _engine.train_batches(
                         self._sizes, self._acts, self.loss.code, self.loss.delta, self.alpha,
                         self.theta, self.grad, optimizer.state, optimizer.code, hp,
-                        optimizer._t, X, Y, w, order, pos, stop, B, ws)
+                        optimizer._t, X, Y, w, order, pos, stop, B, ws, self._dropout,
+                        self._rng_state)
                     if status != _engine.STATUS_OK:
                         raise diverged("the loss")
                     elapsed = time.perf_counter() - t0

@@ -6,8 +6,9 @@
 # (Wˡ row-major, shape mₗ₋₁ × mₗ), the gradient in `grad` with the same layout.
 #
 # The workspace is one flat buffer of the network's dtype, allocated by Python
-# once per fit (or predict): for each layer l, Zˡ, Aˡ and dZˡ (B × mₗ each),
-# then the batch buffers X (B × d), Y (B × k) and w (B). Nothing in here
+# once per fit (or predict): for each layer l, Zˡ, Aˡ, dZˡ and Mˡ (B × mₗ
+# each; Mˡ holds the dropout mask, 0 or 1/(1−p)), then the batch buffers
+# X (B × d), Y (B × k) and w (B). Nothing in here
 # allocates; every loop runs without the GIL. Errors (a non-finite loss) are
 # returned as a status code for Python to raise.
 
@@ -19,7 +20,8 @@ from libc.stdint cimport uint64_t
 import numpy as np
 
 from cbackprop._core._blas cimport gemm
-from cbackprop._core._activations cimport bias_activation_forward, activation_backward
+from cbackprop._core._activations cimport (
+    activate, derivative, bias_activation_forward, activation_backward)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport update
 
@@ -38,6 +40,8 @@ cdef struct Spec:
     int loss
     double delta                # huber's δ
     double alpha                # L2 strength: loss += α/2 Σ‖W‖²
+    const double* dropout       # per-layer drop rates while training, else NULL
+    uint64_t* rng               # splitmix64 state for the dropout masks
 
 
 cdef inline Spec make_spec(const Py_ssize_t[::1] sizes, const int[::1] acts,
@@ -49,22 +53,51 @@ cdef inline Spec make_spec(const Py_ssize_t[::1] sizes, const int[::1] acts,
     s.loss = loss
     s.delta = delta
     s.alpha = alpha
+    s.dropout = NULL
+    s.rng = NULL
     return s
 
 
 cdef inline Py_ssize_t layer_offset(const Spec* s, Py_ssize_t B, Py_ssize_t l) noexcept nogil:
-    """Offset of Zˡ in the workspace (Aˡ follows at +B·mₗ, dZˡ at +2B·mₗ)."""
+    """Offset of Zˡ in the workspace (Aˡ, dZˡ, Mˡ follow at +B·mₗ each)."""
     cdef Py_ssize_t off = 0, j
     for j in range(l):
-        off += 3 * B * s.sizes[j + 1]
+        off += 4 * B * s.sizes[j + 1]
     return off
+
+
+cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
+    """The next number of a splitmix64 stream (Steele, Lea, Flood 2014)."""
+    state[0] += 0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef void dropout_forward(floating* A, floating* M, Py_ssize_t size, double p,
+                          uint64_t* rng) noexcept nogil:
+    """Inverted dropout: keep each a with probability 1−p, scaled by 1/(1−p)."""
+    cdef Py_ssize_t i
+    cdef floating keep = <floating> (1 / (1 - p))
+    for i in range(size):
+        M[i] = keep if (splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0) >= p else 0
+        A[i] *= M[i]
+
+
+cdef void dropout_activation_backward(int act, const floating* Z, const floating* M,
+                                      floating* dZ, Py_ssize_t size) noexcept nogil:
+    """dZ ⊙= M ⊙ σ'(Z), with σ(z) recomputed: A holds the dropped activations."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        dZ[i] *= M[i] * derivative(act, Z[i], activate(act, Z[i]))
 
 
 def workspace_size(const Py_ssize_t[::1] sizes, Py_ssize_t B):
     """Elements in the workspace for batches of up to B rows."""
     cdef Py_ssize_t total = 0, j
     for j in range(1, sizes.shape[0]):
-        total += 3 * sizes[j]
+        total += 4 * sizes[j]
     return B * (total + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
 
 
@@ -77,7 +110,7 @@ def workspace_views(floating[::1] ws, const Py_ssize_t[::1] sizes, Py_ssize_t B,
         m = sizes[j]
         views.append(tuple(arr[off + i * B * m: off + i * B * m + n * m].reshape(n, m)
                            for i in range(3)))
-        off += 3 * B * m
+        off += 4 * B * m
     return views
 
 
@@ -94,8 +127,10 @@ cdef void forward(const Spec* s, const floating* theta, const floating* X,
              a_prev, <int> n_in, theta + p, <int> n_out, <floating> 0, Z, <int> n_out)
         bias_activation_forward(s.acts[l], Z, Z + B * n_out, theta + p + n_in * n_out,
                                 n, n_out)
+        if s.dropout != NULL and s.dropout[l] > 0:
+            dropout_forward(Z + B * n_out, Z + 3 * B * n_out, n * n_out, s.dropout[l], s.rng)
         a_prev = Z + B * n_out
-        Z += 3 * B * n_out
+        Z += 4 * B * n_out
         p += n_in * n_out + n_out
 
 
@@ -130,8 +165,12 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
             dZ_prev = ws + layer_offset(s, B, l - 1) + 2 * B * n_in
             gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
                  dZ, <int> n_out, theta + p, <int> n_out, <floating> 0, dZ_prev, <int> n_in)
-            activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in, dZ_prev - B * n_in,
-                                dZ_prev, n * n_in)
+            if s.dropout != NULL and s.dropout[l - 1] > 0:
+                dropout_activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
+                                            dZ_prev + B * n_in, dZ_prev, n * n_in)
+            else:
+                activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
+                                    dZ_prev - B * n_in, dZ_prev, n * n_in)
 
 
 cdef double add_l2(const Spec* s, const floating* theta, floating* grad) noexcept nogil:
@@ -201,15 +240,19 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                   long long[::1] step_count, const floating[:, ::1] X,
                   const floating[:, ::1] Y, const floating[::1] w,
                   const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop,
-                  Py_ssize_t B, floating[::1] ws):
+                  Py_ssize_t B, floating[::1] ws, const double[::1] dropout,
+                  uint64_t[::1] rng):
     """Train on the rows order[start:stop] in batches of B, in place.
 
     Each batch: gather rows, forward, loss, backward, optimizer step.
     Returns (Σ over batches of batch loss × batch rows, rows done, rows
     classified right, status).
-    On a non-finite loss it stops before that batch's update.
+    On a non-finite loss it stops before that batch's update. dropout holds
+    each layer's drop rate (the masks come from the stream in rng).
     """
     cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
+    s.dropout = &dropout[0]
+    s.rng = &rng[0]
     cdef Py_ssize_t d = sizes[0], k = sizes[sizes.shape[0] - 1]
     cdef floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
     cdef floating* Yb = Xb + B * d
@@ -292,15 +335,9 @@ def shuffle(Py_ssize_t[::1] order, uint64_t[::1] rng):
     """Fisher–Yates shuffle of order in place, driven by a splitmix64 stream
     whose state lives in rng[0] (so a seed fixes every epoch's order)."""
     cdef Py_ssize_t i, j, tmp
-    cdef uint64_t z
     with nogil:
         for i in range(order.shape[0] - 1, 0, -1):
-            rng[0] += 0x9E3779B97F4A7C15ULL
-            z = rng[0]
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-            z = z ^ (z >> 31)
-            j = <Py_ssize_t> (z % <uint64_t> (i + 1))
+            j = <Py_ssize_t> (splitmix64(&rng[0]) % <uint64_t> (i + 1))
             tmp = order[i]
             order[i] = order[j]
             order[j] = tmp
