@@ -17,9 +17,9 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
 
 from cbackprop import datasets
 from cbackprop.gradcheck import gradcheck
+from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
-from cbackprop.history import History
 from cbackprop.network import DivergenceError, LayerTrace, Network
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from cbackprop.serialization import load

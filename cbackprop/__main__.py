@@ -25,6 +25,7 @@ import numpy as np
 # Named data sets; files are recognised by their extension, directories as MNIST.
 NAMED_DATA = ("digits", "spirals", "xor", "regression")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+_TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +63,7 @@ def load_data(spec: str, split: str = "train", label_column="-1", need_labels: b
     name = spec.lower()
     if name.endswith(".npz"):
         X, y = datasets.load_npz(spec)
-    elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
+    elif name.endswith(_TABLES):
         column = _label_column(label_column)
         X, y = datasets.load_csv(spec, label_column=column if need_labels else None,
                                  delimiter="\t" if name.endswith(".tsv") else ",")
@@ -81,23 +82,14 @@ def _label_column(text: str) -> int | str:
         return text
 
 
-def _drop_label_column(X: np.ndarray, n_inputs: int, label_column: str, spec: str):
-    """For predict on a CSV: accept the table with or without its label column."""
-    if X.shape[1] == n_inputs + 1:
-        column = _label_column(label_column)
-        if isinstance(column, str):
-            raise ValueError(f"{spec}: give --label-column as a column number to drop it")
-        return np.delete(X, column, axis=1)
-    return X
-
-
 # ---- train --------------------------------------------------------------------
 
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"layer sizes must be >= 1, got {text!r}")
     return values
@@ -107,7 +99,8 @@ def _float_list(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _fraction(text: str) -> float:
@@ -204,8 +197,9 @@ def cmd_predict(args) -> int:
 
     net = cb.load(args.model)
     X, _ = load_data(args.data, args.split, args.label_column, need_labels=False)
-    if args.data.lower().endswith((".csv", ".csv.gz", ".txt", ".tsv")):
-        X = _drop_label_column(X, net.n_inputs, args.label_column, args.data)
+    if X.shape[1] == net.n_inputs + 1 and args.data.lower().endswith(_TABLES):
+        # A table with its label column, as for train: drop that column.
+        X, _ = load_data(args.data, args.split, args.label_column)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
@@ -248,18 +242,18 @@ def cmd_trace(args) -> int:
 
     print("\nForward pass: zˡ = aˡ⁻¹·Wˡ + bˡ,  aˡ = σ(zˡ)   (∂zˡ/∂wˡ = aˡ⁻¹)")
     print(f"  {'layer':>5}  {'unit':>4}  {'z':>12}  {'a':>12}")
-    for l, rec in enumerate(records, start=1):
+    for layer, rec in enumerate(records, start=1):
         for j in range(rec.z.shape[0]):
-            print(f"  {l:>5}  {j + 1:>4}  {rec.z[j]:>12.6f}  {rec.a[j]:>12.6f}")
+            print(f"  {layer:>5}  {j + 1:>4}  {rec.z[j]:>12.6f}  {rec.a[j]:>12.6f}")
     cost = net.evaluate(x.reshape(1, -1), y.reshape(1, -1))["loss"]
     print(f"  cost C = {cost:.6f}   ({_COST_FORMULA[net.loss.name]})")
 
     print("\nBackward pass: δˡ = ∂C/∂zˡ, from the output layer back")
     print("  output: δᴸ = ∂C/∂aᴸ ⊙ σ'(zᴸ);  hidden: δˡ = σ'(zˡ) ⊙ (δˡ⁺¹·(Wˡ⁺¹)ᵀ)")
     print(f"  {'layer':>5}  {'unit':>4}  {'∂C/∂z':>12}")
-    for l in range(len(records), 0, -1):
-        for j, d in enumerate(records[l - 1].dC_dz):
-            print(f"  {l:>5}  {j + 1:>4}  {d:>12.6f}")
+    for layer in range(len(records), 0, -1):
+        for j, d in enumerate(records[layer - 1].dC_dz):
+            print(f"  {layer:>5}  {j + 1:>4}  {d:>12.6f}")
 
     print("\nGradients: ∂C/∂w = a·∂C/∂z  (a of the unit the weight leaves, ∂C/∂z of the "
           "unit it enters);  ∂C/∂b = ∂C/∂z")
@@ -267,12 +261,12 @@ def cmd_trace(args) -> int:
           f"{'finite diff.':>12}  {'rel. error':>10}")
     worst = 0.0
     offset = 0
-    for l, rec in enumerate(records, start=1):
-        a_prev = x if l == 1 else records[l - 2].a
+    for layer, rec in enumerate(records, start=1):
+        a_prev = x if layer == 1 else records[layer - 2].a
         n_in, n_out = rec.dC_dW.shape
-        entries = [(f"w{l}[{i + 1}→{j + 1}]", a_prev[i], rec.dC_dz[j], offset + i * n_out + j)
+        entries = [(f"w{layer}[{i + 1}→{j + 1}]", a_prev[i], rec.dC_dz[j], offset + i * n_out + j)
                    for i in range(n_in) for j in range(n_out)]
-        entries += [(f"b{l}[{j + 1}]", 1.0, rec.dC_dz[j], offset + n_in * n_out + j)
+        entries += [(f"b{layer}[{j + 1}]", 1.0, rec.dC_dz[j], offset + n_in * n_out + j)
                     for j in range(n_out)]
         for name, a, delta, index in entries:
             grad = a * delta

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import warnings
 import zipfile
@@ -108,7 +109,7 @@ def read_idx(path) -> np.ndarray:
                 raise ValueError(f"{path} is truncated: its header ends early")
             shape = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
             dtype = np.dtype(_IDX_TYPES[magic[2]])
-            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            expected = math.prod(shape) * dtype.itemsize      # Python ints: no overflow
             if expected > _IDX_MAX_BYTES:
                 raise ValueError(f"{path}: dimensions {shape} are implausibly large")
             data = f.read(expected + 1)

@@ -92,7 +92,7 @@ class History:
         # Figure without pyplot: no global state, no GUI backend, safe in threads.
         fig = Figure(figsize=(5.2 * len(names), 4.0), layout="constrained")
         epochs = [e + 1 for e in self.epoch]
-        for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
             for key, label, style in ((name, "training", "-"), ("val_" + name, "validation", "--")):
                 if key in self.history:
                     ax.plot(epochs, self.history[key], style, marker="o", markersize=3,

@@ -73,7 +73,7 @@ def to_torch(net: Network, output_activation: bool = True):
     nn = torch.nn
     dtype = torch.float32 if net.dtype == np.float32 else torch.float64
     modules = []
-    for i, ((W, b), layer) in enumerate(zip(net.params, net.layers)):
+    for i, ((W, b), layer) in enumerate(zip(net.params, net.layers, strict=True)):
         linear = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
@@ -178,17 +178,18 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
         activations[-1] = name
     if not linears:
         raise ValueError("the Sequential has no Linear layer")
-    for i, (before, after) in enumerate(zip(linears[:-1], linears[1:])):
+    for i, (before, after) in enumerate(zip(linears[:-1], linears[1:], strict=True)):
         if before.out_features != after.in_features:
             raise ValueError(f"Linear layer {i + 1} has {before.out_features} outputs but layer "
                              f"{i + 2} takes {after.in_features} inputs")
     if dtype is None:
         dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
-    net = (network_class or Network)(n_inputs=linears[0].in_features,
-              layers=[Dense(lin.out_features, act) for lin, act in zip(linears, activations)],
-              loss=loss, dtype=dtype)
+    layers = [Dense(lin.out_features, act)
+              for lin, act in zip(linears, activations, strict=True)]
+    net = (network_class or Network)(n_inputs=linears[0].in_features, layers=layers, loss=loss,
+                                     dtype=dtype)
     with torch.no_grad():
-        for (W, b), lin in zip(net.params, linears):
+        for (W, b), lin in zip(net.params, linears, strict=True):
             W[...] = lin.weight.detach().cpu().double().numpy().T
             b[...] = 0 if lin.bias is None else lin.bias.detach().cpu().double().numpy()
     return net
@@ -303,7 +304,7 @@ def to_onnx(net: Network, path=None, opset: int = _OPSET):
     elem_type = onnx.TensorProto.DOUBLE if double else onnx.TensorProto.FLOAT
     g = _GraphBuilder(onnx, elem_type, net.dtype)
     a = "X"
-    for i, ((W, b), layer) in enumerate(zip(net.params, net.layers)):
+    for i, ((W, b), layer) in enumerate(zip(net.params, net.layers, strict=True)):
         w_name, b_name = f"layers.{i}.W", f"layers.{i}.b"
         g.initializers.append(onnx.numpy_helper.from_array(np.array(W), w_name))
         g.initializers.append(onnx.numpy_helper.from_array(np.array(b), b_name))

@@ -35,7 +35,7 @@ def main(argv=None):
 
     print("mean cross-validated accuracy per setting:")
     results = search.cv_results_
-    for params, score in zip(results["params"], results["mean_test_score"]):
+    for params, score in zip(results["params"], results["mean_test_score"], strict=True):
         shown = ", ".join(f"{k.split('__')[1]}={v}" for k, v in params.items())
         print(f"  {score:.3f}  {shown}")
     best = ", ".join(f"{k.split('__')[1]}={v}" for k, v in search.best_params_.items())

@@ -43,7 +43,7 @@ def main(argv=None):
         parallel = list(pool.map(train, rates))
     at_once = time.perf_counter() - start
 
-    for (lr, accuracy), (_, again) in zip(serial, parallel):
+    for (lr, accuracy), (_, again) in zip(serial, parallel, strict=True):
         print(f"lr {lr:.4f}: test accuracy {accuracy:.2%} (threaded run: {again:.2%})")
     print(f"{args.models} models one after another: {one_at_a_time:.2f} s; "
           f"in {args.workers} threads: {at_once:.2f} s "

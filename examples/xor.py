@@ -27,7 +27,7 @@ def main(argv=None):
 
     p = net.predict(X)[:, 0]
     print(" x1  x2   target   output")
-    for (a, b), target, out in zip(X, y, p):
+    for (a, b), target, out in zip(X, y, p, strict=True):
         print(f"  {a:.0f}   {b:.0f}     {target:.0f}      {out:.3f}")
     solved = np.array_equal(p > 0.5, y > 0.5)
     print("solved" if solved else "not solved yet: try more epochs")

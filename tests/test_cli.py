@@ -143,7 +143,7 @@ def test_train_csv_with_named_label_column_and_predict_without_it(tmp_path, caps
     csv = tmp_path / "xor.csv"
     with open(csv, "w") as f:
         f.write("label,x0,x1\n")
-        for label, (a, b) in zip(y, X):
+        for label, (a, b) in zip(y, X, strict=True):
             f.write(f"{label},{a},{b}\n")
     model = tmp_path / "xor.cbp"
     status, _, _ = run(capsys, "train", str(csv), "--label-column", "label", "--hidden", "16",

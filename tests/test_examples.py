@@ -34,7 +34,7 @@ def test_xor_is_solved():
     outputs = [float(line.split()[-1]) for line in out.splitlines()[2:6]]
     targets = [int(line.split()[2]) for line in out.splitlines()[2:6]]
     assert targets == [0, 1, 1, 0]
-    assert all(abs(o - t) < 0.1 for o, t in zip(outputs, targets))
+    assert all(abs(o - t) < 0.1 for o, t in zip(outputs, targets, strict=True))
 
 
 def test_digits(tmp_path):

@@ -21,9 +21,12 @@ def train_batches(sizes: NDArray[np.intp], acts: NDArray[np.intc], loss: int, de
                   alpha: float, theta: NDArray[_F], grad: NDArray[_F], state: NDArray[_F],
                   opt_kind: int, hp: NDArray[np.float64], step_count: NDArray[np.int64],
                   X: NDArray[_F], Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp],
-                  start: int, stop: int, B: int,
-                  ws: NDArray[_F]) -> tuple[float, int, int, int]:
-    """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status)."""
+                  start: int, stop: int, B: int, ws: NDArray[_F], dropout: NDArray[np.float64],
+                  rng: NDArray[np.uint64]) -> tuple[float, int, int, int]:
+    """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status).
+
+    dropout holds each layer's drop rate; the masks come from the stream in rng.
+    """
 
 def loss_and_grad(sizes: NDArray[np.intp], acts: NDArray[np.intc], loss: int, delta: float,
                   alpha: float, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F],
