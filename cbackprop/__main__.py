@@ -146,7 +146,7 @@ def cmd_train(args) -> int:
     X, y = load_data(args.data, "train", args.label_column)
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
     units, out_activation = _output_layer(loss, y)
-    layers = [cb.Dense(n, args.activation) for n in args.hidden]
+    layers = [cb.Dense(n, args.activation, args.dropout) for n in args.hidden]
     layers.append(cb.Dense(units, out_activation))
     net = cb.Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
                      seed=args.seed, alpha=args.alpha, n_threads=args.threads)
@@ -419,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default: the optimizer's: 1e-3 for adam, 0.01 for sgd)")
     p.add_argument("--momentum", type=float, default=None, help="sgd / rmsprop momentum")
     p.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (default: 0)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout rate of the hidden layers while training (default: 0)")
     p.add_argument("--epochs", type=int, default=20, help="default: 20")
     p.add_argument("--batch-size", type=int, default=32, help="default: 32")
     p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling "

@@ -67,7 +67,8 @@ def to_torch(net: Network, output_activation: bool = True):
     -------
     torch.nn.Sequential
         Its parameters are copies (in the network's dtype), not views: training
-        one does not change the other.
+        one does not change the other. A layer with dropout is followed by
+        `nn.Dropout(p)` (active in train mode only, as in fit).
     """
     torch = _require("torch", "torch", "Network.to_torch")
     nn = torch.nn
@@ -82,6 +83,8 @@ def to_torch(net: Network, output_activation: bool = True):
         last = i == len(net.layers) - 1
         if layer.activation != "identity" and (output_activation or not last):
             modules.append(_torch_activation(nn, layer.activation))
+        if layer.dropout > 0:
+            modules.append(nn.Dropout(layer.dropout))
     return nn.Sequential(*modules)
 
 
@@ -129,8 +132,9 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
     module : torch.nn.Sequential
         Linear layers, each followed by at most one supported activation
         (Sigmoid, Tanh, ReLU, LeakyReLU(0.01), ELU(1), Softplus(beta=1), GELU
-        exact, SiLU, Softmax over the features); nn.Identity is skipped. A
-        Linear without bias gets b = 0.
+        exact, SiLU, Softmax over the features) and then at most one
+        nn.Dropout (hidden layers only); nn.Identity is skipped. A Linear
+        without bias gets b = 0.
     loss : str or Loss, optional
         The network's loss; default from the output activation, as in Network.
     dtype : {"float32", "float64"}, optional
@@ -162,20 +166,32 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
         raise TypeError(f"from_torch takes a torch.nn.Sequential, got {type(module).__name__}")
     linears: list = []
     activations: list[str] = []
+    dropouts: list[float] = []
     for child in module:
         if isinstance(child, nn.Linear):
             linears.append(child)
             activations.append("identity")
+            dropouts.append(0.0)
             continue
-        name = _activation_name(nn, child)
-        if name is None:
-            continue
+        if isinstance(child, nn.Dropout):
+            name, what = "dropout", "Dropout"
+        else:
+            name = _activation_name(nn, child)
+            if name is None:
+                continue
+            what = "an activation"
         if not linears:
             raise ValueError(f"{child} comes before the first Linear layer")
-        if activations[-1] != "identity":
+        if dropouts[-1] > 0:
+            raise ValueError(f"{what} after Dropout in Linear layer {len(linears)}: cbackprop "
+                             "drops a layer's outputs after its activation")
+        if name == "dropout":
+            dropouts[-1] = float(child.p)
+        elif activations[-1] != "identity":
             raise ValueError(f"two activations in a row after Linear layer {len(linears)}: "
                              f"{activations[-1]} and {name}")
-        activations[-1] = name
+        else:
+            activations[-1] = name
     if not linears:
         raise ValueError("the Sequential has no Linear layer")
     for i, (before, after) in enumerate(zip(linears[:-1], linears[1:], strict=True)):
@@ -184,8 +200,8 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
                              f"{i + 2} takes {after.in_features} inputs")
     if dtype is None:
         dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
-    layers = [Dense(lin.out_features, act)
-              for lin, act in zip(linears, activations, strict=True)]
+    layers = [Dense(lin.out_features, act, p)
+              for lin, act, p in zip(linears, activations, dropouts, strict=True)]
     net = (network_class or Network)(n_inputs=linears[0].in_features, layers=layers, loss=loss,
                                      dtype=dtype)
     with torch.no_grad():

@@ -114,12 +114,13 @@ def test_train_options_reach_the_network(tmp_path, capsys):
     status, out, _ = run(capsys, "train", "spirals", "--hidden", "8,4", "--activation", "tanh",
                          "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
                          "--dtype", "float64", "--threads", "1", "--seed", "3",
-                         "--alpha", "0.001", "--batch-size", "50", "--epochs", "2",
+                         "--alpha", "0.001", "--dropout", "0.1", "--batch-size", "50",
+                         "--epochs", "2",
                          "--save", str(model), "-q")
     assert status == 0
     net = cb.load(model)
-    assert [(lay.units, lay.activation) for lay in net.layers] == \
-           [(8, "tanh"), (4, "tanh"), (3, "softmax")]
+    assert [(lay.units, lay.activation, lay.dropout) for lay in net.layers] == \
+           [(8, "tanh", 0.1), (4, "tanh", 0.1), (3, "softmax", 0.0)]
     assert net.dtype == np.float64 and net.seed == 3 and net.alpha == 0.001
     assert net.n_threads == 1
 
@@ -200,6 +201,7 @@ def test_train_mnist_directory(tmp_path, capsys):
     (["train", "digits", "--optimizer", "adam", "--momentum", "0.9"], "--momentum applies"),
     (["train", "digits", "--lr", "-1"], "lr must be > 0"),
     (["train", "digits", "--epochs", "-1"], "epochs must be >= 0"),
+    (["train", "digits", "--dropout", "1"], "dropout must be"),
     (["trace", "--loss", "cross_entropy"], "softmax output"),
     (["trace", "--x", "1,2,3", "--activation", "nope"], "unknown activation"),
 ])

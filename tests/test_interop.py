@@ -95,9 +95,31 @@ def test_from_torch_builds_from_a_hand_written_model(X):
     np.testing.assert_allclose(net.predict(X), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_dropout_travels_both_ways(X):
+    torch = pytest.importorskip("torch")
+    net = cb.Network(4, [cb.Dense(8, "relu", dropout=0.25), cb.Dense(6, "tanh", dropout=0.5),
+                         cb.Dense(3, "softmax")], dtype="float64", seed=0)
+    model = net.to_torch()
+    dropouts = [m.p for m in model if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [0.25, 0.5]
+    assert isinstance(model[2], torch.nn.Dropout) and isinstance(model[1], torch.nn.ReLU)
+    model.eval()                              # dropout is off in predict, as in eval mode
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(X)).numpy(), net.predict(X),
+                                   rtol=1e-12, atol=1e-12)
+    back = cb.Network.from_torch(model)
+    assert [lay.dropout for lay in back.layers] == [0.25, 0.5, 0.0]
+    nn = torch.nn
+    with pytest.raises(ValueError, match="after Dropout"):
+        cb.Network.from_torch(nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.1), nn.Sigmoid(),
+                                            nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match="output layer"):
+        cb.Network.from_torch(nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.1)))
+
+
 @pytest.mark.parametrize("build, error, match", [
     (lambda nn: nn.Linear(2, 2), TypeError, "nn.Sequential"),
-    (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.Dropout()), TypeError, "Dropout"),
+    (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)), TypeError, "BatchNorm1d"),
     (lambda nn: nn.Sequential(nn.ReLU(), nn.Linear(2, 3)), ValueError, "before the first"),
     (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)), ValueError, "3 outputs"),
     (lambda nn: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Tanh()), ValueError, "in a row"),
