@@ -24,7 +24,7 @@ from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
-from cbackprop.progress import Progress
+from cbackprop.progress import Progress, check_verbose
 
 #: Rows per predict/evaluate chunk are chosen so the workspace stays near this size.
 _CHUNK_ELEMENTS = 1 << 21
@@ -312,7 +312,7 @@ class Network:
 
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
-            verbose: bool = False, sample_weight=None, callbacks=None) -> History:
+            verbose: bool | str = False, sample_weight=None, callbacks=None) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -327,9 +327,10 @@ class Network:
             Evaluated after each epoch ("val_loss", "val_accuracy").
         shuffle : bool, default True
             Reshuffle the rows every epoch (seeded by the network's seed).
-        verbose : bool, default False
-            Show each epoch's figures: a tqdm bar on a terminal when tqdm is
-            installed, otherwise one line per epoch (`cbackprop.progress`).
+        verbose : bool or {"bar", "lines"}, default False
+            Show each epoch's figures: True gives a tqdm bar on a terminal when
+            tqdm is installed, otherwise one line per epoch; "bar" or "lines"
+            choose (`cbackprop.progress`). Integers count as booleans.
         sample_weight : array-like (n_samples,), optional
             Per-row weights; each batch's loss is the weighted mean.
         callbacks : list of callables, optional
@@ -354,6 +355,7 @@ class Network:
         w = V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         epochs = V.check_int(epochs, "epochs", 0)
         batch_size = V.check_int(batch_size, "batch_size", 1)
+        check_verbose(verbose)
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
@@ -401,7 +403,7 @@ class Network:
                 "the parameters before this fit were restored"
             )
 
-        with self._blas_threads(), Progress(epochs, n, enabled=verbose) as progress:
+        with self._blas_threads(), Progress(epochs, n, verbose) as progress:
             for epoch in range(epochs):
                 start_time = time.perf_counter()
                 if shuffle:

@@ -7,7 +7,11 @@ well in logs, files and notebooks' captured output.
 
 from __future__ import annotations
 
+import numbers
+import os
 import sys
+
+import numpy as np
 
 
 def _format_logs(logs: dict, n_samples: int) -> str:
@@ -17,6 +21,28 @@ def _format_logs(logs: dict, n_samples: int) -> str:
     if seconds:
         shown.append(f"{n_samples / seconds:,.0f} samples/s")
     return "  ".join(shown)
+
+
+def check_verbose(verbose) -> bool | str:
+    """verbose as True, False, "bar" or "lines"; integers count as booleans
+    (0 is off, as scikit-learn's verbose). Anything else raises ValueError."""
+    if isinstance(verbose, str) and verbose in ("bar", "lines"):
+        return verbose
+    if isinstance(verbose, (bool, np.bool_)) or (isinstance(verbose, numbers.Integral)
+                                                 and verbose >= 0):
+        return bool(verbose)
+    raise ValueError(f"verbose must be True, False, 'bar' or 'lines', got {verbose!r}")
+
+
+def _is_wide_terminal(stream) -> bool:
+    """A terminal with room for a bar (a pseudo-terminal may report 0 columns)."""
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty and isatty()):
+        return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns >= 40
+    except (AttributeError, OSError, ValueError):
+        return True     # a terminal of unknown width (e.g. a wrapped stream)
 
 
 class Progress:
@@ -31,29 +57,24 @@ class Progress:
         Epochs planned (for the bar and the time left).
     n_samples : int
         Training rows per epoch (for samples/s).
-    enabled : bool, default True
-        False shows nothing (fit's verbose=False).
+    verbose : bool or {"bar", "lines"}, default True
+        False shows nothing; True a tqdm bar when tqdm is installed and
+        `stream` is a terminal at least 40 columns wide, else one line per
+        epoch; "bar" or "lines" choose (a "bar" without tqdm falls back to
+        lines).
     stream : file-like, optional
         Where to write; default: sys.stdout at the time of the call.
-    bar : bool, optional
-        Force the tqdm bar on or off; default: on when tqdm is installed and
-        `stream` is a terminal.
     """
 
-    def __init__(self, epochs: int, n_samples: int, enabled: bool = True, stream=None,
-                 bar: bool | None = None):
+    def __init__(self, epochs: int, n_samples: int, verbose: bool | str = True, stream=None):
+        verbose = check_verbose(verbose)
         self.epochs = epochs
         self.n_samples = n_samples
-        self.enabled = bool(enabled)
+        self.enabled = verbose is not False
         self.stream = sys.stdout if stream is None else stream
         self._bar = None
         self._elapsed = 0.0
-        if not self.enabled:
-            return
-        if bar is None:
-            isatty = getattr(self.stream, "isatty", None)
-            bar = bool(isatty and isatty())
-        if bar:
+        if verbose == "bar" or (verbose is True and _is_wide_terminal(self.stream)):
             try:
                 from tqdm import tqdm
             except ImportError:

@@ -77,9 +77,11 @@ def test_sklearn_gridsearch():
     if not hasattr(cb, "MLPClassifier"):
         pytest.skip("cbackprop.MLPClassifier is not available in this build")
     pytest.importorskip("sklearn")
-    out = run_example("sklearn_gridsearch.py", "--max-iter", 5, "--cv", 2)
-    assert len(re.findall(r"^  0\.\d{3}  hidden_layer_sizes=", out, re.M)) == 6
-    assert "best: " in out
+    out = run_example("sklearn_gridsearch.py", "--max-iter", 10, "--cv", 2)
+    scores = re.findall(r"^  (0\.\d{3})  alpha=\S+, hidden_layer_sizes=", out, re.M)
+    assert len(scores) == 6
+    best = re.search(r"^best: (.*)$", out, re.M).group(1)
+    assert re.search(rf"^  {max(scores)}  {re.escape(best)}$", out, re.M)
     assert float(re.search(r"best model: ([\d.]+)%", out).group(1)) > 50
 
 

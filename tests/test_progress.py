@@ -60,15 +60,44 @@ def test_tqdm_bar_on_a_terminal():
     assert progress._bar is None
 
 
-def test_bar_can_be_turned_off_and_disabled_writes_nothing():
+def test_lines_can_be_chosen_on_a_terminal_and_disabled_writes_nothing():
     stream = Terminal()
-    with Progress(1, 10, stream=stream, bar=False) as progress:
+    with Progress(1, 10, verbose="lines", stream=stream) as progress:
         progress.update(0, {"loss": 1.0, "time": 0.1})
     assert stream.getvalue().startswith("epoch 1/1  loss 1.0000")
     silent = Terminal()
-    with Progress(1, 10, enabled=False, stream=silent) as progress:
+    with Progress(1, 10, verbose=False, stream=silent) as progress:
         progress.update(0, {"loss": 1.0, "time": 0.1})
     assert silent.getvalue() == ""
+
+
+def test_bar_can_be_chosen_and_falls_back_to_lines_without_tqdm(monkeypatch):
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    with Progress(2, 10, verbose="bar", stream=stream) as progress:
+        assert progress._bar is not None
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)    # import tqdm fails
+    stream = Terminal()
+    with Progress(2, 10, verbose="bar", stream=stream) as progress:
+        progress.update(0, {"loss": 1.0, "time": 0.1})
+    assert stream.getvalue().startswith("epoch 1/2  loss 1.0000")
+
+
+def test_integer_verbose_counts_as_a_switch(capsys):
+    small_fit(verbose=0)
+    assert capsys.readouterr().out == ""
+    small_fit(verbose=2)
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("verbose", ["yes", None, 1.0, -1])
+def test_fit_checks_verbose_before_training(verbose):
+    X, y = cb.datasets.make_xor(16, seed=0)
+    net = cb.Network(2, [cb.Dense(2, "softmax")], seed=0)
+    before = net.theta.copy()
+    with pytest.raises(ValueError, match="verbose must be"):
+        net.fit(X, y, verbose=verbose)
+    np.testing.assert_array_equal(net.theta, before)
 
 
 def test_bar_is_closed_when_fit_fails(monkeypatch):
