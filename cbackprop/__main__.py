@@ -139,10 +139,20 @@ def _make_optimizer(args):
     return cls[args.optimizer](**kwargs)
 
 
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--plot needs matplotlib, which is not installed: "
+                          "pip install 'cbackprop[plot]'") from None
+
+
 def cmd_train(args) -> int:
     import cbackprop as cb
 
     say = (lambda *a: None) if args.quiet else print
+    if args.plot:
+        _require_matplotlib()       # before training, not after it
     X, y = load_data(args.data, "train", args.label_column)
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
     units, out_activation = _output_layer(loss, y)

@@ -298,3 +298,10 @@ def test_console_script_entry_point_is_main():
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert 'cbackprop = "cbackprop.__main__:main"' in text
     assert build_parser().prog == "cbackprop"
+
+
+def test_plot_without_matplotlib_fails_before_training(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib fails
+    status, out, err = run(capsys, "train", "digits", "--plot", str(tmp_path / "c.png"))
+    assert status == 1 and out == ""
+    assert "cbackprop[plot]" in err and err.count("\n") == 1
