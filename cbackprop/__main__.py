@@ -26,6 +26,8 @@ import numpy as np
 NAMED_DATA = ("digits", "spirals", "xor", "regression")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 _TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
+#: Integer targets reaching this are taken for regression values, not classes, unless told.
+_MAX_GUESSED_CLASSES = 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,6 +157,10 @@ def cmd_train(args) -> int:
         _require_matplotlib()       # before training, not after it
     X, y = load_data(args.data, "train", args.label_column)
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
+    if args.loss is None and loss == "cross_entropy" and y.max() >= _MAX_GUESSED_CLASSES:
+        raise ValueError(f"the labels are integers up to {y.max()}: as classes that is "
+                         f"{y.max() + 1} of them. Pass --loss mse for regression (or "
+                         "--loss cross_entropy if they really are classes)")
     units, out_activation = _output_layer(loss, y)
     layers = [cb.Dense(n, args.activation, args.dropout) for n in args.hidden]
     layers.append(cb.Dense(units, out_activation))

@@ -212,6 +212,16 @@ def test_bad_input_is_one_line_and_status_1(argv, match, capsys):
     assert match in err
 
 
+def test_large_integer_targets_are_not_guessed_to_be_classes(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    np.savez(tmp_path / "prices.npz", X=X, y=np.arange(50) * 5000)
+    status, _, err = run(capsys, "train", str(tmp_path / "prices.npz"), "-q")
+    assert status == 1 and "--loss mse" in err
+    status, out, _ = run(capsys, "train", str(tmp_path / "prices.npz"), "-q", "--loss", "mse",
+                         "--epochs", "1")
+    assert status == 0 and "accuracy" not in out
+
+
 def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
     model = tmp_path / "m.cbp"
     cb.Network(3, [cb.Dense(2, "softmax")], seed=0).save(model)
