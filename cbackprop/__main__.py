@@ -391,8 +391,8 @@ def main_job(epochs: int = 30) -> int:
                      loss="cross_entropy", dtype="float32", seed=0)
     print(f"digits: {len(X_train)} training and {len(X_test)} test images; {net}")
     # One line per epoch even on a terminal: the falling loss is the point of the demo.
-    net.fit(X_train, y_train, optimizer=cb.Adam(lr=1e-3), epochs=epochs, batch_size=32,
-            validation_data=(X_test, y_test), verbose="lines")
+    net.fit(X_train, y_train, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=epochs,
+            batch_size=32, validation_data=(X_test, y_test), verbose="lines")
     accuracy = net.evaluate(X_test, y_test)["accuracy"]
     print(f"test accuracy: {accuracy:.2%}")
     return 0

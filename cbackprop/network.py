@@ -100,7 +100,8 @@ class Network:
         if needed is not None and out != needed:
             raise ValueError(f"loss {loss.name} needs a {needed} output layer, got {out}")
         if needed is None and out == "softmax":
-            raise ValueError(f"a softmax output layer needs the cross_entropy loss, not {loss.name}")
+            raise ValueError(
+                f"a softmax output layer needs the cross_entropy loss, not {loss.name}")
         if out == "softmax" and layers[-1].units < 2:
             raise ValueError("a softmax output layer needs at least 2 units")
         if layers[-1].dropout > 0:
