@@ -20,9 +20,10 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
 
 from cbackprop import datasets
 from cbackprop.gradcheck import gradcheck
+from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
-from cbackprop.network import DivergenceError, History, LayerTrace, Network
+from cbackprop.network import DivergenceError, LayerTrace, Network
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from cbackprop.serialization import load
 
