@@ -116,10 +116,10 @@ class NumpyReference(Impl):
     def step(self, X, Y):
         L = len(self.W)
         acts = [X]
-        for l in range(L):
-            Z = acts[-1] @ self.W[l]
-            Z += self.b[l]
-            if l < L - 1:
+        for i in range(L):
+            Z = acts[-1] @ self.W[i]
+            Z += self.b[i]
+            if i < L - 1:
                 np.maximum(Z, 0, out=Z)
             acts.append(Z)
         Z, n = acts[-1], X.shape[0]
@@ -133,12 +133,12 @@ class NumpyReference(Impl):
             r = Z - Y
             loss = np.mean(r * r)
             dZ = r * (2.0 / r.size)
-        for l in range(L - 1, -1, -1):
-            np.matmul(acts[l].T, dZ, out=self.dW[l])
-            dZ.sum(axis=0, out=self.db[l])
-            if l > 0:
-                dA = dZ @ self.W[l].T
-                dA *= acts[l] > 0
+        for i in range(L - 1, -1, -1):
+            np.matmul(acts[i].T, dZ, out=self.dW[i])
+            dZ.sum(axis=0, out=self.db[i])
+            if i > 0:
+                dA = dZ @ self.W[i].T
+                dA *= acts[i] > 0
                 dZ = dA
         self.update()
         return loss
@@ -178,13 +178,13 @@ class Torch(Impl):
         self.torch = torch
         tdtype = torch.float32 if dtype == np.float32 else torch.float64
         mods = []
-        for l, (W, b) in enumerate(params):
+        for i, (W, b) in enumerate(params):
             lin = torch.nn.Linear(W.shape[0], W.shape[1], dtype=tdtype)
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
                 lin.bias.copy_(torch.from_numpy(b))
             mods.append(lin)
-            if l < len(params) - 1:
+            if i < len(params) - 1:
                 mods.append(torch.nn.ReLU())
         self.model = torch.nn.Sequential(*mods)
         ps = self.model.parameters()

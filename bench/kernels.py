@@ -35,11 +35,11 @@ EXTRA = [("extra", 16, 16, 16, False, False), ("extra", 8, 8, 8, False, False),
 def engine_shapes(sizes, B):
     """(name, m, n, k, trans_a, trans_b) of every GEMM in one training step."""
     out = []
-    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        out.append((f"fwd{l + 1}", B, n_out, n_in, False, False))
-        out.append((f"dW{l + 1}", n_in, n_out, B, True, False))
-        if l > 0:
-            out.append((f"dX{l + 1}", B, n_in, n_out, False, True))
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        out.append((f"fwd{i + 1}", B, n_out, n_in, False, False))
+        out.append((f"dW{i + 1}", n_in, n_out, B, True, False))
+        if i > 0:
+            out.append((f"dX{i + 1}", B, n_in, n_out, False, True))
     return out
 
 

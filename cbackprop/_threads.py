@@ -36,7 +36,7 @@ MIN_FLOPS_FOR_THREADS = 40e6
 _MARGIN = 0.95
 
 _lock = threading.Lock()
-_wanted: dict[int, list[int]] = {}  # Python thread id -> threads wanted by its calls, innermost last
+_wanted: dict[int, list[int]] = {}  # Python thread id -> threads its calls want, innermost last
 _saved: int | None = None          # the BLAS's own count before the first call began
 _current: int | None = None        # what this module last set
 _controllers = None                # [(threadpoolctl controller, setter)] of cbackprop's BLAS

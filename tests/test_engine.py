@@ -145,7 +145,7 @@ def test_fit_threads_keeps_the_faster_choice():
 
     chooser = _threads.FitThreads(2, 2)
     with chooser:
-        for chunk in range(40):
+        for _ in range(40):
             rows = chooser.chunk_rows(800, 8)
             used = chooser._probe_threads if chooser.probing else chooser.threads
             # One thread is 3× faster per row here (a busy second core).
@@ -154,7 +154,7 @@ def test_fit_threads_keeps_the_faster_choice():
         assert chooser.interval > 4          # probes of 2 threads lost: backing off
     slow_one = _threads.FitThreads(2, 2)
     with slow_one:
-        for chunk in range(40):
+        for _ in range(40):
             rows = slow_one.chunk_rows(800, 8)
             used = slow_one._probe_threads if slow_one.probing else slow_one.threads
             slow_one.observe(rows * (2e-6 if used == 1 else 1e-6), rows)
