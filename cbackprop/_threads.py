@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 #: Below this many flops per batch (forward pass), one thread is faster: the
 #: cost of waking and joining a BLAS worker outweighs what it computes.
@@ -167,6 +168,24 @@ class BlasThreads:
         self._want(self.threads)
 
 
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall clock, CPU seconds busy on the whole machine, CPU seconds of this
+    process), or None where /proc/stat cannot be read."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.perf_counter(), busy, time.process_time()
+
+
+try:
+    _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):
+    _CLOCK_TICKS = 100
+
+
 class FitThreads(BlasThreads):
     """BlasThreads for fit: it times chunks and keeps the faster thread count.
 
@@ -177,6 +196,11 @@ class FitThreads(BlasThreads):
     wait before the next one (from 4 chunks up to 256), so a slower choice
     costs little. A network keeps its FitThreads, so its later fits start
     from what was measured.
+
+    Where the machine tells (Linux /proc/stat), fit also watches how many
+    cores other processes keep busy. While that leaves no core free for a
+    second thread, it trains on one thread and does not probe more: a BLAS
+    worker that has to share its core makes every GEMM wait for it.
     """
 
     def __init__(self, threads: int, max_threads: int):
@@ -187,16 +211,32 @@ class FitThreads(BlasThreads):
         self.seconds_per_row: dict[int, float] = {}
         self.chunks = 0
         self.interval = 4
-        self.next_probe = 2          # the first chunks warm caches: no probe yet
+        self.next_probe = 1          # chunk 0 (one batch) warms the caches
         self.probing = False
+        # Cores other processes keep busy (running mean), first guessed from the
+        # load average less this process's own thread.
+        try:
+            self.others = max(0.0, os.getloadavg()[0] - 1)
+        except (AttributeError, OSError):
+            self.others = 0.0
+        self._snapshot = None
+        if self.threads > 1 and self._cores_free() < 1.5:
+            self.threads = 1
 
     def _other(self) -> int:
         return self.options[1] if self.threads == self.options[0] else self.options[0]
+
+    def _cores_free(self) -> float:
+        return available_cores() - self.others
 
     def chunk_rows(self, rows: int, batch: int) -> int:
         """Rows for the next chunk, given the usual chunk size; switches the
         BLAS to the other thread count when this chunk is a probe."""
         self.probing = len(self.options) > 1 and self.chunks >= self.next_probe
+        if self.probing and self._other() > self.threads and self._cores_free() < 1.5:
+            self.probing = False                  # no free core: more threads would wait
+            self.next_probe = self.chunks + self.interval
+        self._snapshot = None if self.probing else _cpu_seconds()
         if self.probing:
             self._probe_threads = self._other()
             self._want(self._probe_threads)
@@ -206,6 +246,14 @@ class FitThreads(BlasThreads):
     def observe(self, seconds: float, rows: int) -> None:
         """Record how long the last chunk took for how many rows."""
         self.chunks += 1
+        if self._snapshot is not None:
+            now = _cpu_seconds()
+            wall = now[0] - self._snapshot[0] if now else 0.0
+            if wall > 0.02:                       # /proc/stat counts in 10 ms ticks
+                busy = (now[1] - self._snapshot[1]) - (now[2] - self._snapshot[2])
+                self.others = 0.5 * (self.others + max(0.0, busy / wall))
+            if self.threads > 1 and self._cores_free() < 1.5:
+                self.set(1)                       # another process took the spare core
         if rows <= 0:
             return
         used = self._probe_threads if self.probing else self.threads

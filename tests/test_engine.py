@@ -139,26 +139,56 @@ def test_small_shapes_use_one_thread_and_n_threads_caps_the_rest():
     assert net._blas_threads(256).threads == 1
 
 
-def test_fit_threads_keeps_the_faster_choice():
-    """FitThreads probes the other thread count and adopts it only when faster."""
-    from cbackprop import _threads
-
-    chooser = _threads.FitThreads(2, 2)
+def run_chooser(chooser, seconds_per_row):
+    """Drive a FitThreads through 40 chunks whose speed depends on its choice."""
     with chooser:
         for _ in range(40):
             rows = chooser.chunk_rows(800, 8)
             used = chooser._probe_threads if chooser.probing else chooser.threads
-            # One thread is 3× faster per row here (a busy second core).
-            chooser.observe(rows * (1e-6 if used == 1 else 3e-6), rows)
-        assert chooser.threads == 1
-        assert chooser.interval > 4          # probes of 2 threads lost: backing off
-    slow_one = _threads.FitThreads(2, 2)
-    with slow_one:
+            chooser.observe(rows * seconds_per_row[used], rows)
+
+
+def test_fit_threads_keeps_the_faster_choice(monkeypatch):
+    """FitThreads probes the other thread count and adopts it only when faster."""
+    from cbackprop import _threads
+
+    monkeypatch.setattr(_threads, "_cpu_seconds", lambda: None)       # an idle machine
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    chooser = _threads.FitThreads(2, 2)
+    run_chooser(chooser, {1: 1e-6, 2: 3e-6})     # one thread 3× faster (a busy core)
+    assert chooser.threads == 1
+    assert chooser.interval > 4                   # probes of 2 threads lost: backing off
+    chooser = _threads.FitThreads(2, 2)
+    run_chooser(chooser, {1: 2e-6, 2: 1e-6})
+    assert chooser.threads == 2
+
+
+def test_fit_threads_stay_on_one_thread_while_other_processes_hold_the_cores(monkeypatch):
+    from cbackprop import _threads
+
+    clock = {"wall": 0.0, "busy": 0.0, "own": 0.0}
+
+    def busy_machine():
+        # Each look: 0.1 s later, both cores busy, this process used 1 core.
+        clock["wall"] += 0.1
+        clock["busy"] += 0.2
+        clock["own"] += 0.1
+        return clock["wall"], clock["busy"], clock["own"]
+
+    monkeypatch.setattr(_threads, "_cpu_seconds", busy_machine)
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    chooser = _threads.FitThreads(2, 2)
+    probes = []
+    with chooser:
         for _ in range(40):
-            rows = slow_one.chunk_rows(800, 8)
-            used = slow_one._probe_threads if slow_one.probing else slow_one.threads
-            slow_one.observe(rows * (2e-6 if used == 1 else 1e-6), rows)
-        assert slow_one.threads == 2
+            rows = chooser.chunk_rows(800, 8)
+            probes.append(chooser.probing)
+            chooser.observe(rows * 1e-6, rows)    # equal speed: only the load decides
+    assert chooser.threads == 1
+    assert chooser.others > 0.9
+    assert probes.count(True) <= 1                # at most the first probe, down to 1
 
 
 # ---- memory ------------------------------------------------------------------
