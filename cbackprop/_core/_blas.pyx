@@ -116,9 +116,10 @@ def py_gemm(const floating[:, ::1] A, const floating[:, ::1] B,
     cdef Py_ssize_t r
     if ((A.shape[1] if trans_a else A.shape[0]) != m
             or (B.shape[1] if trans_b else B.shape[0]) != k
-            or (B.shape[0] if trans_b else B.shape[1]) != n or m * n * k == 0):
-        raise ValueError(f"op(A) {A.shape} (trans {trans_a}), op(B) {B.shape} (trans "
-                         f"{trans_b}) and C {C.shape} do not make a non-empty GEMM")
+            or (B.shape[0] if trans_b else B.shape[1]) != n or m == 0 or n == 0 or k == 0):
+        raise ValueError(f"op(A) {tuple(A.shape[:2])} (trans {trans_a}), op(B) "
+                         f"{tuple(B.shape[:2])} (trans {trans_b}) and C {tuple(C.shape[:2])} "
+                         "do not make a non-empty GEMM")
     with nogil:
         for r in range(repeat):
             if which == 0:
