@@ -117,9 +117,9 @@ def py_gemm(const floating[:, ::1] A, const floating[:, ::1] B,
     if ((A.shape[1] if trans_a else A.shape[0]) != m
             or (B.shape[1] if trans_b else B.shape[0]) != k
             or (B.shape[0] if trans_b else B.shape[1]) != n or m == 0 or n == 0 or k == 0):
-        raise ValueError(f"op(A) {tuple(A.shape[:2])} (trans {trans_a}), op(B) "
-                         f"{tuple(B.shape[:2])} (trans {trans_b}) and C {tuple(C.shape[:2])} "
-                         "do not make a non-empty GEMM")
+        raise ValueError(f"op(A) ({A.shape[0]}, {A.shape[1]}) (trans {trans_a}), op(B) "
+                         f"({B.shape[0]}, {B.shape[1]}) (trans {trans_b}) and C "
+                         f"({m}, {n}) do not make a non-empty GEMM")
     with nogil:
         for r in range(repeat):
             if which == 0:
