@@ -39,19 +39,20 @@ def make_net(dtype, loss, alpha=0.0, d=5, k=3, seed=1):
 
 @pytest.mark.parametrize("make_opt", OPTIMIZERS, ids=lambda f: repr(f()))
 @pytest.mark.parametrize("loss,alpha", [("cross_entropy", 0.0), ("mse", 0.03)])
-def test_fused_updates_equal_gradient_then_step(make_opt, loss, alpha, dtype):
+@pytest.mark.parametrize("B", [7, 1])       # 23 rows: batches of 7, 7, 7 and 2; or of 1
+def test_fused_updates_equal_gradient_then_step(make_opt, loss, alpha, B, dtype):
     """fit updates each layer inside the backward pass (SGD even inside the
-    ∂W GEMM); the result must equal a full gradient then one optimizer step."""
+    ∂W GEMM, or its outer product at batch 1); the result must equal a full
+    gradient then one optimizer step."""
     X, y = small_problem(dtype, loss)
     net, ref = make_net(dtype, loss, alpha), make_net(dtype, loss, alpha)
     opt, ref_opt = make_opt(), make_opt()
-    B = 7                                   # 23 rows: batches of 7, 7, 7 and 2
     net.fit(X, y, optimizer=opt, epochs=2, batch_size=B, shuffle=False)
     for _ in range(2):
         for pos in range(0, X.shape[0], B):
             _, g = ref.loss_and_grad(X[pos:pos + B], y[pos:pos + B])
             ref_opt.step(ref.theta, g)
-    assert opt.t == ref_opt.t == 8
+    assert opt.t == ref_opt.t == 2 * -(-X.shape[0] // B)
     np.testing.assert_allclose(net.theta, ref.theta, rtol=STEP_RTOL[dtype],
                                atol=STEP_RTOL[dtype])
     np.testing.assert_allclose(opt.state, ref_opt.state, rtol=STEP_RTOL[dtype],

@@ -251,7 +251,8 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     lr·A_prevᵀ·dZ; SGD with momentum accumulates into the velocity there:
     v ← μv + A_prevᵀ·dZ. Other optimizers get ∂W in grad, then update_slice.
     λ = weight_decay + alpha (the L2 term's gradient αW); biases get no alpha."""
-    cdef Py_ssize_t l, i, n_in, n_out, nw, p = 0
+    cdef Py_ssize_t l, i, j, n_in, n_out, nw, p = 0
+    cdef floating ai
     cdef const floating* a_prev
     cdef floating* dZ
     cdef floating* dZ_prev
@@ -289,6 +290,19 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
                  dZ, <int> n_out, 1 - lr * lam, W, <int> n_out)
             for i in range(n_out):
                 W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
+        elif plain_sgd and n == 1:
+            # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
+            # momentum loop (one pass over v and W instead of two).
+            v = state + p
+            for i in range(n_in):
+                ai = a_prev[i]
+                for j in range(n_out):
+                    v[i * n_out + j] = (mu * v[i * n_out + j] + ai * dZ[j]
+                                        + lam * W[i * n_out + j])
+                    W[i * n_out + j] -= lr * v[i * n_out + j]
+            for i in range(nw, nw + n_out):
+                v[i] = mu * v[i] + dZ[i - nw] + wd * W[i]
+                W[i] -= lr * v[i]
         elif plain_sgd:
             v = state + p
             gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
