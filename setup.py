@@ -5,6 +5,7 @@ Environment switches:
   CBACKPROP_CYTHON_ANNOTATE=1  write the `cython -a` HTML beside each .pyx
 """
 
+import json
 import os
 
 import numpy as np
@@ -23,6 +24,16 @@ directives = {
     "embedsignature": True,
 }
 
+# cythonize regenerates a .c only when its .pyx is newer, so a change of
+# directives (the debug switch) would be ignored: remember the last ones used.
+_STAMP = os.path.join("build", "cython-directives.json")
+_wanted = json.dumps(directives, sort_keys=True)
+try:
+    with open(_STAMP) as f:
+        FORCE = f.read() != _wanted
+except OSError:
+    FORCE = True
+
 MODULES = ["_blas", "_activations", "_losses", "_optim", "_engine"]
 
 extensions = [
@@ -37,4 +48,10 @@ extensions = [
     for name in MODULES
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE))
+ext_modules = cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
+                        force=FORCE or None)
+os.makedirs(os.path.dirname(_STAMP), exist_ok=True)
+with open(_STAMP, "w") as f:
+    f.write(_wanted)
+
+setup(ext_modules=ext_modules)

@@ -11,6 +11,9 @@ import numpy as np
 
 from cbackprop._core import _engine
 
+#: BLAS takes dimensions as C ints: no layer may be wider than this.
+MAX_WIDTH = 2**31 - 1
+
 _REJECTED_KINDS = {
     "b": "bool",
     "c": "complex",
@@ -29,6 +32,9 @@ def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
         raise TypeError(f"{name} must be an array-like of real numbers, got None")
     if hasattr(value, "toarray") and hasattr(value, "nnz"):
         raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
+    if np.ma.is_masked(value):
+        raise ValueError(f"{name} is a masked array with masked entries; fill them first "
+                         f"({name}.filled(...)): their hidden values would be used")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -46,6 +52,8 @@ def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
 
 def check_dtype(dtype) -> np.dtype:
     """The network's dtype: float32 or float64."""
+    if dtype is None:   # np.dtype(None) would quietly mean float64
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -153,6 +161,32 @@ def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
     if out.sum() <= 0:
         raise ValueError("sample_weight must have a positive sum")
     return out
+
+
+def check_theta(value, size: int, dtype: np.dtype) -> np.ndarray:
+    """New parameters for a network: shape (size,), real, finite, as dtype."""
+    arr = _as_numeric_array(value, "theta")
+    if arr.shape != (size,):
+        raise ValueError(f"theta must have shape ({size},), got {arr.shape}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(out):
+        raise ValueError("theta contains NaN or infinity")
+    return out
+
+
+def check_widths(widths) -> None:
+    """Layer widths (inputs first) that BLAS can take."""
+    for width in widths:
+        if width > MAX_WIDTH:
+            raise ValueError(f"layer width {width} exceeds {MAX_WIDTH} (2**31 - 1), "
+                             "the largest dimension BLAS accepts")
+
+
+def check_bool(value, name: str) -> bool:
+    """True or False (NumPy's bool too), nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_int(value, name: str, minimum: int) -> int:
