@@ -403,6 +403,11 @@ class Network:
         X = self._check_X(X)
         Y = self._check_y(y, X.shape[0])
         w = V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        if w.size and not w.all():
+            # Rows of weight 0 are dropped, as if absent: a batch of only such
+            # rows would have no weighted mean loss.
+            keep = w != 0
+            X, Y, w = X[keep], Y[keep], w[keep]
         epochs = V.check_int(epochs, "epochs", 0)
         batch_size = V.check_int(batch_size, "batch_size", 1)
         if optimizer is None:
