@@ -50,6 +50,11 @@ def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
     return arr
 
 
+def _c_array(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """arr itself when it is already C-contiguous, aligned, native dtype; else a copy."""
+    return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
 def check_dtype(dtype) -> np.dtype:
     """The network's dtype: float32 or float64."""
     if dtype is None:   # np.dtype(None) would quietly mean float64
@@ -83,7 +88,8 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
         raise ValueError(
             f"{name} has {arr.shape[1]} features per row, but the network expects {n_features}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):   # a float32 overflow is reported just below
+        out = _c_array(arr, dtype)
     if not all_finite(out):
         raise ValueError(
             f"{name} contains NaN or infinity"
@@ -132,7 +138,7 @@ def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
         raise ValueError(
             f"{name} has {arr.shape[1]} columns, but the network has {n_outputs} outputs"
         )
-    Y = np.ascontiguousarray(arr, dtype=dtype)
+    Y = _c_array(arr, dtype)
     if not all_finite(Y):
         raise ValueError(f"{name} contains NaN or infinity")
     if loss in ("cross_entropy", "binary_cross_entropy") and (Y.min() < 0 or Y.max() > 1):
@@ -153,7 +159,7 @@ def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
     arr = _as_numeric_array(w, "sample_weight")
     if arr.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = _c_array(arr, dtype)
     if not all_finite(out):
         raise ValueError("sample_weight contains NaN or infinity")
     if out.min() < 0:
@@ -168,7 +174,7 @@ def check_theta(value, size: int, dtype: np.dtype) -> np.ndarray:
     arr = _as_numeric_array(value, "theta")
     if arr.shape != (size,):
         raise ValueError(f"theta must have shape ({size},), got {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = _c_array(arr, dtype)
     if not all_finite(out):
         raise ValueError("theta contains NaN or infinity")
     return out

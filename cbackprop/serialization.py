@@ -185,6 +185,8 @@ def load(path):
         net = Network.from_config(config)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _corrupt(path, f"bad config ({exc})") from None
+    if json.loads(json.dumps(net.get_config())) != config:
+        raise _corrupt(path, "the config has entries this version does not know")
     net.theta[...] = np.frombuffer(data, dtype=_DTYPES[code])
     net._rng_state[0] = rng_state
     return net
