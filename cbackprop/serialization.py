@@ -51,7 +51,7 @@ def _tensor_layout(config: dict) -> list[tuple[str, tuple[int, ...]]]:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"layer width {size!r}")
     layout = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layout += [(f"layers.{i}.W", (n_in, n_out)), (f"layers.{i}.b", (n_out,))]
     return layout
 

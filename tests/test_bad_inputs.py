@@ -16,9 +16,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FunctionType
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -104,15 +104,16 @@ def run_case(case: Case, ctx: Context) -> str | None:
         return f"raised {type(exc).__name__}: {exc}, expected {case.exc.__name__}"
     else:
         return f"did not raise {case.exc.__name__}"
-    for (theta, address, rng, opt), (theta2, address2, rng2, opt2) in zip(before,
-                                                                          ctx.snapshot()):
+    after = ctx.snapshot()
+    for (theta, address, rng, opt), (theta2, address2, rng2, opt2) in zip(before, after,
+                                                                          strict=True):
         if address != address2 or theta.tobytes() != theta2.tobytes():
             return "theta changed"
         if rng.tobytes() != rng2.tobytes():
             return "the shuffling stream changed"
         if opt is not None and (opt[0].tobytes() != opt2[0].tobytes() or opt[1] != opt2[1]):
             return "the optimizer state changed"
-    for arr, (copy, described) in zip(arrays, before_arrays):
+    for arr, (copy, described) in zip(arrays, before_arrays, strict=True):
         if _describe(arr) != described or arr.tobytes() != copy.tobytes():
             return "an input array changed"
     return None

@@ -53,8 +53,9 @@ except KeyboardInterrupt:
     loss = net.evaluate(X, y)["loss"]
     handler_restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     net.fit(X[:64], y[:64], optimizer=opt, epochs=1, batch_size=32)
-    report(event="interrupted", caught=caught, steps=steps, finite=bool(np.isfinite(net.theta).all()),
-           same=same, loss=loss, handler_restored=handler_restored, steps_after=opt.t)
+    report(event="interrupted", caught=caught, steps=steps,
+           finite=bool(np.isfinite(net.theta).all()), same=same, loss=loss,
+           handler_restored=handler_restored, steps_after=opt.t)
 """
 
 ONE_BATCH_EPOCHS = CHILD_SETUP + """
@@ -212,7 +213,7 @@ def test_predict_evaluate_and_gradients_from_many_threads_at_once():
         t.start()
     for t in threads:
         t.join(60)
-    for (p, ev, (loss, grad)), runs in zip(expected, got):
+    for (p, ev, (loss, grad)), runs in zip(expected, got, strict=True):
         for p2, ev2, (loss2, grad2) in runs:
             np.testing.assert_array_equal(p2, p)
             assert ev2 == ev and loss2 == loss
