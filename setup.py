@@ -24,16 +24,6 @@ directives = {
     "embedsignature": True,
 }
 
-# cythonize regenerates a .c only when its .pyx is newer, so a change of
-# directives (the debug switch) would be ignored: remember the last ones used.
-_STAMP = os.path.join("build", "cython-directives.json")
-_wanted = json.dumps(directives, sort_keys=True)
-try:
-    with open(_STAMP) as f:
-        FORCE = f.read() != _wanted
-except OSError:
-    FORCE = True
-
 MODULES = ["_blas", "_activations", "_losses", "_optim", "_engine"]
 
 extensions = [
@@ -48,10 +38,18 @@ extensions = [
     for name in MODULES
 ]
 
-ext_modules = cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
-                        force=FORCE or None)
-os.makedirs(os.path.dirname(_STAMP), exist_ok=True)
-with open(_STAMP, "w") as f:
-    f.write(_wanted)
 
-setup(ext_modules=ext_modules)
+def directives_changed() -> bool:
+    """True when the directives differ from the last build's: the generated C
+    must then be regenerated even though the .pyx files did not change."""
+    stamp = os.path.join("build", "cython-directives.json")
+    wanted = json.dumps({"directives": directives, "annotate": ANNOTATE}, sort_keys=True)
+    previous = open(stamp).read() if os.path.exists(stamp) else None
+    os.makedirs("build", exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(wanted)
+    return previous != wanted
+
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
+                            force=directives_changed()))

@@ -6,11 +6,21 @@
     net.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=20)
 """
 
+try:
+    from cbackprop._core import _engine  # noqa: F401  (the compiled core)
+except ImportError as exc:  # pragma: no cover - depends on how it was installed
+    raise ImportError(
+        "cbackprop's compiled extensions are missing. Build them with `pip install -e .` "
+        "(or `python setup.py build_ext --inplace`) in the source tree, or run Python "
+        "from another directory after `pip install .`"
+    ) from exc
+
 from cbackprop import datasets
 from cbackprop.gradcheck import gradcheck
+from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
-from cbackprop.network import DivergenceError, History, LayerTrace, Network
+from cbackprop.network import DivergenceError, LayerTrace, Network
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from cbackprop.serialization import load
 

@@ -1,11 +1,388 @@
-"""`python -m cbackprop`: train a network on the embedded digits and report test accuracy."""
+"""The command line: `python -m cbackprop` (or `cbackprop`).
+
+With no arguments it runs the main job: train a network on the embedded
+digits and report the test accuracy. Subcommands:
+
+    train DATA       train a network (DATA: digits, spirals, xor, regression,
+                     a .csv or .npz file, or an MNIST directory of IDX files)
+    evaluate MODEL DATA, predict MODEL DATA
+    trace            one example through a tiny network: the forward pass, the
+                     backward pass and every ∂C/∂w beside finite differences
+    info             version, dtypes, BLAS library, kernel and threads
+
+Errors are printed as one line on stderr, with exit status 1 (2 for a bad
+command line, 130 when interrupted).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 
+import numpy as np
 
-def main(argv: list[str] | None = None) -> int:
+# Named data sets; files are recognised by their extension, directories as MNIST.
+NAMED_DATA = ("digits", "spirals", "xor", "regression")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+_TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
+#: Integer targets reaching this are taken for regression values, not classes, unless told.
+_MAX_GUESSED_CLASSES = 1000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---- data ---------------------------------------------------------------------
+
+def load_data(spec: str, split: str = "train", label_column="-1", need_labels: bool = True):
+    """(X, y) for a DATA argument; y is None when need_labels is False and there is none.
+
+    Named sets and MNIST have a training and a test part (`split`); a CSV or
+    .npz file is used whole. digits pixels are scaled to [0, 1] (÷16), MNIST
+    pixels too (÷255); files are used as they are.
+    """
+    from cbackprop import datasets
+
+    if spec in NAMED_DATA:
+        if spec == "digits":
+            X, y = datasets.load_digits()
+            parts = datasets.train_test_split(X / 16.0, y, 0.25, seed=0)
+            return (parts[0], parts[2]) if split == "train" else (parts[1], parts[3])
+        make = {"spirals": datasets.make_spirals, "xor": datasets.make_xor,
+                "regression": datasets.make_regression}[spec]
+        return make(n_samples=1000, seed=0 if split == "train" else 1)
+    if os.path.isdir(spec):
+        X_train, X_test, y_train, y_test = datasets.load_mnist(spec)
+        return (X_train, y_train) if split == "train" else (X_test, y_test)
+    if not os.path.exists(spec):
+        raise FileNotFoundError(f"no data set or file named {spec!r} (named data sets: "
+                                f"{', '.join(NAMED_DATA)}; or a .csv, .npz or MNIST directory)")
+    name = spec.lower()
+    if name.endswith(".npz"):
+        X, y = datasets.load_npz(spec)
+    elif name.endswith(_TABLES):
+        column = _label_column(label_column)
+        X, y = datasets.load_csv(spec, label_column=column if need_labels else None,
+                                 delimiter="\t" if name.endswith(".tsv") else ",")
+    else:
+        raise ValueError(f"{spec}: unknown file type (expected .csv, .tsv, .npz or an "
+                         "MNIST directory)")
+    if need_labels and y is None:
+        raise ValueError(f"{spec} has no labels (an .npz needs an array named 'y')")
+    return X, y
+
+
+def _label_column(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# ---- train --------------------------------------------------------------------
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"layer sizes must be >= 1, got {text!r}")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+def _is_classification(y: np.ndarray) -> bool:
+    return y.ndim == 1 and y.dtype.kind in "iu"
+
+
+def _output_layer(loss: str, y: np.ndarray):
+    """(units, activation) of the output layer the loss and the targets call for."""
+    if loss == "cross_entropy":
+        if y.ndim == 2:
+            return y.shape[1], "softmax"
+        if y.dtype.kind not in "iu" and not np.all(y == np.round(y)):
+            raise ValueError("cross_entropy needs integer class labels; these targets are "
+                             "fractional (use --loss mse for regression)")
+        return max(int(y.max()) + 1, 2), "softmax"
+    units = 1 if y.ndim == 1 else y.shape[1]
+    return units, "sigmoid" if loss == "binary_cross_entropy" else "identity"
+
+
+def _make_optimizer(args):
+    import cbackprop as cb
+
+    kwargs = {} if args.lr is None else {"lr": args.lr}
+    if args.momentum is not None:
+        if args.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"--momentum applies to sgd and rmsprop, not {args.optimizer}")
+        kwargs["momentum"] = args.momentum
+    cls = {"sgd": cb.SGD, "adam": cb.Adam, "adamw": cb.AdamW, "rmsprop": cb.RMSprop}
+    return cls[args.optimizer](**kwargs)
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--plot needs matplotlib, which is not installed: "
+                          "pip install 'cbackprop[plot]'") from None
+
+
+def cmd_train(args) -> int:
+    import cbackprop as cb
+
+    say = (lambda *a: None) if args.quiet else print
+    if args.plot:
+        _require_matplotlib()       # before training, not after it
+    X, y = load_data(args.data, "train", args.label_column)
+    loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
+    if args.loss is None and loss == "cross_entropy" and y.max() >= _MAX_GUESSED_CLASSES:
+        raise ValueError(f"the labels are integers up to {y.max()}: as classes that is "
+                         f"{y.max() + 1} of them. Pass --loss mse for regression (or "
+                         "--loss cross_entropy if they really are classes)")
+    units, out_activation = _output_layer(loss, y)
+    layers = [cb.Dense(n, args.activation, args.dropout) for n in args.hidden]
+    layers.append(cb.Dense(units, out_activation))
+    net = cb.Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
+                     seed=args.seed, alpha=args.alpha, n_threads=args.threads)
+    optimizer = _make_optimizer(args)
+    validation = None
+    if args.validation_split > 0:
+        X, X_val, y, y_val = cb.datasets.train_test_split(X, y, args.validation_split,
+                                                          seed=args.seed)
+        validation = (X_val, y_val)
+    say(f"data: {args.data}, {X.shape[0]} training rows"
+        + (f", {validation[0].shape[0]} validation rows" if validation else "")
+        + f", {X.shape[1]} features")
+    say(f"model: {net}")
+    say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
+    history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
+                      validation_data=validation, verbose=not args.quiet)
+    final = {k: v[-1] for k, v in history.history.items() if k != "time"}
+    print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    if args.save:
+        net.save(args.save)
+        say(f"saved the model to {args.save}")
+    if args.plot:
+        sizes = "-".join(str(n) for n in net._sizes)
+        history.plot(args.plot, title=f"{os.path.basename(args.data.rstrip('/'))}: {sizes} "
+                                      f"{args.activation} network, {net.loss.name}, "
+                                      f"{args.optimizer}")
+        say(f"saved the learning curves to {args.plot}")
+    return 0
+
+
+# ---- evaluate / predict ----------------------------------------------------------
+
+def cmd_evaluate(args) -> int:
+    import cbackprop as cb
+
+    net = cb.load(args.model)
+    X, y = load_data(args.data, args.split, args.label_column)
+    result = net.evaluate(X, y)
+    shown = [f"loss {result['loss']:.4f}"]
+    if "accuracy" in result:
+        shown.append(f"accuracy {result['accuracy']:.2%}")
+    print("  ".join(shown) + f"  ({X.shape[0]} rows)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import cbackprop as cb
+
+    net = cb.load(args.model)
+    X, _ = load_data(args.data, args.split, args.label_column, need_labels=False)
+    if X.shape[1] == net.n_inputs + 1 and args.data.lower().endswith(_TABLES):
+        # A table with its label column, as for train: drop that column.
+        X, _ = load_data(args.data, args.split, args.label_column)
+    out = net.predict(X)
+    if args.out and args.out.endswith(".npy"):
+        np.save(args.out, out)
+    else:
+        if net.loss.name == "cross_entropy":
+            table = np.column_stack([out.argmax(axis=1), out])
+            names = ["class"] + [f"p{k}" for k in range(out.shape[1])]
+            formats = ["%d"] + ["%.6g"] * out.shape[1]
+        else:
+            table, names, formats = out, [f"y{k}" for k in range(out.shape[1])], "%.6g"
+        target = args.out if args.out else sys.stdout
+        np.savetxt(target, table, fmt=formats, delimiter=",", header=",".join(names),
+                   comments="")
+    if args.out:
+        print(f"wrote {out.shape[0]} predictions to {args.out}")
+    return 0
+
+
+# ---- trace ----------------------------------------------------------------------
+
+def cmd_trace(args) -> int:
+    import cbackprop as cb
+
+    x = np.array(args.x, dtype=np.float64)
+    y = np.array(args.y, dtype=np.float64)
+    layers = [cb.Dense(n, args.activation) for n in args.hidden]
+    layers.append(cb.Dense(len(y), args.output_activation))
+    net = cb.Network(n_inputs=len(x), layers=layers, loss=args.loss, dtype="float64",
+                     seed=args.seed)
+    records = net.trace(x, y)
+    fd = _finite_differences(net, x, y, args.eps)
+
+    def row(values):
+        return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
+
+    sizes = "-".join(str(n) for n in net._sizes)
+    print(f"A {sizes} network ({args.activation} hidden, {args.output_activation} output, "
+          f"loss {net.loss.name}) on one example, in float64:")
+    print(f"  input  a⁰ = x = {row(x)}    target y = {row(y)}")
+
+    print("\nForward pass: zˡ = aˡ⁻¹·Wˡ + bˡ,  aˡ = σ(zˡ)   (∂zˡ/∂wˡ = aˡ⁻¹)")
+    print(f"  {'layer':>5}  {'unit':>4}  {'z':>12}  {'a':>12}")
+    for layer, rec in enumerate(records, start=1):
+        for j in range(rec.z.shape[0]):
+            print(f"  {layer:>5}  {j + 1:>4}  {rec.z[j]:>12.6f}  {rec.a[j]:>12.6f}")
+    cost = net.evaluate(x.reshape(1, -1), y.reshape(1, -1))["loss"]
+    print(f"  cost C = {cost:.6f}   ({_COST_FORMULA[net.loss.name]})")
+
+    print("\nBackward pass: δˡ = ∂C/∂zˡ, from the output layer back")
+    print("  output: δᴸ = ∂C/∂aᴸ ⊙ σ'(zᴸ);  hidden: δˡ = σ'(zˡ) ⊙ (δˡ⁺¹·(Wˡ⁺¹)ᵀ)")
+    print(f"  {'layer':>5}  {'unit':>4}  {'∂C/∂z':>12}")
+    for layer in range(len(records), 0, -1):
+        for j, d in enumerate(records[layer - 1].dC_dz):
+            print(f"  {layer:>5}  {j + 1:>4}  {d:>12.6f}")
+
+    print("\nGradients: ∂C/∂w = a·∂C/∂z  (a of the unit the weight leaves, ∂C/∂z of the "
+          "unit it enters);  ∂C/∂b = ∂C/∂z")
+    print(f"  {'parameter':<12}  {'a':>10}  {'∂C/∂z':>10}  {'∂C/∂w':>12}  "
+          f"{'finite diff.':>12}  {'rel. error':>10}")
+    worst = 0.0
+    offset = 0
+    for layer, rec in enumerate(records, start=1):
+        a_prev = x if layer == 1 else records[layer - 2].a
+        n_in, n_out = rec.dC_dW.shape
+        entries = [(f"w{layer}[{i + 1}→{j + 1}]", a_prev[i], rec.dC_dz[j], offset + i * n_out + j)
+                   for i in range(n_in) for j in range(n_out)]
+        entries += [(f"b{layer}[{j + 1}]", 1.0, rec.dC_dz[j], offset + n_in * n_out + j)
+                    for j in range(n_out)]
+        for name, a, delta, index in entries:
+            grad = a * delta
+            err = abs(grad - fd[index]) / max(abs(grad), abs(fd[index]), 1e-12)
+            worst = max(worst, err)
+            shown_a = f"{a:>10.6f}" if name.startswith("w") else f"{'':>10}"
+            print(f"  {name:<12}  {shown_a}  {delta:>10.6f}  {grad:>12.8f}  {fd[index]:>12.8f}"
+                  f"  {err:>10.1e}")
+        offset += n_in * n_out + n_out
+    print(f"\nlargest relative error, backprop vs central differences (step {args.eps:g}): "
+          f"{worst:.1e}")
+    return 0
+
+
+_COST_FORMULA = {
+    "mse": "mean over the outputs of (a − y)²",
+    "huber": "mean over the outputs of huber(a − y)",
+    "cross_entropy": "−Σₖ yₖ log aₖ",
+    "binary_cross_entropy": "mean over the outputs of −[y log a + (1 − y) log(1 − a)]",
+}
+
+
+def _finite_differences(net, x, y, eps: float) -> np.ndarray:
+    """Central differences (C(θ + eps·eᵢ) − C(θ − eps·eᵢ)) / 2eps for every θᵢ."""
+    X, Y = x.reshape(1, -1), y.reshape(1, -1)
+    out = np.empty_like(net.theta)
+    for i in range(net.theta.size):
+        keep = net.theta[i]
+        net.theta[i] = keep + eps
+        up = net.evaluate(X, Y)["loss"]
+        net.theta[i] = keep - eps
+        down = net.evaluate(X, Y)["loss"]
+        net.theta[i] = keep
+        out[i] = (up - down) / (2 * eps)
+    return out
+
+
+# ---- info ----------------------------------------------------------------------
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's records of the BLAS libraries loaded, scipy's first.
+
+    cbackprop calls the BLAS that `scipy.linalg.cython_blas` is linked to;
+    the record whose file lies in scipy's install directory is marked
+    "used" (when none does, e.g. a shared system BLAS, all are).
+    """
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
+
+    records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
+    scipy_dir = os.path.dirname(os.path.realpath(scipy.__file__))
+    for r in records:
+        r["used"] = os.path.realpath(r.get("filepath", "")).startswith(scipy_dir)
+    if not any(r["used"] for r in records):
+        for r in records:
+            r["used"] = True
+    return sorted(records, key=lambda r: not r["used"])
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    import cbackprop as cb
+
+    print(f"cbackprop {cb.__version__}  (python {platform.python_version()}, numpy "
+          f"{np.__version__}, scipy {_version('scipy')}, threadpoolctl "
+          f"{_version('threadpoolctl')})")
+    print("dtypes: float32, float64")
+    for r in blas_info():
+        role = "BLAS (used by cbackprop)" if r["used"] else "BLAS (numpy's)"
+        print(f"{role}: {r.get('internal_api')} {r.get('version')}, kernel "
+              f"{r.get('architecture') or 'unknown'}, {r.get('num_threads')} threads, "
+              f"{r.get('threading_layer', 'unknown')} threading  [{r.get('filepath')}]")
+    print(f"CPU cores: {os.cpu_count()}")
+    extras = [("matplotlib", "plot"), ("tqdm", "progress"), ("torch", "torch"),
+              ("onnx", "onnx"), ("onnxruntime", "onnx"), ("safetensors", None)]
+    shown = []
+    for package, extra in extras:
+        version = _version(package)
+        note = f" [{extra}]" if extra else ""
+        shown.append(f"{package} {version}{note}" if version else f"{package} missing{note}")
+    print("optional: " + ", ".join(shown))
+    return 0
+
+
+# ---- the main job ----------------------------------------------------------------
+
+def main_job(epochs: int = 30) -> int:
+    """Train a 64-64-10 network on the embedded digits; print the test accuracy."""
     import cbackprop as cb
 
     X, y = cb.datasets.load_digits()
@@ -13,11 +390,131 @@ def main(argv: list[str] | None = None) -> int:
     net = cb.Network(n_inputs=64, layers=[cb.Dense(64, "relu"), cb.Dense(10, "softmax")],
                      loss="cross_entropy", dtype="float32", seed=0)
     print(f"digits: {len(X_train)} training and {len(X_test)} test images; {net}")
-    net.fit(X_train, y_train, optimizer=cb.Adam(lr=1e-3), epochs=30, batch_size=32,
-            validation_data=(X_test, y_test), verbose=True)
+    # One line per epoch even on a terminal: the falling loss is the point of the demo.
+    net.fit(X_train, y_train, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=epochs,
+            batch_size=32, validation_data=(X_test, y_test), verbose="lines")
     accuracy = net.evaluate(X_test, y_test)["accuracy"]
     print(f"test accuracy: {accuracy:.2%}")
     return 0
+
+
+# ---- parser ----------------------------------------------------------------------
+
+def _add_data_options(p, with_split: bool) -> None:
+    p.add_argument("--label-column", default="-1", metavar="COL",
+                   help="CSV: the label column, a number (-1: the last) or a header name "
+                        "(default: -1)")
+    if with_split:
+        p.add_argument("--split", choices=("train", "test"), default="test",
+                       help="named data sets and MNIST: which part to use (default: test)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cbackprop",
+        description="Dense neural networks trained by backpropagation, in typed Cython. "
+                    "With no command: train on the embedded digits and report test accuracy.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a network on a data set",
+                       description="Train a network. The output layer follows from the loss "
+                                   "and the targets (softmax for class labels, identity for "
+                                   "real-valued targets).")
+    p.add_argument("data", metavar="DATA",
+                   help=f"{', '.join(NAMED_DATA)}; a .csv file (label in the last column, "
+                        "or --label-column); an .npz with arrays X and y; or an MNIST "
+                        "directory of IDX files")
+    p.add_argument("--hidden", type=_int_list, default=[64], metavar="N,N,...",
+                   help="hidden layer sizes, e.g. 128,64 ('' for none; default: 64)")
+    p.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
+    p.add_argument("--loss", default=None,
+                   choices=("cross_entropy", "binary_cross_entropy", "mse", "huber"),
+                   help="default: cross_entropy for integer labels, else mse")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default: adam")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the optimizer's: 1e-3 for adam, 0.01 for sgd)")
+    p.add_argument("--momentum", type=float, default=None, help="sgd / rmsprop momentum")
+    p.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (default: 0)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout rate of the hidden layers while training (default: 0)")
+    p.add_argument("--epochs", type=int, default=20, help="default: 20")
+    p.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling "
+                                                         "(default: 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="default: float32")
+    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: BLAS's)")
+    p.add_argument("--validation-split", type=_fraction, default=0.2, metavar="FRACTION",
+                   help="hold out this fraction of the rows for validation (default: 0.2)")
+    p.add_argument("--save", metavar="MODEL", help="save the trained network to this file")
+    p.add_argument("--plot", metavar="PNG", help="draw the learning curves to this image")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the final figures")
+    _add_data_options(p, with_split=False)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="loss and accuracy of a saved network on data",
+                       description="Print the loss (and accuracy) of a saved network on DATA.")
+    p.add_argument("model", metavar="MODEL", help="a file written by train --save")
+    p.add_argument("data", metavar="DATA", help="as for train")
+    _add_data_options(p, with_split=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="outputs of a saved network for data",
+                       description="Write a saved network's outputs for DATA as CSV (for "
+                                   "classifiers: the class, then each probability) or, for "
+                                   "an --out ending in .npy, as a NumPy array. A CSV may "
+                                   "include or omit its label column.")
+    p.add_argument("model", metavar="MODEL", help="a file written by train --save")
+    p.add_argument("data", metavar="DATA", help="as for train")
+    p.add_argument("--out", metavar="FILE", help="write here instead of to stdout")
+    _add_data_options(p, with_split=True)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("trace", help="backpropagation by hand on a tiny network",
+                       description="Push one example through a tiny float64 network and "
+                                   "print the forward pass (z, a per unit), the backward "
+                                   "pass (∂C/∂z per unit, output layer first) and ∂C/∂w = "
+                                   "a·∂C/∂z for every weight beside a central finite "
+                                   "difference.")
+    p.add_argument("--x", type=_float_list, default=[0.05, 0.10], metavar="X1,X2,...",
+                   help="the input (default: 0.05,0.10)")
+    p.add_argument("--y", type=_float_list, default=[0.01, 0.99], metavar="Y1,Y2,...",
+                   help="the target (default: 0.01,0.99)")
+    p.add_argument("--hidden", type=_int_list, default=[2], metavar="N,N,...",
+                   help="hidden layer sizes (default: 2)")
+    p.add_argument("--activation", default="sigmoid", help="hidden activation "
+                                                           "(default: sigmoid)")
+    p.add_argument("--output-activation", default="sigmoid", help="default: sigmoid")
+    p.add_argument("--loss", default="mse", help="default: mse")
+    p.add_argument("--seed", type=int, default=0, help="initial weights (default: 0)")
+    p.add_argument("--eps", type=float, default=1e-4, help="finite-difference step "
+                                                           "(default: 1e-4)")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("info", help="version, dtypes, BLAS library, kernel and threads",
+                       description="Print the version, the supported dtypes, the BLAS "
+                                   "library (vendor, kernel, threads) and optional packages.")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    from cbackprop.network import DivergenceError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            return main_job()
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("cbackprop: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, DivergenceError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"cbackprop: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,29 @@
-"""Data sets: the embedded UCI optical digits and a seeded train/test split."""
+"""Data sets: the embedded UCI digits, readers for MNIST (IDX), CSV and .npz
+files, synthetic problems (spirals, XOR, regression) and a seeded split.
+
+Loaders return plain NumPy arrays (X as float, y as int64 class indices or
+float targets) that `Network.fit` takes as they are.
+"""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import math
+import os
+import warnings
+import zipfile
+import zlib
 from importlib import resources
 
 import numpy as np
 
 from cbackprop import _validation as V
+
+__all__ = [
+    "load_digits", "load_mnist", "read_idx", "load_csv", "load_npz",
+    "make_spirals", "make_xor", "make_regression", "train_test_split",
+]
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -35,3 +52,327 @@ def train_test_split(X, y, test_size: float = 0.25, seed: int = 0):
     n_test = max(1, int(round(test_size * X.shape[0])))
     test, train = order[:n_test], order[n_test:]
     return X[train], X[test], y[train], y[test]
+
+
+# ---- IDX (MNIST) ------------------------------------------------------------
+
+# IDX element types: the third byte of the magic number.
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+# Far above MNIST's 47 MB; a bound so a damaged size field cannot ask for terabytes.
+_IDX_MAX_BYTES = 1 << 32
+
+
+def _open_maybe_gzip(path: str):
+    """Open a file for reading bytes, through gzip when it starts with gzip's magic."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == _GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (the MNIST format), gzip-compressed or raw.
+
+    The format: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B
+    int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of
+    dimensions, each dimension as a big-endian uint32, then the data,
+    big-endian, row-major.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; compressed files are recognised by gzip's magic bytes,
+        whatever their name.
+
+    Returns
+    -------
+    ndarray
+        The array with the file's shape, in native byte order.
+
+    Raises
+    ------
+    ValueError
+        If the magic number is wrong, or the data is shorter or longer than
+        the dimensions say, or the gzip stream is damaged.
+    """
+    path = os.fspath(path)
+    try:
+        with _open_maybe_gzip(path) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_TYPES:
+                raise ValueError(f"{path} is not an IDX file (magic bytes {magic.hex() or 'none'})")
+            ndim = magic[3]
+            if ndim == 0:
+                raise ValueError(f"{path}: IDX file with 0 dimensions")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"{path} is truncated: its header ends early")
+            shape = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+            dtype = np.dtype(_IDX_TYPES[magic[2]])
+            expected = math.prod(shape) * dtype.itemsize      # Python ints: no overflow
+            if expected > _IDX_MAX_BYTES:
+                raise ValueError(f"{path}: dimensions {shape} are implausibly large")
+            data = f.read(expected + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} is a damaged gzip file: {exc}") from None
+    if len(data) != expected:
+        what = "is truncated" if len(data) < expected else "has data after the end"
+        raise ValueError(f"{path} {what}: dimensions {shape} need {expected} bytes of data")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+# Accepted spellings of the four MNIST file names (the original, and with a dot).
+_MNIST_FILES = {
+    ("train", "images"): ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    ("train", "labels"): ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    ("test", "images"): ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    ("test", "labels"): ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+def _mnist_file(directory: str, split: str, kind: str) -> str:
+    names = _MNIST_FILES[(split, kind)]
+    for name in names:
+        for candidate in (name, name + ".gz"):
+            full = os.path.join(directory, candidate)
+            if os.path.isfile(full):
+                return full
+    raise FileNotFoundError(
+        f"{directory} has no MNIST {split} {kind} file (expected {names[0]} or {names[0]}.gz)"
+    )
+
+
+def _mnist_split(directory: str, split: str, scale: bool) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _mnist_file(directory, split, "images")
+    labels_path = _mnist_file(directory, split, "labels")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3:
+        raise ValueError(f"{images_path}: expected images (n, rows, cols), got shape "
+                         f"{images.shape}")
+    if labels.ndim != 1:
+        raise ValueError(f"{labels_path}: expected labels (n,), got shape {labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images_path} has {images.shape[0]} images but {labels_path} has "
+                         f"{labels.shape[0]} labels")
+    X = images.reshape(images.shape[0], -1).astype(np.float32)
+    if scale:
+        X /= 255.0
+    return X, labels.astype(np.int64)
+
+
+def load_mnist(path, scale: bool = True):
+    """MNIST (or Fashion-MNIST) from a directory of the four IDX files.
+
+    The files are `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+    `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each raw or
+    gzip-compressed (`.gz`); the spelling `train-images.idx3-ubyte` is
+    accepted too. Nothing is downloaded.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The directory.
+    scale : bool, default True
+        Divide the pixel values (0..255) by 255.
+
+    Returns
+    -------
+    X_train : ndarray of float32, shape (60000, 784)
+    X_test : ndarray of float32, shape (10000, 784)
+    y_train : ndarray of int64, shape (60000,)
+    y_test : ndarray of int64, shape (10000,)
+        In the order `train_test_split` returns. The image rows are flattened
+        row by row; the counts are those of the files.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file is missing.
+    ValueError
+        If a file is damaged (see `read_idx`) or images and labels disagree.
+    """
+    directory = os.fspath(path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"MNIST directory {directory} does not exist")
+    X_train, y_train = _mnist_split(directory, "train", scale)
+    X_test, y_test = _mnist_split(directory, "test", scale)
+    if X_train.shape[1] != X_test.shape[1]:
+        raise ValueError(f"training images have {X_train.shape[1]} pixels but test images "
+                         f"have {X_test.shape[1]}")
+    return X_train, X_test, y_train, y_test
+
+
+# ---- CSV and .npz -----------------------------------------------------------
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(path, label_column: int | str | None = -1, header: bool | None = None,
+             delimiter: str = ","):
+    """A numeric table from a CSV file (optionally .gz), split into X and y.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    label_column : int, str or None, default -1
+        The column holding the targets: an index (negative counts from the
+        end, -1 is the last column) or a name from the header row. None:
+        every column is a feature and y is None.
+    header : bool, optional
+        Whether the first row holds column names. Default: yes when any field
+        of the first row is not a number.
+    delimiter : str, default ","
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n, columns - 1)
+    y : ndarray of int64 when every target is a whole number (class
+        indices), else float64; shape (n,). None when label_column is None.
+
+    Raises
+    ------
+    ValueError
+        If the file is empty, a field is not a number, rows differ in
+        length, or the label column does not exist.
+    """
+    path = os.fspath(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        first = f.readline()
+    if not first.strip():
+        raise ValueError(f"{path} is empty")
+    names = [field.strip() for field in next(csv.reader([first], delimiter=delimiter))]
+    if header is None:
+        header = not all(_is_number(field) for field in names)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)    # "input contained no data"
+            table = np.loadtxt(path, delimiter=delimiter, skiprows=1 if header else 0,
+                               dtype=np.float64, ndmin=2, encoding="utf-8")
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if table.shape[0] == 0:
+        raise ValueError(f"{path} has a header but no data rows")
+    if label_column is None:
+        return table, None
+    n_columns = table.shape[1]
+    if isinstance(label_column, str):
+        if not header:
+            raise ValueError(f"label column {label_column!r} named, but {path} has no header row")
+        if label_column not in names:
+            raise ValueError(f"{path} has no column {label_column!r}; its columns are "
+                             f"{', '.join(names)}")
+        index = names.index(label_column)
+    else:
+        index = V.check_int(label_column, "label_column", -n_columns)
+        if index >= n_columns:
+            raise ValueError(f"label_column {label_column} is out of range for {n_columns} "
+                             "columns")
+        index %= n_columns
+    if n_columns < 2:
+        raise ValueError(f"{path} has a single column: no features beside the labels")
+    y = table[:, index]
+    X = np.delete(table, index, axis=1)
+    if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    return X, y
+
+
+def load_npz(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """X and y from a NumPy .npz file holding arrays named "X" and (optionally) "y".
+
+    Never unpickles (object arrays are refused).
+
+    Returns
+    -------
+    X : ndarray, 2-D
+    y : ndarray or None (when the file has no "y")
+    """
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist")
+        raise ValueError(f"{path} is not a .npz file (a zip archive of .npy arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = list(data.files)
+            X = data["X"] if "X" in files else None
+            y = data["y"] if "y" in files else None
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is not a readable .npz file: {exc}") from None
+    if X is None:
+        raise ValueError(f"{path} has no array named 'X' (it has: {', '.join(files) or 'nothing'})")
+    if X.ndim != 2:
+        raise ValueError(f"{path}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    return X, y
+
+
+# ---- synthetic problems -----------------------------------------------------
+
+def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2,
+                 seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Interleaved spirals in the plane, one arm per class: a problem no linear model solves.
+
+    Arm c has points at radius r ∈ [0, 1] and angle 4r + 2πc/n_classes (plus
+    Gaussian noise of standard deviation `noise` on the angle).
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_samples, 2)
+    y : ndarray of int64, shape (n_samples,), classes 0..n_classes-1 in turn
+    """
+    n_samples = V.check_int(n_samples, "n_samples", 1)
+    n_classes = V.check_int(n_classes, "n_classes", 2)
+    noise = V.check_real(noise, "noise", 0)
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_samples, dtype=np.int64) % n_classes
+    r = rng.uniform(0.0, 1.0, n_samples)
+    angle = 4.0 * r + 2.0 * np.pi * y / n_classes + rng.normal(0.0, noise, n_samples)
+    X = np.column_stack([r * np.cos(angle), r * np.sin(angle)])
+    return X, y
+
+
+def make_xor(n_samples: int = 200, noise: float = 0.0,
+             seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """XOR in the plane: the label is 1 where exactly one coordinate is positive.
+
+    Points are uniform in [-1, 1]²; the label is taken before Gaussian noise of
+    standard deviation `noise` moves them.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_samples, 2)
+    y : ndarray of int64, shape (n_samples,), 0 or 1
+    """
+    n_samples = V.check_int(n_samples, "n_samples", 1)
+    noise = V.check_real(noise, "noise", 0)
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1.0, 1.0, (n_samples, 2))
+    y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(np.int64)
+    return X + rng.normal(0.0, noise, X.shape), y
+
+
+def make_regression(n_samples: int = 200, n_features: int = 1, noise: float = 0.1,
+                    seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth non-linear regression target: y = Σⱼ sin(π xⱼ) / √d + noise.
+
+    X is uniform in [-1, 1]^d; the noise is Gaussian with standard deviation
+    `noise`.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_samples, n_features)
+    y : ndarray of float64, shape (n_samples,)
+    """
+    n_samples = V.check_int(n_samples, "n_samples", 1)
+    n_features = V.check_int(n_features, "n_features", 1)
+    noise = V.check_real(noise, "noise", 0)
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1.0, 1.0, (n_samples, n_features))
+    y = np.sin(np.pi * X).sum(axis=1) / np.sqrt(n_features)
+    return X, y + rng.normal(0.0, noise, n_samples)

@@ -21,9 +21,11 @@ from cbackprop._concurrency import DeferredInterrupt, ReadWriteLock
 from cbackprop._core import _engine
 from cbackprop.activations import HIDDEN_ACTIVATIONS, RELU_FAMILY
 from cbackprop.activations import code as activation_code
+from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
+from cbackprop.progress import Progress, check_verbose
 
 #: Rows per predict/evaluate chunk are chosen so the workspace stays near this size.
 _CHUNK_ELEMENTS = 1 << 21
@@ -50,29 +52,6 @@ class LayerTrace(NamedTuple):
     dC_dz: np.ndarray   #: δˡ = ∂C/∂zˡ, shape (units,)
     dC_dW: np.ndarray   #: ∂C/∂Wˡ = aˡ⁻¹ᵀ·δˡ, shape (inputs, units)
     dC_db: np.ndarray   #: ∂C/∂bˡ = δˡ, shape (units,)
-
-
-class History:
-    """What fit measured: `history[name]` is a per-epoch list.
-
-    Keys: "loss" (mean training loss over the epoch's batches), "accuracy"
-    (classification losses: running accuracy over the epoch), "val_loss" and
-    "val_accuracy" (with validation data, after each epoch) and "time"
-    (seconds per epoch).
-    """
-
-    def __init__(self):
-        self.history: dict[str, list[float]] = {}
-        self.epoch: list[int] = []
-
-    def record(self, epoch: int, logs: dict) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-
-    def __repr__(self) -> str:
-        last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
-        return f"History(epochs={len(self.epoch)}, last={last})"
 
 
 class Network:
@@ -126,7 +105,8 @@ class Network:
         if needed is not None and out != needed:
             raise ValueError(f"loss {loss.name} needs a {needed} output layer, got {out}")
         if needed is None and out == "softmax":
-            raise ValueError(f"a softmax output layer needs the cross_entropy loss, not {loss.name}")
+            raise ValueError(
+                f"a softmax output layer needs the cross_entropy loss, not {loss.name}")
         if out == "softmax" and layers[-1].units < 2:
             raise ValueError("a softmax output layer needs at least 2 units")
         if layers[-1].dropout > 0:
@@ -364,7 +344,7 @@ class Network:
 
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
-            verbose: bool = False, sample_weight=None, callbacks=None) -> History:
+            verbose: bool | str = False, sample_weight=None, callbacks=None) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -379,8 +359,10 @@ class Network:
             Evaluated after each epoch ("val_loss", "val_accuracy").
         shuffle : bool, default True
             Reshuffle the rows every epoch (seeded by the network's seed).
-        verbose : bool, default False
-            Print one line per epoch.
+        verbose : bool or {"bar", "lines"}, default False
+            Show each epoch's figures: True gives a tqdm bar on a terminal when
+            tqdm is installed, otherwise one line per epoch; "bar" or "lines"
+            choose (`cbackprop.progress`). Integers count as booleans.
         sample_weight : array-like (n_samples,), optional
             Per-row weights; each batch's loss is the weighted mean.
         callbacks : list of callables, optional
@@ -410,6 +392,7 @@ class Network:
             X, Y, w = X[keep], Y[keep], w[keep]
         epochs = V.check_int(epochs, "epochs", 0)
         batch_size = V.check_int(batch_size, "batch_size", 1)
+        check_verbose(verbose)
         if optimizer is None:
             optimizer = Adam()
         if not isinstance(optimizer, Optimizer):
@@ -475,7 +458,7 @@ class Network:
                 "the parameters before this fit were restored"
             )
 
-        with self._blas_threads():
+        with self._blas_threads(), Progress(epochs, n, verbose) as progress:
             for epoch in range(epochs):
                 start_time = time.perf_counter()
                 if shuffle:
@@ -517,10 +500,7 @@ class Network:
                         logs["val_" + key] = value
                 logs["time"] = time.perf_counter() - start_time
                 history.record(epoch, logs)
-                if verbose:
-                    shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "time")
-                    print(f"epoch {epoch + 1}/{epochs}  {shown}  ({logs['time']:.2f} s)",
-                          flush=True)
+                progress.update(epoch, logs)
                 stop_now = self._stop_requested or pos < n
                 for cb in callbacks:
                     stop_now |= bool(cb(epoch, logs))
@@ -538,3 +518,21 @@ class Network:
         """
         from cbackprop.serialization import save
         save(self, path)
+
+    # ---- interop (cbackprop/interop.py; torch and onnx are optional) --------
+
+    def to_torch(self, output_activation: bool = True):
+        """This network as a `torch.nn.Sequential` (see `cbackprop.interop.to_torch`)."""
+        from cbackprop import interop
+        return interop.to_torch(self, output_activation)
+
+    @classmethod
+    def from_torch(cls, module, loss=None, dtype=None) -> Network:
+        """A Network copied from a `torch.nn.Sequential` (see `cbackprop.interop.from_torch`)."""
+        from cbackprop import interop
+        return interop.from_torch(module, loss, dtype, network_class=cls)
+
+    def to_onnx(self, path=None, opset: int = 17):
+        """Export the forward pass as an ONNX model (see `cbackprop.interop.to_onnx`)."""
+        from cbackprop import interop
+        return interop.to_onnx(self, path, opset)

@@ -115,7 +115,7 @@ def test_trace_is_one_examples_backprop():
     _, g = net.loss_and_grad(X[:1], y[:1])
     zs, as_ = forward(net.params, [lay.activation for lay in net.layers], X[:1])
     assert len(records) == len(net.layers)
-    for rec, z, a, (dW, db), (W, b) in zip(records, zs, as_, net._views(g), net.params):
+    for rec, z, a, (dW, db) in zip(records, zs, as_, net._views(g)):
         np.testing.assert_allclose(rec.z, z[0], rtol=1e-12)
         np.testing.assert_allclose(rec.a, a[0], rtol=1e-12)
         np.testing.assert_allclose(rec.dC_dW, dW, rtol=1e-12, atol=1e-15)

@@ -24,7 +24,8 @@ def test_embedded_digits():
     X, y = cb.datasets.load_digits()
     assert X.shape == (1797, 64) and y.shape == (1797,)
     assert X.min() == 0 and X.max() == 16
-    np.testing.assert_array_equal(np.bincount(y), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    counts = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    np.testing.assert_array_equal(np.bincount(y), counts)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -61,7 +62,7 @@ def test_same_seed_gives_bitwise_identical_theta(digits):
 
 def test_fit_updates_theta_in_place_and_views_stay_valid():
     net = cb.Network(3, [cb.Dense(4, "relu"), cb.Dense(1)], seed=0)
-    theta, (W, b) = net.theta, net.params[0]
+    theta, W = net.theta, net.params[0][0]
     before = W.copy()
     net.fit(np.random.default_rng(0).normal(size=(20, 3)), np.ones(20), epochs=2)
     assert net.theta is theta

@@ -4,8 +4,6 @@
 # The per-element σ and σ' are inline functions in the .pxd, so the branch on
 # `act` is hoisted out of the loop by the C compiler where it can.
 
-import numpy as np
-
 # Python-visible names, indexed by the codes of the enum in _activations.pxd.
 NAMES = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
          "softplus", "gelu", "silu", "softmax")
@@ -59,13 +57,3 @@ cdef void activation_backward(int act, const floating* Z, const floating* A, flo
         for i in range(size):
             dZ[i] *= derivative(act, Z[i], A[i])
 
-
-def forward(str name, floating[:, ::1] Z, const floating[::1] b):
-    """Return σ(Z + b) as a new array (for tests); Z is left unchanged."""
-    cdef int act = NAMES.index(name)
-    Zb = np.array(Z, copy=True)
-    A = np.empty_like(Zb)
-    cdef floating[:, ::1] z = Zb, a = A
-    with nogil:
-        bias_activation_forward(act, &z[0, 0], &a[0, 0], &b[0], z.shape[0], z.shape[1])
-    return Zb, A

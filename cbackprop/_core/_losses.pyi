@@ -1,0 +1,4 @@
+"""Stub for the loss kernels (loss value and output δ)."""
+
+#: Loss names, indexed by the kernels' codes.
+NAMES: tuple[str, ...]

@@ -1,0 +1,317 @@
+"""The command line: python -m cbackprop [train|evaluate|predict|trace|info]."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cbackprop as cb
+from cbackprop.__main__ import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def python_m(*argv, timeout=120):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "cbackprop", *argv], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout)
+
+
+def test_main_job_with_no_arguments():
+    proc = python_m()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 30 and "loss" in epochs[0]
+    accuracy = float(re.fullmatch(r"test accuracy: (\S+)%", lines[-1]).group(1))
+    assert accuracy > 90
+
+
+def test_errors_are_one_line_with_nonzero_status_in_a_real_process(tmp_path):
+    proc = python_m("evaluate", str(tmp_path / "missing.cbp"), "digits")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("cbackprop: error:")
+    assert "Traceback" not in proc.stderr
+    proc = python_m("train", "digits", "--epochs", "many")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--epochs" in proc.stderr and "--help" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["trace"],
+                                     ["info"]])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cbackprop")
+    if not command:
+        for sub in ("train", "evaluate", "predict", "trace", "info"):
+            assert sub in out
+
+
+def test_train_save_evaluate_predict_digits(tmp_path, capsys):
+    model, plot = tmp_path / "digits.cbp", tmp_path / "curves.png"
+    args = ["train", "digits", "--hidden", "32", "--epochs", "8", "--save", str(model)]
+    if _has("matplotlib"):
+        args += ["--plot", str(plot)]
+    status, out, _ = run(capsys, *args)
+    assert status == 0
+    assert len([line for line in out.splitlines() if line.startswith("epoch")]) == 8
+    final = dict(re.findall(r"(\w+) ([\d.]+)", out.splitlines()[-3 if _has("matplotlib")
+                                                               else -2]))
+    assert float(final["val_accuracy"]) > 0.8
+    if _has("matplotlib"):
+        assert plot.read_bytes()[:4] == b"\x89PNG"
+    net = cb.load(model)
+    assert [lay.units for lay in net.layers] == [32, 10]
+
+    status, out, _ = run(capsys, "evaluate", str(model), "digits")
+    assert status == 0
+    accuracy = float(re.search(r"accuracy ([\d.]+)%", out).group(1)) / 100
+    X, y = cb.datasets.load_digits()
+    _, X_test, _, y_test = cb.datasets.train_test_split(X / 16, y, 0.25, seed=0)
+    assert accuracy == pytest.approx(net.evaluate(X_test, y_test)["accuracy"], abs=1e-4)
+    assert "(449 rows)" in out
+
+    out_csv = tmp_path / "pred.csv"
+    status, out, _ = run(capsys, "predict", str(model), "digits", "--out", str(out_csv))
+    assert status == 0 and "449 predictions" in out
+    table = np.loadtxt(out_csv, delimiter=",", skiprows=1)
+    assert out_csv.read_text().splitlines()[0] == "class," + ",".join(f"p{k}" for k in range(10))
+    np.testing.assert_allclose(table[:, 1:], net.predict(X_test), atol=1e-6)
+    np.testing.assert_array_equal(table[:, 0], net.predict(X_test).argmax(axis=1))
+
+
+def _has(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def test_train_quiet_prints_only_the_final_line(capsys):
+    status, out, _ = run(capsys, "train", "xor", "--epochs", "2", "--quiet",
+                         "--validation-split", "0")
+    assert status == 0
+    assert out.splitlines() == [out.strip()] and out.startswith("final: loss")
+    assert "val_" not in out
+
+
+def test_train_options_reach_the_network(tmp_path, capsys):
+    model = tmp_path / "m.cbp"
+    status, out, _ = run(capsys, "train", "spirals", "--hidden", "8,4", "--activation", "tanh",
+                         "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                         "--dtype", "float64", "--threads", "1", "--seed", "3",
+                         "--alpha", "0.001", "--dropout", "0.1", "--batch-size", "50",
+                         "--epochs", "2",
+                         "--save", str(model), "-q")
+    assert status == 0
+    net = cb.load(model)
+    assert [(lay.units, lay.activation, lay.dropout) for lay in net.layers] == \
+           [(8, "tanh", 0.1), (4, "tanh", 0.1), (3, "softmax", 0.0)]
+    assert net.dtype == np.float64 and net.seed == 3 and net.alpha == 0.001
+    assert net.n_threads == 1
+
+
+def test_train_regression_picks_mse_and_identity_output(tmp_path, capsys):
+    model = tmp_path / "r.cbp"
+    status, out, _ = run(capsys, "train", "regression", "--epochs", "3", "--save", str(model),
+                         "-q")
+    assert status == 0 and "accuracy" not in out
+    net = cb.load(model)
+    assert net.loss.name == "mse" and net.layers[-1].activation == "identity"
+    status, out, _ = run(capsys, "evaluate", str(model), "regression")
+    assert status == 0 and out.startswith("loss ") and "accuracy" not in out
+    status, out, _ = run(capsys, "predict", str(model), "regression")
+    lines = out.splitlines()
+    assert lines[0] == "y0" and len(lines) == 1001
+
+
+def test_train_csv_with_named_label_column_and_predict_without_it(tmp_path, capsys):
+    X, y = cb.datasets.make_xor(300, seed=4)
+    csv = tmp_path / "xor.csv"
+    with open(csv, "w") as f:
+        f.write("label,x0,x1\n")
+        for label, (a, b) in zip(y, X, strict=True):
+            f.write(f"{label},{a},{b}\n")
+    model = tmp_path / "xor.cbp"
+    status, _, _ = run(capsys, "train", str(csv), "--label-column", "label", "--hidden", "16",
+                       "--activation", "tanh", "--lr", "0.02", "--epochs", "40", "-q",
+                       "--save", str(model))
+    assert status == 0
+    status, out, _ = run(capsys, "evaluate", str(model), str(csv), "--label-column", "label")
+    assert status == 0 and float(re.search(r"accuracy ([\d.]+)%", out).group(1)) > 90
+    # predict takes the same file (its label column dropped) or the features alone.
+    features = tmp_path / "features.csv"
+    np.savetxt(features, X, delimiter=",")
+    status, without, _ = run(capsys, "predict", str(model), str(features))
+    assert status == 0 and len(without.splitlines()) == 301
+    for column in ("label", "0"):
+        status, with_labels, _ = run(capsys, "predict", str(model), str(csv),
+                                     "--label-column", column)
+        assert status == 0 and with_labels == without
+
+
+def test_train_npz_and_binary_cross_entropy(tmp_path, capsys):
+    X, y = cb.datasets.make_xor(200, seed=0)
+    np.savez(tmp_path / "d.npz", X=X, y=y.astype(float))
+    model = tmp_path / "m.cbp"
+    status, _, _ = run(capsys, "train", str(tmp_path / "d.npz"), "--loss",
+                       "binary_cross_entropy", "--epochs", "2", "-q", "--save", str(model))
+    assert status == 0
+    net = cb.load(model)
+    assert net.layers[-1].units == 1 and net.layers[-1].activation == "sigmoid"
+    out_npy = tmp_path / "p.npy"
+    status, _, _ = run(capsys, "predict", str(model), str(tmp_path / "d.npz"), "--out",
+                       str(out_npy))
+    assert status == 0
+    np.testing.assert_allclose(np.load(out_npy), net.predict(X))
+
+
+def test_train_mnist_directory(tmp_path, capsys):
+    from test_datasets import write_mnist
+
+    write_mnist(tmp_path, n_train=40, n_test=12)
+    model = tmp_path / "m.cbp"
+    status, out, _ = run(capsys, "train", str(tmp_path), "--epochs", "1", "-q", "--save",
+                         str(model))
+    assert status == 0 and cb.load(model).n_inputs == 16
+    status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path))
+    assert status == 0 and "(12 rows)" in out
+    status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path), "--split", "train")
+    assert "(40 rows)" in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "nothing-here"], "no data set or file named 'nothing-here'"),
+    (["train", "digits", "--loss", "mse", "--activation", "softmax"], "only for the output"),
+    (["train", "regression", "--loss", "cross_entropy"], "integer class labels"),
+    (["train", "digits", "--optimizer", "adam", "--momentum", "0.9"], "--momentum applies"),
+    (["train", "digits", "--lr", "-1"], "lr must be > 0"),
+    (["train", "digits", "--epochs", "-1"], "epochs must be >= 0"),
+    (["train", "digits", "--dropout", "1"], "dropout must be"),
+    (["trace", "--loss", "cross_entropy"], "softmax output"),
+    (["trace", "--x", "1,2,3", "--activation", "nope"], "unknown activation"),
+])
+def test_bad_input_is_one_line_and_status_1(argv, match, capsys):
+    status, out, err = run(capsys, *argv)
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("cbackprop: error:")
+    assert match in err
+
+
+def test_large_integer_targets_are_not_guessed_to_be_classes(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    np.savez(tmp_path / "prices.npz", X=X, y=np.arange(50) * 5000)
+    status, _, err = run(capsys, "train", str(tmp_path / "prices.npz"), "-q")
+    assert status == 1 and "--loss mse" in err
+    status, out, _ = run(capsys, "train", str(tmp_path / "prices.npz"), "-q", "--loss", "mse",
+                         "--epochs", "1")
+    assert status == 0 and "accuracy" not in out
+
+
+def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
+    model = tmp_path / "m.cbp"
+    cb.Network(3, [cb.Dense(2, "softmax")], seed=0).save(model)
+    status, _, err = run(capsys, "evaluate", str(model), "digits")
+    assert status == 1 and "64 features per row, but the network expects 3" in err
+    (tmp_path / "junk.cbp").write_bytes(b"not a model")
+    status, _, err = run(capsys, "evaluate", str(tmp_path / "junk.cbp"), "digits")
+    assert status == 1 and "not a valid cbackprop model file" in err
+    (tmp_path / "data.json").write_text("{}")
+    status, _, err = run(capsys, "evaluate", str(model), str(tmp_path / "data.json"))
+    assert status == 1 and "unknown file type" in err
+
+
+@pytest.mark.parametrize("argv", [["train", "digits", "--hidden", "4,x"],
+                                  ["train", "digits", "--validation-split", "1.5"],
+                                  ["train", "digits", "--optimizer", "lbfgs"],
+                                  ["trace", "--x", "a,b"],
+                                  ["frobnicate"]])
+def test_usage_errors_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "--help" in err
+
+
+def test_trace_prints_forward_backward_and_checked_gradients(capsys):
+    status, out, _ = run(capsys, "trace")
+    assert status == 0
+    for heading in ("Forward pass", "Backward pass", "Gradients"):
+        assert heading in out
+    # Rebuild the same network and compare every printed number with trace().
+    net = cb.Network(2, [cb.Dense(2, "sigmoid"), cb.Dense(2, "sigmoid")], loss="mse",
+                     dtype="float64", seed=0)
+    x, y = np.array([0.05, 0.10]), np.array([0.01, 0.99])
+    records = net.trace(x, y)
+    forward = re.findall(r"^\s+(\d)\s+(\d)\s+(\S+)\s+(\S+)$", out.split("Backward")[0], re.M)
+    assert len(forward) == 4
+    for layer, unit, z, a in forward:
+        rec = records[int(layer) - 1]
+        assert float(z) == pytest.approx(rec.z[int(unit) - 1], abs=1e-6)
+        assert float(a) == pytest.approx(rec.a[int(unit) - 1], abs=1e-6)
+    backward = re.findall(r"^\s+(\d)\s+(\d)\s+(\S+)$",
+                          out.split("Backward")[1].split("Gradients")[0], re.M)
+    assert [b[0] for b in backward] == ["2", "2", "1", "1"]      # output layer first
+    for layer, unit, d in backward:
+        assert float(d) == pytest.approx(records[int(layer) - 1].dC_dz[int(unit) - 1], abs=1e-6)
+    weights = re.findall(r"^\s+w(\d)\[(\d)→(\d)\]\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$",
+                         out, re.M)
+    assert len(weights) == 8
+    for layer, i, j, a, delta, grad, fd, err in weights:
+        rec = records[int(layer) - 1]
+        expected = rec.dC_dW[int(i) - 1, int(j) - 1]
+        assert float(grad) == pytest.approx(expected, abs=1e-8)
+        assert float(grad) == pytest.approx(float(a) * float(delta), abs=1e-6)
+        assert float(fd) == pytest.approx(expected, abs=1e-8)
+        assert float(err) < 1e-6
+    biases = re.findall(r"^\s+b(\d)\[(\d)\]\s+(\S+)\s+(\S+)\s+(\S+)", out, re.M)
+    assert len(biases) == 4
+    worst = float(re.search(r"central differences .*: (\S+)$", out, re.M).group(1))
+    assert worst < 1e-6
+
+
+def test_trace_other_shapes(capsys):
+    status, out, _ = run(capsys, "trace", "--x", "1,-1,0.5", "--hidden", "3,2",
+                         "--activation", "tanh", "--output-activation", "softmax",
+                         "--loss", "cross_entropy", "--y", "0,1")
+    assert status == 0 and "A 3-3-2-2 network" in out
+    assert len(re.findall(r"^\s+w\d\[", out, re.M)) == 9 + 6 + 4
+    assert float(re.search(r"central differences .*: (\S+)$", out, re.M).group(1)) < 1e-6
+
+
+def test_info(capsys):
+    status, out, _ = run(capsys, "info")
+    assert status == 0
+    assert out.startswith(f"cbackprop {cb.__version__}")
+    assert "float32, float64" in out
+    blas = [line for line in out.splitlines() if line.startswith("BLAS (used by cbackprop)")]
+    assert len(blas) == 1 and "threads" in blas[0] and "kernel" in blas[0]
+    assert "optional:" in out
+
+
+def test_console_script_entry_point_is_main():
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'cbackprop = "cbackprop.__main__:main"' in text
+    assert build_parser().prog == "cbackprop"
+
+
+def test_plot_without_matplotlib_fails_before_training(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib fails
+    status, out, err = run(capsys, "train", "digits", "--plot", str(tmp_path / "c.png"))
+    assert status == 1 and out == ""
+    assert "cbackprop[plot]" in err and err.count("\n") == 1

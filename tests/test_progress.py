@@ -1,0 +1,119 @@
+"""The per-epoch progress display of fit(verbose=True)."""
+
+import io
+import re
+
+import numpy as np
+import pytest
+
+import cbackprop as cb
+from cbackprop.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def small_fit(**kwargs):
+    X, y = cb.datasets.make_xor(64, seed=0)
+    net = cb.Network(2, [cb.Dense(8, "tanh"), cb.Dense(2, "softmax")], seed=0)
+    return net.fit(X, y, epochs=3, batch_size=16, **kwargs)
+
+
+def test_verbose_fit_prints_one_line_per_epoch(capsys):
+    hist = small_fit(verbose=True, validation_data=cb.datasets.make_xor(16, seed=1))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for epoch, line in enumerate(lines):
+        assert line.startswith(f"epoch {epoch + 1}/3")
+        loss = float(re.search(r" loss (\S+)", line).group(1))
+        assert loss == pytest.approx(hist["loss"][epoch], abs=1e-4)
+        assert "val_accuracy" in line and "samples/s" in line
+    assert "s left" in lines[0] and "left" not in lines[-1]
+
+
+def test_quiet_fit_prints_nothing(capsys):
+    small_fit(verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_plain_lines_when_not_a_terminal():
+    stream = io.StringIO()
+    with Progress(2, 100, stream=stream) as progress:
+        progress.update(0, {"loss": 0.5, "time": 0.5})
+        progress.update(1, {"loss": 0.25, "time": 0.5})
+    lines = stream.getvalue().splitlines()
+    assert lines == ["epoch 1/2  loss 0.5000  200 samples/s  (0.50 s, 0.5 s left)",
+                     "epoch 2/2  loss 0.2500  200 samples/s  (0.50 s)"]
+
+
+def test_tqdm_bar_on_a_terminal():
+    pytest.importorskip("tqdm")
+    stream = Terminal()
+    with Progress(4, 10, stream=stream) as progress:
+        assert progress._bar is not None
+        for epoch in range(4):
+            progress.update(epoch, {"loss": 1.0 / (epoch + 1), "time": 0.01})
+    out = stream.getvalue()
+    assert "4/4" in out and "loss 0.2500" in out and "epoch" in out
+    assert progress._bar is None
+
+
+def test_lines_can_be_chosen_on_a_terminal_and_disabled_writes_nothing():
+    stream = Terminal()
+    with Progress(1, 10, verbose="lines", stream=stream) as progress:
+        progress.update(0, {"loss": 1.0, "time": 0.1})
+    assert stream.getvalue().startswith("epoch 1/1  loss 1.0000")
+    silent = Terminal()
+    with Progress(1, 10, verbose=False, stream=silent) as progress:
+        progress.update(0, {"loss": 1.0, "time": 0.1})
+    assert silent.getvalue() == ""
+
+
+def test_bar_can_be_chosen_and_falls_back_to_lines_without_tqdm(monkeypatch):
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    with Progress(2, 10, verbose="bar", stream=stream) as progress:
+        assert progress._bar is not None
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)    # import tqdm fails
+    stream = Terminal()
+    with Progress(2, 10, verbose="bar", stream=stream) as progress:
+        progress.update(0, {"loss": 1.0, "time": 0.1})
+    assert stream.getvalue().startswith("epoch 1/2  loss 1.0000")
+
+
+def test_integer_verbose_counts_as_a_switch(capsys):
+    small_fit(verbose=0)
+    assert capsys.readouterr().out == ""
+    small_fit(verbose=2)
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("verbose", ["yes", None, 1.0, -1])
+def test_fit_checks_verbose_before_training(verbose):
+    X, y = cb.datasets.make_xor(16, seed=0)
+    net = cb.Network(2, [cb.Dense(2, "softmax")], seed=0)
+    before = net.theta.copy()
+    with pytest.raises(ValueError, match="verbose must be"):
+        net.fit(X, y, verbose=verbose)
+    np.testing.assert_array_equal(net.theta, before)
+
+
+def test_bar_is_closed_when_fit_fails(monkeypatch):
+    pytest.importorskip("tqdm")
+    import cbackprop.network as network_module
+
+    bars = []
+
+    class Recording(Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, stream=Terminal(), **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(network_module, "Progress", Recording)
+    X, y = np.array([[1e30, 1e30]] * 8), np.zeros(8)
+    net = cb.Network(2, [cb.Dense(1)], loss="mse", seed=0)
+    with pytest.raises(cb.DivergenceError):
+        net.fit(X, y, optimizer=cb.SGD(lr=10.0), epochs=3, verbose=True)
+    assert bars and bars[0]._bar is None
