@@ -118,6 +118,30 @@ def test_an_interrupted_fit_leaves_theta_and_optimizer_consistent():
     assert report["theta_equal"] and report["state_equal"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_during_command_line_training_exits_130_and_leaves_no_partial_file(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cbackprop", "train", "digits", "--epochs", "100000",
+         "--save", str(tmp_path / "model.cbp")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        while "optimizer:" not in proc.stdout.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        exited = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err == "cbackprop: interrupted\n"
+    assert exited < 1.0, f"exited {exited:.2f} s after SIGINT"
+    assert os.listdir(tmp_path) == []          # no torn model file, no temporary left
+
+
 # ---- threads -----------------------------------------------------------------
 
 def classification(n=3000, d=32, k=5, seed=0):
