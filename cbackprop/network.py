@@ -251,7 +251,8 @@ class Network:
         """The network's outputs for each row of X, shape (n_samples, n_outputs).
 
         Probabilities for softmax/sigmoid outputs. Runs in row chunks without
-        the GIL, so memory stays bounded and threads can predict at once.
+        the GIL, so memory stays bounded and threads can predict at once;
+        during a fit it sees θ as it was between two engine chunks.
         """
         X = self._check_X(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
@@ -379,7 +380,11 @@ class Network:
             If the loss or θ becomes non-finite; θ and the optimizer are
             restored to their state before this call.
         RuntimeError
-            If another fit of this network is running.
+            If another fit of this network, or with this optimizer, is running.
+        KeyboardInterrupt
+            On Ctrl-C (fit in the main thread): raised at the next chunk
+            boundary (about 0.1 s), with θ and the optimizer as that chunk
+            left them, whole and finite.
         """
         # Every check happens before anything changes.
         X = self._check_X(X)

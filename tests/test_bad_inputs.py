@@ -447,3 +447,39 @@ def test_the_checker_can_fail(tmp_path):
         return call, [], {}
     assert run_case(Case("changes", change_then_raise, ValueError, "boom"), ctx) == \
         "theta changed"
+
+
+# ---- unusual but valid inputs work ------------------------------------------
+
+def test_rows_of_weight_zero_are_as_if_absent():
+    """A batch made only of weight-0 rows has no weighted mean loss; such
+    rows are dropped, so the fit equals a fit without them (it used to diverge)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    w = np.r_[np.zeros(30), rng.uniform(0.5, 2, 30)]
+    a = cb.Network(3, [cb.Dense(4, "tanh"), cb.Dense(1)], seed=0)
+    b = cb.Network(3, [cb.Dense(4, "tanh"), cb.Dense(1)], seed=0)
+    ha = a.fit(X, y, sample_weight=w, shuffle=False, batch_size=10, epochs=3)
+    hb = b.fit(X[30:], y[30:], sample_weight=w[30:], shuffle=False, batch_size=10, epochs=3)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert ha.history["loss"] == hb.history["loss"]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_data_and_batches_larger_than_the_data(n):
+    X, y = np.ones((n, 1)), np.arange(n) % 2
+    net = cb.Network(1, [cb.Dense(1, "relu"), cb.Dense(2, "softmax")], seed=0)
+    hist = net.fit(X, y, epochs=2, batch_size=10**9, validation_data=(X, y))
+    assert len(hist.epoch) == 2 and np.isfinite(net.theta).all()
+    assert net.predict(X[0:1]).shape == (1, 2)
+    assert net.fit(X, y, epochs=0).epoch == []
+
+
+def test_assigning_theta_copies_into_place():
+    net = cb.Network(2, [cb.Dense(3, "tanh"), cb.Dense(1)], seed=0)
+    theta, (W, _) = net.theta, net.params[0]
+    new = np.arange(net.theta.size, dtype=np.int64)[::-1]     # converted, reversed view
+    net.theta = new
+    assert net.theta is theta                                  # same buffer: views stay valid
+    np.testing.assert_array_equal(theta, new)
+    np.testing.assert_array_equal(W, new[:6].reshape(2, 3))
