@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import signal
 import threading
-from contextlib import contextmanager
 
 
 class ReadWriteLock:
-    """Many readers at once, or one writer. Not reentrant."""
+    """Many readers at once, or one writer. Not reentrant.
+
+    `with lock.read():` / `with lock.write():`.
+    """
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._changed = threading.Condition(self._mutex)
         # Threads inside a read section, by id: a set, not a count, so that a
         # registration left behind by an exception raised at the wrong moment
         # (an asynchronous KeyboardInterrupt) is undone by that thread's next call.
@@ -29,52 +32,77 @@ class ReadWriteLock:
         self._writers_waiting = 0
         self._readers_waiting = 0
         self._admitted = 0      # waiting readers let in ahead of the next writer
+        self._read_side = _Side(self._acquire_read, self._release_read)
+        self._write_side = _Side(self._acquire_write, self._release_write)
 
-    @contextmanager
-    def read(self):
+    def read(self) -> _Side:
+        return self._read_side
+
+    def write(self) -> _Side:
+        return self._write_side
+
+    def _acquire_read(self) -> None:
         me = threading.get_ident()
-        with self._cond:
-            self._readers_waiting += 1
-            try:
-                while self._writer or (self._writers_waiting and not self._admitted):
-                    self._cond.wait()
-                self._admitted = max(self._admitted - 1, 0)
-            finally:
-                self._readers_waiting -= 1
-                self._admitted = min(self._admitted, self._readers_waiting)
-                if self._writers_waiting and not self._admitted:
-                    self._cond.notify_all()
+        with self._mutex:
+            if self._writer or self._writers_waiting:
+                self._wait_to_read()
             self._readers.add(me)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers.discard(me)
-                if not self._readers:
-                    self._cond.notify_all()
 
-    @contextmanager
-    def write(self):
+    def _wait_to_read(self) -> None:
+        self._readers_waiting += 1
+        try:
+            while self._writer or (self._writers_waiting and not self._admitted):
+                self._changed.wait()
+            self._admitted = max(self._admitted - 1, 0)
+        finally:
+            self._readers_waiting -= 1
+            self._admitted = min(self._admitted, self._readers_waiting)
+            if self._writers_waiting and not self._admitted:
+                self._changed.notify_all()
+
+    def _release_read(self) -> None:
+        with self._mutex:
+            self._readers.discard(threading.get_ident())
+            if not self._readers and self._writers_waiting:
+                self._changed.notify_all()
+
+    def _acquire_write(self) -> None:
         me = threading.get_ident()
-        with self._cond:
+        with self._mutex:
             # A thread cannot be reading while it asks to write (no nesting):
             # a registration of its own is a stale one.
             self._readers.discard(me)
             self._writers_waiting += 1
             try:
                 while self._writer or self._readers or self._admitted:
-                    self._cond.wait()
+                    self._changed.wait()
             finally:
                 self._writers_waiting -= 1
-                self._cond.notify_all()
+                self._changed.notify_all()
             self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._admitted = self._readers_waiting
-                self._cond.notify_all()
+
+    def _release_write(self) -> None:
+        with self._mutex:
+            self._writer = False
+            self._admitted = self._readers_waiting
+            if self._readers_waiting or self._writers_waiting:
+                self._changed.notify_all()
+
+
+class _Side:
+    """One side of a ReadWriteLock as a context manager (made once, reused)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire, release):
+        self._acquire = acquire
+        self._release = release
+
+    def __enter__(self) -> None:
+        self._acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._release()
 
 
 class DeferredInterrupt:
