@@ -4,6 +4,9 @@
     net = cb.Network(n_inputs=64, layers=[cb.Dense(32, "relu"), cb.Dense(10, "softmax")],
                      loss="cross_entropy", seed=0)
     net.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=20)
+
+`cb.MLPClassifier` and `cb.MLPRegressor` (scikit-learn estimators) load on first
+use, so `import cbackprop` does not import scikit-learn.
 """
 
 try:
@@ -32,3 +35,17 @@ __all__ = [
     "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber",
     "gradcheck", "load", "datasets",
 ]
+
+_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+
+
+def __getattr__(name):
+    # Lazy: importing the estimators imports scikit-learn (slow, and optional).
+    if name in _ESTIMATORS:
+        from cbackprop import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'cbackprop' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_ESTIMATORS))

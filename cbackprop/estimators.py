@@ -1,0 +1,930 @@
+"""scikit-learn estimators on the cbackprop engine: MLPClassifier and MLPRegressor.
+
+Design
+------
+Each estimator is a scikit-learn front end over one `cbackprop.Network`: input
+rules, labels, schedules and stopping follow `sklearn.neural_network`, while
+every epoch runs as one `Network.fit(epochs=1)` call (minibatches inside one
+nogil engine call) and 'lbfgs' drives `scipy.optimize` with
+`Network.loss_and_grad`. `coefs_` and `intercepts_` are views into the
+network's flat `theta`, so they are never stale and never copied.
+
+Objective. The network's losses follow PyTorch (mse without ½, element means)
+and its L2 term is alpha_net/2·‖W‖², while scikit-learn minimises, per batch of
+total sample weight S,
+
+    classifier  mean over rows of Σₖ log-loss            + alpha/(2S)·‖W‖²
+    regressor   ½ · mean over rows of Σₖ (ŷ − y)²        + alpha/(2S)·‖W‖²
+
+The network's objective is exactly `c` times this one, with c = 1 (softmax),
+1/k (k sigmoid outputs) or 2/k (k regression outputs), once alpha_net =
+c·alpha/S. So the estimators set alpha_net = c·alpha/S (S = batch_size × the
+mean sample weight; the full data for 'lbfgs'), divide losses by c, and make
+every solver step identical to a step on scikit-learn's objective: SGD's
+learning rate is divided by c and the Adam/RMSprop epsilon multiplied by c.
+`random_state` is drawn in scikit-learn's order, so the initial weights (Glorot
+uniform, biases too) and the early-stopping split are scikit-learn's own.
+
+What still differs (small, and tested to stay small):
+- The shuffling stream is the engine's, so shuffled minibatches differ (with
+  shuffle=False and no last partial batch, SGD follows scikit-learn's steps
+  to rounding).
+- A last, smaller batch of an epoch gets the L2 weight of a full batch, and
+  with sample weights S is batch_size × their mean, not each batch's sum.
+- Adam's epsilon is added after bias correction (PyTorch); scikit-learn's is
+  in effect epsilon/√(1−β₂ᵗ). SGD momentum is PyTorch's v ← μv + g, which
+  equals scikit-learn's while the learning rate is constant.
+- Multi-output regression: loss_ is ½·mean over rows of Σ over outputs (the
+  objective both libraries' gradients minimise); scikit-learn reports it
+  divided by the number of outputs.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+import warnings
+
+import numpy as np
+
+try:
+    import scipy.optimize
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import (
+        check_classification_targets,
+        type_of_target,
+        unique_labels,
+    )
+    from sklearn.utils.validation import (
+        _check_sample_weight,
+        check_is_fitted,
+        column_or_1d,
+        validate_data,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "cbackprop.MLPClassifier and cbackprop.MLPRegressor need scikit-learn >= 1.6: "
+        "pip install 'cbackprop[sklearn]' (or pip install scikit-learn)"
+    ) from exc
+
+from cbackprop import _validation as V
+from cbackprop.activations import HIDDEN_ACTIVATIONS
+from cbackprop.layers import Dense
+from cbackprop.network import DivergenceError, Network
+from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+#: scikit-learn's activation names that cbackprop spells differently.
+_SKLEARN_ALIASES = {"logistic": "sigmoid"}
+_ACTIVATIONS = tuple(sorted(set(HIDDEN_ACTIVATIONS) | set(_SKLEARN_ALIASES)))
+#: cbackprop output activation → scikit-learn's name for out_activation_.
+_OUT_NAMES = {"softmax": "softmax", "sigmoid": "logistic", "identity": "identity"}
+_SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop")
+_SCHEDULES = ("constant", "invscaling", "adaptive")
+#: 'adaptive' stops once the learning rate falls to this (scikit-learn's rule).
+_MIN_ADAPTIVE_LR = 1e-6
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared fit / predict machinery; subclasses define targets and scores."""
+
+    # ---- parameters -------------------------------------------------------
+
+    def _check_params(self):
+        """Check every hyper-parameter; return the hidden layers and the dtype."""
+        hidden = self.hidden_layer_sizes
+        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+            hidden = [hidden]
+        try:
+            hidden = list(hidden)
+        except TypeError:
+            raise TypeError("hidden_layer_sizes must be an int or a sequence of ints, "
+                            f"got {self.hidden_layer_sizes!r}") from None
+        hidden = tuple(V.check_int(h, "hidden_layer_sizes[i]", 1) for h in hidden)
+
+        act = self.activation
+        acts = [act] * len(hidden) if isinstance(act, str) else act
+        if not isinstance(acts, (list, tuple)):
+            raise TypeError(f"activation must be a name or a list of names, got {act!r}")
+        if len(acts) != len(hidden):
+            raise ValueError(f"activation has {len(acts)} names but there are {len(hidden)} "
+                             "hidden layers: give one name per hidden layer")
+        acts = tuple(_SKLEARN_ALIASES.get(a, a)
+                     for a in (V.check_name(a, "activation", _ACTIVATIONS) for a in acts))
+        rates = self.dropout
+        if isinstance(rates, numbers.Real) and not isinstance(rates, bool):
+            rates = [rates] * len(hidden)
+        if not isinstance(rates, (list, tuple)):
+            raise TypeError(f"dropout must be a rate or a list of rates, got {self.dropout!r}")
+        if len(rates) != len(hidden):
+            raise ValueError(f"dropout has {len(rates)} rates but there are {len(hidden)} "
+                             "hidden layers: give one rate per hidden layer")
+        rates = tuple(V.check_real(r, "dropout", 0, 1, high_open=True) for r in rates)
+
+        V.check_name(self.solver, "solver", _SOLVERS)
+        V.check_name(self.learning_rate, "learning_rate", _SCHEDULES)
+        V.check_real(self.alpha, "alpha", 0)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            if isinstance(self.batch_size, str):
+                raise ValueError(f"batch_size must be 'auto' or an int >= 1, "
+                                 f"got {self.batch_size!r}")
+            V.check_int(self.batch_size, "batch_size", 1)
+        V.check_real(self.learning_rate_init, "learning_rate_init", 0, low_open=True)
+        V.check_real(self.power_t, "power_t", 0)
+        V.check_int(self.max_iter, "max_iter", 1)
+        V.check_int(self.max_fun, "max_fun", 1)
+        V.check_real(self.tol, "tol", 0)
+        V.check_real(self.momentum, "momentum", 0, 1, high_open=True)
+        V.check_real(self.validation_fraction, "validation_fraction", 0, 1, high_open=True)
+        V.check_real(self.beta_1, "beta_1", 0, 1, high_open=True)
+        V.check_real(self.beta_2, "beta_2", 0, 1, high_open=True)
+        V.check_real(self.epsilon, "epsilon", 0, low_open=True)
+        V.check_real(self.weight_decay, "weight_decay", 0)
+        if self.n_iter_no_change != np.inf:
+            V.check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            _check_bool(getattr(self, name), name)
+        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"verbose must be a bool or an int, got {self.verbose!r}")
+        if self.callbacks is not None:
+            if not isinstance(self.callbacks, (list, tuple)):
+                raise TypeError(f"callbacks must be a list of callables, got {self.callbacks!r}")
+            for cb in self.callbacks:
+                if not callable(cb):
+                    raise TypeError(f"callbacks must be callables, got {cb!r}")
+        dtype = None if self.dtype is None else V.check_dtype(self.dtype)
+        return tuple(zip(hidden, acts, rates, strict=True)), dtype
+
+    # ---- fitted state -------------------------------------------------------
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_net")
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """list of ndarray: weight matrix of each layer, shape (n_in, n_out).
+
+        Views into the network's flat parameter vector: writing to them
+        changes the model.
+        """
+        if not hasattr(self, "_net"):
+            raise AttributeError("coefs_ exists once the estimator is fitted")
+        return [W for W, _ in self._net.params]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """list of ndarray: bias vector of each layer (views into the network's theta)."""
+        if not hasattr(self, "_net"):
+            raise AttributeError("intercepts_ exists once the estimator is fitted")
+        return [b for _, b in self._net.params]
+
+    def _initial_params(self, n_features, n_outputs, hidden, rs):
+        """scikit-learn's initial (W, b) per layer, drawn from rs in its order: Glorot
+        uniform, bound √(6/(fan_in + fan_out)) (√(2/…) for a logistic layer), biases
+        too. The output layer takes the bound of the last hidden activation."""
+        sizes = [n_features] + [units for units, _, _ in hidden] + [n_outputs]
+        acts = [act for _, act, _ in hidden]
+        if acts:
+            acts.append(acts[-1])
+        else:   # no hidden layer: scikit-learn still uses `activation`
+            act = self.activation if isinstance(self.activation, str) else "relu"
+            acts.append(_SKLEARN_ALIASES.get(act, act))
+        params = []
+        for fan_in, fan_out, act in zip(sizes[:-1], sizes[1:], acts, strict=True):
+            bound = np.sqrt((2.0 if act == "sigmoid" else 6.0) / (fan_in + fan_out))
+            params.append((rs.uniform(-bound, bound, (fan_in, fan_out)),
+                           rs.uniform(-bound, bound, fan_out)))
+        return params
+
+    def _initialize(self, n_features, n_outputs, hidden, dtype, seed):
+        """Build a fresh network and reset every fitted attribute."""
+        out_act, loss = self._output_layer()
+        layers = [Dense(units, act, dropout=rate) for units, act, rate in hidden]
+        layers.append(Dense(n_outputs, out_act))
+        self._net = Network(n_features, layers, loss=loss, dtype=dtype, seed=seed)
+        # Network objective = _scale × scikit-learn's objective (module docstring).
+        self._scale = {"cross_entropy": 1.0, "binary_cross_entropy": 1.0 / n_outputs,
+                       "mse": 2.0 / n_outputs}[loss]
+        self._hidden = hidden
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(hidden) + 2
+        self.out_activation_ = _OUT_NAMES[out_act]
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self.best_loss_ = None if self.early_stopping else np.inf
+        self.validation_scores_ = None
+        self.best_validation_score_ = None
+        self.validation_loss_curve_ = None
+        self.early_stopped_ = False
+        self._no_improvement_count = 0
+        self._best_theta = None
+        self._optimizer = None
+
+    # ---- fit ------------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight, X_val, y_val, sample_weight_val, incremental):
+        hidden, dtype = self._check_params()
+        first_pass = not hasattr(self, "_net") or (not self.warm_start and not incremental)
+        if not first_pass:
+            dtype = self._net.dtype
+        X, y = self._validate_xy(X, y, reset=first_pass, dtype=dtype)
+        y, Y = self._encode_targets(y, incremental)
+        sw = self._sample_weight(sample_weight, X, y, incremental)
+        rs = check_random_state(self.random_state)
+
+        if not first_pass:
+            if Y.shape[1] != self.n_outputs_:
+                raise ValueError(f"y has {Y.shape[1]} outputs, but the fitted network has "
+                                 f"{self.n_outputs_}")
+            if hidden != self._hidden:
+                raise ValueError("warm_start and partial_fit need the fitted "
+                                 "hidden_layer_sizes, activation and dropout; set "
+                                 "warm_start=False to refit from scratch")
+        # X already has the network's dtype (validate_data converted it).
+        Y = Y.astype(X.dtype, copy=False)
+        if sw is not None:
+            sw = sw.astype(X.dtype, copy=False)
+        # rs is drawn in scikit-learn's order (initial weights, then the validation split),
+        # so a random_state gives scikit-learn's initial weights and split.
+        if first_pass:
+            initial = self._initial_params(X.shape[1], Y.shape[1], hidden, rs)
+        val = train = None
+        if self.solver != "lbfgs":
+            val, train = self._validation_set(X, y, Y, sw, X_val, y_val, sample_weight_val,
+                                              incremental, rs)
+        if first_pass:
+            seed = int(rs.randint(np.iinfo(np.int32).max))   # shuffling and dropout stream
+            self._initialize(X.shape[1], Y.shape[1], hidden, X.dtype, seed)
+            for (W, b), (W0, b0) in zip(self._net.params, initial, strict=True):
+                W[...] = W0
+                b[...] = b0
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sw)
+        else:
+            if train is not None:
+                X, Y, sw = train
+            self._fit_stochastic(X, Y, sw, val, incremental)
+        return self
+
+    def _validate_xy(self, X, y, reset, dtype):
+        X, y = validate_data(self, X, y, multi_output=True, reset=reset,
+                             dtype=(np.float64, np.float32) if dtype is None else dtype,
+                             **self._y_validation)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _stochastic_solver(self) -> bool:
+        """partial_fit exists only for the stochastic solvers (not 'lbfgs')."""
+        if self.solver == "lbfgs":
+            raise AttributeError("partial_fit is only available for the stochastic solvers, "
+                                 "not 'lbfgs'")
+        return True
+
+    def _sample_weight(self, sample_weight, X, y, incremental):
+        if sample_weight is None:
+            return None
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if not sw.sum() > 0:
+            raise ValueError("sample_weight must have a positive sum")
+        return sw
+
+    def _validation_set(self, X, y, Y, sw, X_val, y_val, sample_weight_val, incremental, rs):
+        """((X_val, y_val, Y_val, w_val) or None, (X, Y, w) left for training when the
+        validation set is split off for early stopping, else None)."""
+        if (X_val is None) != (y_val is None):
+            raise ValueError("pass both X_val and y_val, or neither")
+        dtype = X.dtype
+        if X_val is not None:
+            Xv, yv = validate_data(self, X_val, y_val, reset=False, multi_output=True,
+                                   dtype=dtype, **self._y_validation)
+            if yv.ndim == 2 and yv.shape[1] == 1:
+                yv = column_or_1d(yv, warn=True)
+            yv, Yv = self._encode_targets(yv, incremental=True)
+            wv = None
+            if sample_weight_val is not None:
+                wv = _check_sample_weight(sample_weight_val, Xv, dtype=dtype,
+                                          ensure_non_negative=True)
+            return (Xv, yv, Yv.astype(dtype, copy=False), wv), None
+        if not self.early_stopping:
+            return None, None
+        if incremental:
+            raise ValueError("partial_fit does not support early_stopping=True without "
+                             "explicit validation data: pass X_val and y_val")
+        if self.validation_fraction == 0:
+            raise ValueError("early_stopping needs validation_fraction > 0 (or X_val, y_val)")
+        # Split row indices as scikit-learn splits the rows: same rs, and stratified only
+        # for a classifier with one output column (binary y).
+        stratify = y if self._stratify and Y.shape[1] == 1 else None
+        train, test = train_test_split(np.arange(X.shape[0]), random_state=rs,
+                                       test_size=self.validation_fraction, stratify=stratify)
+        if test.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        w_train, w_test = (None, None) if sw is None else (sw[train], sw[test])
+        return (X[test], y[test], Y[test], w_test), (X[train], Y[train], w_train)
+
+    def _make_optimizer(self):
+        """The solver as a cbackprop optimizer, stepping on scikit-learn's objective."""
+        c, lr = self._scale, self.learning_rate_init
+        betas = (self.beta_1, self.beta_2)
+        if self.solver == "sgd":
+            nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
+            return SGD(lr=lr / c, momentum=self.momentum, nesterov=nesterov)
+        if self.solver == "adam":
+            return Adam(lr=lr, betas=betas, eps=self.epsilon * c)
+        if self.solver == "adamw":
+            return AdamW(lr=lr, betas=betas, eps=self.epsilon * c, weight_decay=self.weight_decay)
+        return RMSprop(lr=lr, alpha=self.beta_2, eps=self.epsilon * c)
+
+    def _fit_stochastic(self, X, Y, sw, val, incremental):
+        net, c = self._net, self._scale
+        n = X.shape[0]
+        if self._optimizer is None or not incremental:
+            self._optimizer = self._make_optimizer()
+            self._learning_rate = float(self.learning_rate_init)
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                              "It is going to be clipped", stacklevel=3)
+            batch_size = min(self.batch_size, n)
+        # alpha/(2S)·‖W‖² per batch of weight S, times c (module docstring).
+        mean_w = 1.0 if sw is None else float(sw.mean())
+        net.alpha = c * self.alpha / (batch_size * mean_w)
+        sgd = self.solver == "sgd"
+        early_stopping = self.early_stopping and val is not None
+        if val is not None:
+            Xv, yv, Yv, wv = val
+            if self.validation_scores_ is None:
+                self.validation_scores_ = []
+                self.validation_loss_curve_ = []
+            if self.best_validation_score_ is None:
+                self.best_validation_score_ = -np.inf
+        if not early_stopping and self.best_loss_ is None:
+            self.best_loss_ = np.inf
+        self.early_stopped_ = False
+        callbacks = list(self.callbacks or [])
+
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if sgd:
+                    self._optimizer.lr = self._learning_rate / c
+                try:
+                    history = net.fit(X, Y, optimizer=self._optimizer, epochs=1,
+                                      batch_size=batch_size, shuffle=self.shuffle,
+                                      sample_weight=sw)
+                except DivergenceError as exc:
+                    raise ValueError(
+                        "Solver produced non-finite parameter weights (the model keeps those "
+                        "it had before this epoch). The input data may contain large values "
+                        "and need to be preprocessed, or the learning rate is too high."
+                    ) from exc
+                self.loss_ = history.history["loss"][0] / c
+                self.n_iter_ += 1
+                self.t_ += n
+                self.loss_curve_.append(self.loss_)
+                logs = {"epoch": self.n_iter_, "loss": self.loss_,
+                        "learning_rate": self._learning_rate}
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+
+                if val is not None:
+                    score = self._score_outputs(net.predict(Xv), yv, wv)
+                    val_loss = net.evaluate(Xv, Yv, wv)["loss"] / c
+                    self.validation_scores_.append(score)
+                    self.validation_loss_curve_.append(val_loss)
+                    logs.update(val_score=score, val_loss=val_loss)
+                    if self.verbose:
+                        print(f"Validation score: {score:f}, validation loss: {val_loss:.8f}")
+                    improved = score > self.best_validation_score_
+                    if early_stopping:
+                        if score < self.best_validation_score_ + self.tol:
+                            self._no_improvement_count += 1
+                        else:
+                            self._no_improvement_count = 0
+                        if improved:
+                            self._best_theta = net.theta.copy()
+                    if improved:
+                        self.best_validation_score_ = score
+                if not early_stopping:
+                    if self.loss_ > self.best_loss_ - self.tol:
+                        self._no_improvement_count += 1
+                    else:
+                        self._no_improvement_count = 0
+                    self.best_loss_ = min(self.best_loss_, self.loss_)
+
+                if sgd and self.learning_rate == "invscaling":
+                    self._learning_rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                logs["time"] = history.history["time"][0]
+                stop = False
+                for cb in callbacks:
+                    stop |= bool(cb(self, logs))
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    what = "Validation score" if early_stopping else "Training loss"
+                    msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                           f"{self.n_iter_no_change} consecutive epochs.")
+                    if (sgd and self.learning_rate == "adaptive"
+                            and self._learning_rate > _MIN_ADAPTIVE_LR):
+                        self._learning_rate /= 5.0
+                        self._no_improvement_count = 0
+                        if self.verbose:
+                            print(f"{msg} Setting learning rate to {self._learning_rate:f}")
+                    else:
+                        if self.verbose:
+                            print(f"{msg} Stopping.")
+                        self.early_stopped_ = early_stopping
+                        if incremental:
+                            # partial_fit: go back to the best weights and keep counting.
+                            self._no_improvement_count = 0
+                            if early_stopping and self._best_theta is not None:
+                                net.theta[...] = self._best_theta
+                        stop = True
+                if stop or incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                        "and the optimization hasn't converged yet.", ConvergenceWarning,
+                        stacklevel=3)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+
+        if early_stopping and not incremental and self._best_theta is not None:
+            net.theta[...] = self._best_theta
+
+    def _fit_lbfgs(self, X, Y, sw):
+        net, c = self._net, self._scale
+        net.alpha = c * self.alpha / (X.shape[0] if sw is None else float(sw.sum()))
+        callbacks = list(self.callbacks or [])
+        stopped_by_callback = False
+        last = time.perf_counter()
+
+        # Checked once at the network's boundary, then one engine pass per evaluation
+        # (Network.loss_and_grad would check the arrays again every time).
+        X, Y = net._check_X(X), net._check_y(Y, X.shape[0])
+        w = V.check_sample_weight(sw, X.shape[0], net.dtype)
+
+        def loss_and_grad(x):
+            net.theta[...] = x
+            loss, _ = net._loss_pass(X, Y, w, with_grad=True)
+            return loss / c, np.divide(net.grad, c, dtype=np.float64)
+
+        def each_iteration(intermediate_result):
+            nonlocal last, stopped_by_callback
+            now = time.perf_counter()
+            self.loss_curve_.append(float(intermediate_result.fun))
+            logs = {"epoch": len(self.loss_curve_), "loss": self.loss_curve_[-1],
+                    "time": now - last}
+            last = now
+            if self.verbose:
+                print(f"Iteration {logs['epoch']}, loss = {logs['loss']:.8f}")
+            if any([bool(cb(self, logs)) for cb in callbacks]):
+                stopped_by_callback = True
+                raise StopIteration
+
+        self.loss_curve_ = []
+        result = scipy.optimize.minimize(
+            loss_and_grad, net.theta.astype(np.float64), method="L-BFGS-B", jac=True,
+            callback=each_iteration,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        net.theta[...] = result.x
+        if not V.all_finite(net.theta):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = self.best_loss_ = float(result.fun)
+        if result.status != 0 and not stopped_by_callback:
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                f"(status={result.status}): {result.message}. Increase the number of "
+                "iterations (max_iter) or function evaluations (max_fun), or scale the data.",
+                ConvergenceWarning, stacklevel=3)
+
+    # ---- predict ----------------------------------------------------------------
+
+    def _forward(self, X) -> np.ndarray:
+        """Validated X → network outputs (n, n_outputs)."""
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self._net.predict(X)
+
+
+
+_FIT_DOC = """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+        X_val, y_val : array-like, default=None
+            Explicit validation data: scored after every epoch
+            (``validation_scores_``, ``validation_loss_curve_``) and used by
+            ``early_stopping`` instead of splitting off ``validation_fraction``.
+        sample_weight_val : array-like of shape (n_val,), default=None
+
+        Returns
+        -------
+        self
+        """
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained by the cbackprop engine.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPClassifier``: the
+    same parameters, fitted attributes and methods, with the minibatch loop
+    in compiled code. Multiclass (softmax outputs), binary and multi-label
+    (sigmoid outputs) targets; string and other labels.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Units of each hidden layer.
+    activation : str or list of str, default='relu'
+        Hidden activation, or one per hidden layer: 'identity', 'logistic'
+        (= 'sigmoid'), 'tanh', 'relu', 'leaky_relu', 'elu', 'softplus',
+        'gelu', 'silu'.
+    solver : {'adam', 'sgd', 'lbfgs', 'adamw', 'rmsprop'}, default='adam'
+        'lbfgs' minimises the full-batch objective with scipy's L-BFGS-B.
+        'adamw' is Adam with decoupled ``weight_decay``; 'rmsprop' uses
+        ``beta_2`` as its squared-gradient decay and ``epsilon``.
+    alpha : float, default=1e-4
+        L2 penalty: each batch of total sample weight S adds
+        alpha/(2S)·Σ‖W‖² (weights only), as in scikit-learn.
+    batch_size : int or 'auto', default='auto'
+        'auto' is min(200, n_samples).
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Schedule for solver='sgd', updated after every epoch.
+    learning_rate_init : float, default=1e-3
+    power_t : float, default=0.5
+        Exponent of 'invscaling': lr = learning_rate_init / (t_ + 1)**power_t.
+    max_iter : int, default=200
+        Epochs (stochastic solvers) or iterations ('lbfgs').
+    shuffle : bool, default=True
+    random_state : int, RandomState or None, default=None
+        Fixes the initial weights, the shuffling and the validation split.
+    tol : float, default=1e-4
+    verbose : bool or int, default=False
+    warm_start : bool, default=False
+    momentum : float in [0, 1), default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Stop when the validation score has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs, then restore the weights of the best epoch.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2 : float in [0, 1), default=0.9, 0.999
+    epsilon : float, default=1e-8
+    n_iter_no_change : int or np.inf, default=10
+    max_fun : int, default=15000
+        Most loss evaluations for 'lbfgs'.
+    weight_decay : float, default=0.01
+        Decoupled weight decay of solver='adamw' (ignored otherwise).
+    dropout : float or list of float, default=0.0
+        Inverted dropout rate of every hidden layer, or one rate per hidden
+        layer: while training, each unit's output is zeroed with this
+        probability (seeded by ``random_state``); off in predict and in the
+        validation figures.
+    class_weight : dict, 'balanced' or None, default=None
+        Weights per class, multiplying ``sample_weight`` (single-output y).
+    callbacks : list of callables, default=None
+        Each is called as ``callback(estimator, logs)`` after every epoch
+        ('lbfgs': every iteration) with ``logs`` holding "epoch", "loss",
+        "learning_rate", "time" and, with validation data, "val_score" and
+        "val_loss"; one that returns True stops training.
+    dtype : {None, 'float32', 'float64'}, default=None
+        Training precision. None keeps float32 input in float32 and turns
+        anything else into float64 (scikit-learn's rule).
+
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray
+    coefs_, intercepts_ : list of ndarray
+        Views into the network's flat parameter vector.
+    loss_ : float
+        Last epoch's mean training loss, on scikit-learn's scale.
+    loss_curve_ : list of float
+    best_loss_ : float or None
+    validation_scores_ : list of float or None
+        Accuracy on the validation data after each epoch.
+    validation_loss_curve_ : list of float or None
+        Loss on the validation data after each epoch (same penalty term as
+        ``loss_curve_``).
+    best_validation_score_ : float or None
+    early_stopped_ : bool
+        True when the last fit stopped because the validation score stalled.
+    t_ : int
+        Training samples seen.
+    n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, feature_names_in_
+
+    See Also
+    --------
+    MLPRegressor, cbackprop.Network
+    """
+
+    _y_validation: dict = {}
+    _stratify = True
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 weight_decay=0.01, dropout=0.0, class_weight=None, callbacks=None,
+                 dtype=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.class_weight = class_weight
+        self.callbacks = callbacks
+        self.dtype = dtype
+
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
+        return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val,
+                         incremental=False)
+
+    fit.__doc__ = _FIT_DOC
+
+    @available_if(_BaseMLP._stochastic_solver)
+    def partial_fit(self, X, y, sample_weight=None, classes=None, *, X_val=None, y_val=None,
+                    sample_weight_val=None):
+        """One epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as in `fit`
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole data: required on the first call.
+        X_val, y_val, sample_weight_val : array-like, default=None
+            Validation data, scored after the epoch. With
+            ``early_stopping=True`` (which partial_fit supports only with
+            validation data), the weights of the best call so far are kept;
+            once the score has not improved for ``n_iter_no_change`` calls,
+            they are restored and ``early_stopped_`` is set.
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "classes_"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit")
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(np.asarray(classes))
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={classes!r} is not the same as on the first call to "
+                             f"partial_fit: {self.classes_}")
+        return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val, incremental=True)
+
+    def _output_layer(self):
+        if self._label_binarizer.y_type_ == "multiclass":
+            return "softmax", "cross_entropy"
+        return "sigmoid", "binary_cross_entropy"
+
+    def _encode_targets(self, y, incremental):
+        """(labels, indicator matrix Y); a new fit refits the label binarizer."""
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            seen = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(seen.tolist()) != set(self.classes_.tolist()):
+                    raise ValueError("warm_start can only be used where `y` has the same "
+                                     f"classes as in the previous call to fit: "
+                                     f"{self.classes_}, `y` has {seen}")
+            elif len(np.setdiff1d(seen, self.classes_)):
+                raise ValueError(f"`y` has classes not in classes_ {self.classes_}: "
+                                 f"{np.setdiff1d(seen, self.classes_)}")
+        return y, self._label_binarizer.transform(y)
+
+    def _sample_weight(self, sample_weight, X, y, incremental):
+        sw = super()._sample_weight(sample_weight, X, y, incremental)
+        if self.class_weight is None:
+            return sw
+        if y.ndim != 1:
+            raise ValueError("class_weight needs single-output y (not multi-label); "
+                             "use sample_weight instead")
+        if isinstance(self.class_weight, str):
+            V.check_name(self.class_weight, "class_weight", ("balanced",))
+            if incremental:
+                raise ValueError("class_weight='balanced' is not supported for partial_fit "
+                                 "(it needs every label at once): pass a dict computed with "
+                                 "sklearn.utils.class_weight.compute_class_weight")
+            per_class = compute_class_weight("balanced", classes=self.classes_, y=y)
+        elif isinstance(self.class_weight, dict):
+            unknown = [c for c in self.class_weight if c not in set(self.classes_.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight has labels {unknown} not in "
+                                 f"classes_ {self.classes_}")
+            per_class = np.array([V.check_real(self.class_weight.get(c, 1.0),
+                                               f"class_weight[{c!r}]", 0)
+                                  for c in self.classes_.tolist()])
+        else:
+            raise TypeError(f"class_weight must be None, 'balanced' or a dict, "
+                            f"got {self.class_weight!r}")
+        w = per_class[np.searchsorted(self.classes_, y)]
+        w = w if sw is None else w * sw
+        if not w.sum() > 0:
+            raise ValueError("sample_weight × class_weight must have a positive sum")
+        return w
+
+    def _labels(self, out: np.ndarray):
+        if self.n_outputs_ == 1:
+            out = out.ravel()
+        return self._label_binarizer.inverse_transform(out)
+
+    def _score_outputs(self, out, y, sample_weight) -> float:
+        if not V.all_finite(out):
+            return np.nan
+        return float(accuracy_score(y, self._labels(out), sample_weight=sample_weight))
+
+    def predict(self, X):
+        """Predicted labels, shape (n_samples,) (multi-label: (n_samples, n_classes))."""
+        check_is_fitted(self)
+        return self._labels(self._forward(X))
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), in the order of classes_."""
+        check_is_fitted(self)
+        out = self._forward(X)
+        if self.n_outputs_ == 1:
+            p = out.ravel()
+            return np.column_stack([1 - p, p])
+        return out
+
+    def predict_log_proba(self, X):
+        """log(predict_proba(X))."""
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor trained by the cbackprop engine.
+
+    A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
+    identity outputs and the squared error, for one or several targets.
+
+    Parameters
+    ----------
+    loss : {'squared_error'}, default='squared_error'
+        ½·mean over rows of Σ over outputs of (ŷ − y)², plus the L2 term.
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
+learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, \
+warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, \
+beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, dropout, callbacks, dtype
+        As in `MLPClassifier`; the validation score is R².
+
+    Attributes
+    ----------
+    coefs_, intercepts_ : list of ndarray
+        Views into the network's flat parameter vector.
+    loss_, loss_curve_, best_loss_, validation_scores_, validation_loss_curve_, \
+best_validation_score_, early_stopped_, t_, n_iter_, n_layers_, n_outputs_, \
+out_activation_, n_features_in_, feature_names_in_
+        As in `MLPClassifier`.
+
+    See Also
+    --------
+    MLPClassifier, cbackprop.Network
+    """
+
+    _y_validation: dict = {"y_numeric": True}
+    _stratify = False
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=1e-4, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=1e-3, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 weight_decay=0.01, dropout=0.0, callbacks=None, dtype=None):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.callbacks = callbacks
+        self.dtype = dtype
+
+    def _check_params(self):
+        if self.loss == "poisson":
+            raise ValueError("loss='poisson' is not supported by cbackprop (no exponential "
+                             "output layer); use loss='squared_error'")
+        V.check_name(self.loss, "loss", ("squared_error",))
+        return super()._check_params()
+
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
+        return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val,
+                         incremental=False)
+
+    fit.__doc__ = _FIT_DOC
+
+    @available_if(_BaseMLP._stochastic_solver)
+    def partial_fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None,
+                    sample_weight_val=None):
+        """One epoch over (X, y), continuing from the current weights.
+
+        Parameters are those of `fit`; see `MLPClassifier.partial_fit` for
+        early stopping with explicit validation data.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val, incremental=True)
+
+    def _output_layer(self):
+        return "identity", "mse"
+
+    def _encode_targets(self, y, incremental):
+        return y, y.reshape(y.shape[0], -1)
+
+    def _score_outputs(self, out, y, sample_weight) -> float:
+        if not V.all_finite(out):
+            return np.nan
+        return float(r2_score(y, out.ravel() if out.shape[1] == 1 else out,
+                              sample_weight=sample_weight))
+
+    def predict(self, X):
+        """Predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        out = self._forward(X)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
