@@ -262,7 +262,14 @@ class Network:
             _engine.predict(self._sizes, self._acts, self._theta, X, out, rows, ws)
         return out
 
-    def _loss_pass(self, X, Y, w, with_grad: bool) -> tuple[float, int, np.ndarray]:
+    def _loss_pass(self, X, Y, w, with_grad: bool) -> tuple[float, int]:
+        """(L(θ), rows classified right); with_grad, ∇L(θ) is left in self.grad."""
+        loss, correct, grad = self._loss_grad_pass(X, Y, w, with_grad)
+        if with_grad:
+            self.grad = grad
+        return loss, correct
+
+    def _loss_grad_pass(self, X, Y, w, with_grad: bool) -> tuple[float, int, np.ndarray]:
         """(L(θ), rows classified right, ∇L(θ) in a new array when with_grad)."""
         rows = self._chunk_rows(X.shape[0])
         ws = self._workspace(rows)
@@ -284,7 +291,7 @@ class Network:
         return self._evaluate_checked(X, Y, w)
 
     def _evaluate_checked(self, X, Y, w) -> dict[str, float]:
-        loss, correct, _ = self._loss_pass(X, Y, w, with_grad=False)
+        loss, correct = self._loss_pass(X, Y, w, with_grad=False)
         result = {"loss": float(loss)}
         if self.loss.name in REQUIRED_OUTPUT:
             result["accuracy"] = correct / X.shape[0]
@@ -299,7 +306,7 @@ class Network:
         X = self._check_X(X)
         Y = self._check_y(y, X.shape[0])
         w = V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
-        loss, _, grad = self._loss_pass(X, Y, w, with_grad=True)
+        loss, _, grad = self._loss_grad_pass(X, Y, w, with_grad=True)
         self.grad = grad
         return float(loss), grad.copy()
 
