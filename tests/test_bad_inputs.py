@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FunctionType
@@ -25,6 +26,13 @@ import pytest
 import scipy.sparse
 
 import cbackprop as cb
+
+try:
+    from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+    from cbackprop import MLPClassifier, MLPRegressor
+except ImportError:          # scikit-learn is optional: the estimator cases skip
+    MLPClassifier = MLPRegressor = NotFittedError = ConvergenceWarning = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,7 +48,8 @@ class Case:
 
 class Context:
     """Three trained networks (classifier, regressor, multi-label), their
-    optimizers (with non-zero state) and valid inputs."""
+    optimizers (with non-zero state), two fitted scikit-learn estimators and
+    valid inputs."""
 
     def __init__(self, tmp):
         rng = np.random.default_rng(0)
@@ -56,13 +65,30 @@ class Context:
         self.reg.fit(self.X, self.yr, optimizer=self.reg_opt, epochs=1, batch_size=8)
         self.yb = (rng.uniform(size=(20, 2)) > 0.5).astype(float)
         self.bce = cb.Network(4, [cb.Dense(2, "sigmoid")], seed=2)
-        self.models = [(self.net, self.opt), (self.reg, self.reg_opt), (self.bce, None)]
+        self.clf = self.est_reg = None
+        if MLPClassifier is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                params = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+                self.clf = MLPClassifier(**params).fit(self.X, self.y)
+                self.est_reg = MLPRegressor(**params).fit(self.X, self.yr[:, 0])
+
+    def models(self):
+        """(network, optimizer) pairs, looked up now: replacing one is a change too."""
+        out = [(self.net, self.opt), (self.reg, self.reg_opt), (self.bce, None)]
+        for est in (self.clf, self.est_reg):
+            if est is not None:
+                out.append((est._net, est._optimizer))
+        return out
 
     def snapshot(self):
         out = []
-        for net, opt in self.models:
+        for net, opt in self.models():
             out.append((net.theta.copy(), net.theta.ctypes.data, net._rng_state.copy(),
                         None if opt is None else (opt.state.copy(), opt.t)))
+        for est in (self.clf, self.est_reg):
+            if est is not None:
+                out.append((np.array(est.loss_curve_), est.n_iter_, np.zeros(0), None))
         return out
 
     def with_value(self, arr, index, value):
@@ -376,6 +402,85 @@ CASES = [
     Case("save-missing-directory", net_call("save", lambda c: os.path.join(c.tmp, "no", "m")),
          FileNotFoundError, "No such file or directory"),
 ]
+
+# ---- scikit-learn estimators: scikit-learn's input rules ----
+X_NAN = lambda c: c.with_value(c.X, (0, 0), NAN)     # noqa: E731
+ESTIMATOR_CASES = [
+    Case("clf-fit-nan", net_call("fit", X_NAN, lambda c: c.y, net="clf"), ValueError,
+         "Input X contains NaN"),
+    Case("clf-fit-1d", net_call("fit", lambda c: c.X[0], lambda c: c.y, net="clf"),
+         ValueError, "Expected 2D array, got 1D array"),
+    Case("clf-fit-3d", net_call("fit", lambda c: c.X[None], lambda c: c.y, net="clf"),
+         ValueError, "Found array with dim 3"),
+    Case("clf-fit-empty", net_call("fit", lambda c: c.X[:0], lambda c: c.y[:0], net="clf"),
+         ValueError, "Found array with 0 sample(s)"),
+    Case("clf-fit-none", net_call("fit", None, lambda c: c.y, net="clf"), ValueError,
+         "Expected 2D array"),
+    Case("clf-fit-complex", net_call("fit", lambda c: c.X + 1j, lambda c: c.y, net="clf"),
+         ValueError, "Complex data not supported"),
+    Case("clf-fit-sparse", net_call("fit", lambda c: scipy.sparse.csr_matrix(c.X),
+                                    lambda c: c.y, net="clf"), TypeError, "Sparse data"),
+    Case("clf-fit-y-length", net_call("fit", lambda c: c.X, lambda c: c.y[:-1], net="clf"),
+         ValueError, "inconsistent numbers of samples"),
+    Case("clf-fit-y-continuous", net_call("fit", lambda c: c.X, lambda c: c.yr[:, 0],
+                                          net="clf"), ValueError, "Unknown label type"),
+    Case("clf-fit-weight-negative", net_call("fit", lambda c: c.X, lambda c: c.y, net="clf",
+                                             sample_weight=lambda c: -np.ones(20)),
+         ValueError, "Negative values in data passed to `sample_weight`"),
+    Case("clf-fit-weight-length", net_call("fit", lambda c: c.X, lambda c: c.y, net="clf",
+                                           sample_weight=lambda c: np.ones(3)),
+         ValueError, "sample_weight.shape == (3,), expected (20,)"),
+    Case("clf-partial-fit-unseen-class", net_call("partial_fit", lambda c: c.X,
+                                                  lambda c: c.y + 5, net="clf"),
+         ValueError, "has classes not in classes_"),
+    Case("clf-predict-features", net_call("predict", lambda c: c.X[:, :3], net="clf"),
+         ValueError, "X has 3 features, but MLPClassifier is expecting 4 features"),
+    Case("clf-predict-nan", net_call("predict", X_NAN, net="clf"), ValueError,
+         "Input X contains NaN"),
+    Case("clf-predict-proba-3d", net_call("predict_proba", lambda c: c.X[None], net="clf"),
+         ValueError, "Found array with dim 3"),
+    Case("reg-fit-y-inf", net_call("fit", lambda c: c.X,
+                                   lambda c: c.with_value(c.yr[:, 0], 3, INF), net="est_reg"),
+         ValueError, "Input y contains infinity"),
+    Case("reg-predict-features", net_call("predict", lambda c: c.X[:, :2], net="est_reg"),
+         ValueError, "X has 2 features, but MLPRegressor is expecting 4 features"),
+    Case("reg-score-y-length", net_call("score", lambda c: c.X, lambda c: c.yr[:5, 0],
+                                        net="est_reg"), ValueError,
+         "inconsistent numbers of samples"),
+]
+
+
+def _fresh_fit(estimator_cls, **params):
+    """Fitting a new estimator with invalid hyper-parameters (scikit-learn checks
+    them in fit)."""
+    return lambda c: (estimator_cls(**params).fit, [c.X, c.y], {})
+
+
+if MLPClassifier is not None:
+    ESTIMATOR_CASES += [
+        Case("est-hidden-0", _fresh_fit(MLPClassifier, hidden_layer_sizes=(0,)), ValueError,
+             "hidden_layer_sizes[i] must be >= 1", False),
+        Case("est-lr-0", _fresh_fit(MLPClassifier, learning_rate_init=0.0), ValueError,
+             "learning_rate_init must be > 0", False),
+        Case("est-solver", _fresh_fit(MLPClassifier, solver="foo"), ValueError,
+             "unknown solver 'foo'", False),
+        Case("est-batch-0", _fresh_fit(MLPClassifier, batch_size=0), ValueError,
+             "batch_size must be >= 1", False),
+        Case("est-max-iter-0", _fresh_fit(MLPClassifier, max_iter=0), ValueError,
+             "max_iter must be >= 1", False),
+        Case("est-activation", _fresh_fit(MLPClassifier, activation="swish"), ValueError,
+             "unknown activation 'swish'", False),
+        Case("est-alpha-negative", _fresh_fit(MLPClassifier, alpha=-1.0), ValueError,
+             "alpha must be >= 0", False),
+        Case("est-momentum", _fresh_fit(MLPClassifier, solver="sgd", momentum=1.5),
+             ValueError, "momentum must be >= 0 and < 1", False),
+        Case("est-validation-fraction", _fresh_fit(MLPClassifier, early_stopping=True,
+                                                   validation_fraction=1.0), ValueError,
+             "validation_fraction must be >= 0 and < 1", False),
+        Case("est-predict-unfitted", lambda c: (MLPClassifier().predict, [c.X], {}),
+             NotFittedError, "is not fitted yet", False),
+    ]
+    CASES += ESTIMATOR_CASES
 
 
 IN_PROCESS = [c for c in CASES if not c.risky]
