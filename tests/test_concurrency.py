@@ -118,6 +118,36 @@ def test_an_interrupted_fit_leaves_theta_and_optimizer_consistent():
     assert report["theta_equal"] and report["state_equal"]
 
 
+INTERRUPTED_ESTIMATOR = CHILD_SETUP + """
+import warnings
+rng = np.random.default_rng(0)
+X = rng.normal(size=(30000, 64))
+y = rng.integers(0, 10, 30000)
+clf = cb.MLPClassifier(hidden_layer_sizes=(256,), max_iter=10**6, n_iter_no_change=10**9,
+                       random_state=0,
+                       callbacks=[lambda est, logs: started(logs["epoch"] - 1, logs)])
+with warnings.catch_warnings(record=True) as caught_warnings:
+    warnings.simplefilter("always")
+    clf.fit(X, y)                       # scikit-learn's rule: Ctrl-C ends fit, with a warning
+returned = time.monotonic()
+proba = clf.predict_proba(X[:50])
+report(event="returned", returned=returned, n_iter=clf.n_iter_,
+       warned=any("interrupted" in str(w.message) for w in caught_warnings),
+       finite=bool(all(np.isfinite(W).all() for W in clf.coefs_)),
+       proba_ok=bool(np.allclose(proba.sum(axis=1), 1)))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_ends_an_estimator_fit_within_half_a_second_with_a_usable_model():
+    pytest.importorskip("sklearn")
+    (report,), sent = run_and_interrupt(INTERRUPTED_ESTIMATOR)
+    assert report["event"] == "returned"
+    assert report["returned"] - sent < 0.5
+    assert report["n_iter"] >= 1 and report["warned"]
+    assert report["finite"] and report["proba_ok"]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_ctrl_c_during_command_line_training_exits_130_and_leaves_no_partial_file(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))

@@ -197,3 +197,24 @@ def test_predict_on_more_than_2_31_elements(tmp_path):
     finally:
         del X
         os.unlink(tmp_path / "X.f32")
+
+
+def test_estimators_accept_every_layout(tmp_path):
+    pytest.importorskip("sklearn")
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = rng.normal(size=(N, D))
+    y = rng.integers(0, K, N)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = cb.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+        expected = fitted.fit(X, y).predict_proba(X)
+        for label, arr in variants(X, tmp_path, "X").items():
+            before = described(arr)
+            np.testing.assert_array_equal(fitted.predict_proba(arr), expected, err_msg=label)
+            again = cb.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+            np.testing.assert_array_equal(again.fit(arr, y).predict_proba(X), expected,
+                                          err_msg=label)
+            assert described(arr) == before, label
