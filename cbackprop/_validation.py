@@ -51,8 +51,10 @@ def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
 
 
 def _c_array(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """arr itself when it is already C-contiguous, aligned, native dtype; else a copy."""
-    return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+    """arr itself when it is already C-contiguous, aligned, native dtype; else a copy.
+    A value too large for float32 becomes inf, which the caller's finiteness check reports."""
+    with np.errstate(over="ignore"):
+        return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -88,8 +90,7 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
         raise ValueError(
             f"{name} has {arr.shape[1]} features per row, but the network expects {n_features}"
         )
-    with np.errstate(over="ignore"):   # a float32 overflow is reported just below
-        out = _c_array(arr, dtype)
+    out = _c_array(arr, dtype)
     if not all_finite(out):
         raise ValueError(
             f"{name} contains NaN or infinity"
