@@ -121,9 +121,9 @@ def test_an_interrupted_fit_leaves_theta_and_optimizer_consistent():
 INTERRUPTED_ESTIMATOR = CHILD_SETUP + """
 import warnings
 rng = np.random.default_rng(0)
-X = rng.normal(size=(30000, 64))
-y = rng.integers(0, 10, 30000)
-clf = cb.MLPClassifier(hidden_layer_sizes=(256,), max_iter=10**6, n_iter_no_change=10**9,
+X = rng.normal(size=(12000, 64))
+y = rng.integers(0, 10, 12000)
+clf = cb.MLPClassifier(hidden_layer_sizes=(128,), max_iter=10**6, n_iter_no_change=10**9,
                        random_state=0,
                        callbacks=[lambda est, logs: started(logs["epoch"] - 1, logs)])
 with warnings.catch_warnings(record=True) as caught_warnings:
