@@ -74,8 +74,6 @@ def test_mnist_on_a_small_generated_directory(tmp_path):
 
 
 def test_sklearn_gridsearch():
-    if not hasattr(cb, "MLPClassifier"):
-        pytest.skip("cbackprop.MLPClassifier is not available in this build")
     pytest.importorskip("sklearn")
     out = run_example("sklearn_gridsearch.py", "--max-iter", 10, "--cv", 2)
     scores = re.findall(r"^  (0\.\d{3})  alpha=\S+, hidden_layer_sizes=", out, re.M)
