@@ -168,7 +168,7 @@ def test_ctrl_c_during_command_line_training_exits_130_and_leaves_no_partial_fil
             proc.kill()
             proc.wait()
     assert proc.returncode == 130 and err == "cbackprop: interrupted\n"
-    assert exited < 1.0, f"exited {exited:.2f} s after SIGINT"
+    assert exited < 2.0, f"exited {exited:.2f} s after SIGINT"   # KeyboardInterrupt + teardown
     assert os.listdir(tmp_path) == []          # no torn model file, no temporary left
 
 
