@@ -11,6 +11,9 @@ import numpy as np
 
 from cbackprop._core import _engine
 
+#: BLAS takes dimensions as C ints: no layer may be wider than this.
+MAX_WIDTH = 2**31 - 1
+
 _REJECTED_KINDS = {
     "b": "bool",
     "c": "complex",
@@ -29,6 +32,9 @@ def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
         raise TypeError(f"{name} must be an array-like of real numbers, got None")
     if hasattr(value, "toarray") and hasattr(value, "nnz"):
         raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
+    if np.ma.is_masked(value):
+        raise ValueError(f"{name} is a masked array with masked entries; fill them first "
+                         f"({name}.filled(...)): their hidden values would be used")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
@@ -44,8 +50,17 @@ def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
     return arr
 
 
+def _c_array(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """arr itself when it is already C-contiguous, aligned, native dtype; else a copy.
+    A value too large for float32 becomes inf, which the caller's finiteness check reports."""
+    with np.errstate(over="ignore"):
+        return np.require(arr, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
 def check_dtype(dtype) -> np.dtype:
     """The network's dtype: float32 or float64."""
+    if dtype is None:   # np.dtype(None) would quietly mean float64
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -75,7 +90,7 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
         raise ValueError(
             f"{name} has {arr.shape[1]} features per row, but the network expects {n_features}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = _c_array(arr, dtype)
     if not all_finite(out):
         raise ValueError(
             f"{name} contains NaN or infinity"
@@ -124,7 +139,7 @@ def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
         raise ValueError(
             f"{name} has {arr.shape[1]} columns, but the network has {n_outputs} outputs"
         )
-    Y = np.ascontiguousarray(arr, dtype=dtype)
+    Y = _c_array(arr, dtype)
     if not all_finite(Y):
         raise ValueError(f"{name} contains NaN or infinity")
     if loss in ("cross_entropy", "binary_cross_entropy") and (Y.min() < 0 or Y.max() > 1):
@@ -145,7 +160,7 @@ def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
     arr = _as_numeric_array(w, "sample_weight")
     if arr.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = _c_array(arr, dtype)
     if not all_finite(out):
         raise ValueError("sample_weight contains NaN or infinity")
     if out.min() < 0:
@@ -153,6 +168,32 @@ def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
     if out.sum() <= 0:
         raise ValueError("sample_weight must have a positive sum")
     return out
+
+
+def check_theta(value, size: int, dtype: np.dtype) -> np.ndarray:
+    """New parameters for a network: shape (size,), real, finite, as dtype."""
+    arr = _as_numeric_array(value, "theta")
+    if arr.shape != (size,):
+        raise ValueError(f"theta must have shape ({size},), got {arr.shape}")
+    out = _c_array(arr, dtype)
+    if not all_finite(out):
+        raise ValueError("theta contains NaN or infinity")
+    return out
+
+
+def check_widths(widths) -> None:
+    """Layer widths (inputs first) that BLAS can take."""
+    for width in widths:
+        if width > MAX_WIDTH:
+            raise ValueError(f"layer width {width} exceeds {MAX_WIDTH} (2**31 - 1), "
+                             "the largest dimension BLAS accepts")
+
+
+def check_bool(value, name: str) -> bool:
+    """True or False (NumPy's bool too), nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_int(value, name: str, minimum: int) -> int:

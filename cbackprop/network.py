@@ -18,6 +18,7 @@ import numpy as np
 
 from cbackprop import _threads
 from cbackprop import _validation as V
+from cbackprop._concurrency import DeferredInterrupt, ReadWriteLock
 from cbackprop._core import _engine
 from cbackprop.activations import HIDDEN_ACTIVATIONS, RELU_FAMILY
 from cbackprop.activations import code as activation_code
@@ -31,6 +32,10 @@ from cbackprop.progress import Progress, check_verbose
 _CHUNK_ELEMENTS = 1 << 21
 #: Seconds of work between two returns to Python during fit (signals, stop()).
 _CHUNK_SECONDS = 0.1
+
+#: Optimizers inside a running fit, by id: two fits must not share one's state.
+_busy_optimizers: set[int] = set()
+_busy_optimizers_lock = threading.Lock()
 
 
 class DivergenceError(FloatingPointError):
@@ -121,13 +126,16 @@ class Network:
         self.alpha = V.check_real(alpha, "alpha", 0)
         self.n_threads = None if n_threads is None else V.check_int(n_threads, "n_threads", 1)
 
+        V.check_widths([n_inputs] + [lay.units for lay in layers])
         self._sizes = np.array([n_inputs] + [lay.units for lay in layers], dtype=np.intp)
         self._acts = np.array([activation_code(lay.activation) for lay in layers],
                               dtype=np.intc)
         self._dropout = np.array([lay.dropout for lay in layers], dtype=np.float64)
         n_params = int(sum(a * b + b for a, b in zip(self._sizes[:-1], self._sizes[1:])))
-        self.theta = np.zeros(n_params, dtype=self.dtype)
+        self._theta = np.zeros(n_params, dtype=self.dtype)
         self.grad = np.zeros(n_params, dtype=self.dtype)
+        # fit writes θ one engine chunk at a time under write(); readers see whole chunks.
+        self._params_lock = ReadWriteLock()
         rng = np.random.default_rng(seed)
         for (W, _), layer in zip(self.params, self.layers):
             fan_in, fan_out = W.shape
@@ -156,6 +164,17 @@ class Network:
             out.append((W, b))
             p += n_in * n_out + n_out
         return out
+
+    @property
+    def theta(self) -> np.ndarray:
+        """All parameters, flat and writable; assigning copies into it (views stay valid)."""
+        return self._theta
+
+    @theta.setter
+    def theta(self, value) -> None:
+        new = V.check_theta(value, self._theta.size, self.dtype)
+        with self._params_lock.write():
+            self._theta[...] = new
 
     @property
     def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -194,9 +213,15 @@ class Network:
         return (f"Network(n_inputs={self.n_inputs}, layers=[{layers}], "
                 f"loss={self.loss.name!r}, dtype={self.dtype.name!r})")
 
+    def _snapshot(self) -> tuple[dict, np.ndarray, int]:
+        """(config, copy of θ, shuffling-stream state), consistent even during a fit."""
+        with self._params_lock.read():
+            return self.get_config(), self._theta.copy(), int(self._rng_state[0])
+
     def __getstate__(self) -> dict:
-        return {"config": self.get_config(), "theta": self.theta.copy(),
-                "rng_state": self._rng_state.copy()}
+        config, theta, rng_state = self._snapshot()
+        return {"config": config, "theta": theta,
+                "rng_state": np.array([rng_state], dtype=np.uint64)}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(Network.from_config(state["config"]).__dict__)
@@ -237,22 +262,34 @@ class Network:
         """The network's outputs for each row of X, shape (n_samples, n_outputs).
 
         Probabilities for softmax/sigmoid outputs. Runs in row chunks without
-        the GIL, so memory stays bounded and threads can predict at once.
+        the GIL, so memory stays bounded and threads can predict at once;
+        during a fit it sees θ as it was between two engine chunks.
         """
         X = self._check_X(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         rows = self._chunk_rows(X.shape[0])
-        with self._blas_threads(rows):
-            _engine.predict(self._sizes, self._acts, self.theta, X, out, rows,
-                            self._workspace(rows))
+        ws = self._workspace(rows)
+        with self._blas_threads(rows), self._params_lock.read():
+            _engine.predict(self._sizes, self._acts, self._theta, X, out, rows, ws)
         return out
 
     def _loss_pass(self, X, Y, w, with_grad: bool) -> tuple[float, int]:
+        """(L(θ), rows classified right); with_grad, ∇L(θ) is left in self.grad."""
+        loss, correct, grad = self._loss_grad_pass(X, Y, w, with_grad)
+        if with_grad:
+            self.grad = grad
+        return loss, correct
+
+    def _loss_grad_pass(self, X, Y, w, with_grad: bool) -> tuple[float, int, np.ndarray]:
+        """(L(θ), rows classified right, ∇L(θ) in a new array when with_grad)."""
         rows = self._chunk_rows(X.shape[0])
-        with self._blas_threads(rows):
-            return _engine.loss_and_grad(self._sizes, self._acts, self.loss.code,
-                                         self.loss.delta, self.alpha, self.theta, self.grad,
-                                         X, Y, w, rows, self._workspace(rows), with_grad)
+        ws = self._workspace(rows)
+        grad = np.empty_like(self._theta)     # private: concurrent calls must not share one
+        with self._blas_threads(rows), self._params_lock.read():
+            loss, correct = _engine.loss_and_grad(
+                self._sizes, self._acts, self.loss.code, self.loss.delta, self.alpha,
+                self._theta, grad, X, Y, w, rows, ws, with_grad)
+        return loss, correct, grad
 
     def evaluate(self, X, y, sample_weight=None) -> dict[str, float]:
         """{"loss": L(θ) on (X, y)} plus "accuracy" for classification losses.
@@ -280,8 +317,9 @@ class Network:
         X = self._check_X(X)
         Y = self._check_y(y, X.shape[0])
         w = V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
-        loss, _ = self._loss_pass(X, Y, w, with_grad=True)
-        return float(loss), self.grad.copy()
+        loss, _, grad = self._loss_grad_pass(X, Y, w, with_grad=True)
+        self.grad = grad
+        return float(loss), grad.copy()
 
     def trace(self, x, y) -> list[LayerTrace]:
         """One example's forward and backward pass, layer by layer.
@@ -307,9 +345,10 @@ class Network:
             Y = self._check_y(y.reshape(1, -1), 1)   # a target row
         grad = np.zeros_like(self.theta)
         ws = self._workspace(1)
-        _engine.loss_and_grad(self._sizes, self._acts, self.loss.code, self.loss.delta,
-                              self.alpha, self.theta, grad, X, Y,
-                              np.empty(0, self.dtype), 1, ws, True)
+        with self._params_lock.read():
+            _engine.loss_and_grad(self._sizes, self._acts, self.loss.code, self.loss.delta,
+                                  self.alpha, self._theta, grad, X, Y,
+                                  np.empty(0, self.dtype), 1, ws, True)
         records = []
         for (Z, A, dZ), (dW, db) in zip(_engine.workspace_views(ws, self._sizes, 1, 1),
                                         self._views(grad)):
@@ -359,12 +398,21 @@ class Network:
             If the loss or θ becomes non-finite; θ and the optimizer are
             restored to their state before this call.
         RuntimeError
-            If another fit of this network is running.
+            If another fit of this network, or with this optimizer, is running.
+        KeyboardInterrupt
+            On Ctrl-C (fit in the main thread): raised at the next chunk
+            boundary (about 0.1 s), with θ and the optimizer as that chunk
+            left them, whole and finite.
         """
         # Every check happens before anything changes.
         X = self._check_X(X)
         Y = self._check_y(y, X.shape[0])
         w = V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
+        if w.size and not w.all():
+            # Rows of weight 0 are dropped, as if absent: a batch of only such
+            # rows would have no weighted mean loss.
+            keep = w != 0
+            X, Y, w = X[keep], Y[keep], w[keep]
         epochs = V.check_int(epochs, "epochs", 0)
         batch_size = V.check_int(batch_size, "batch_size", 1)
         check_verbose(verbose)
@@ -379,6 +427,9 @@ class Network:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             Xv = self._check_X(validation_data[0], "validation X")
             Yv = self._check_y(validation_data[1], Xv.shape[0], "validation y")
+        shuffle = V.check_bool(shuffle, "shuffle")
+        if callable(callbacks):
+            raise TypeError("callbacks must be a list of callables, got a single callable")
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not callable(cb):
@@ -386,22 +437,37 @@ class Network:
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is already being fitted in another thread")
         try:
-            self._stop_requested = False
-            optimizer.state = state
-            no_weights = np.empty(0, self.dtype)
-            return self._fit_epochs(X, Y, w, optimizer, hp, epochs, min(batch_size, X.shape[0]),
-                                    (Xv, Yv, no_weights) if validation_data is not None else None,
-                                    shuffle, verbose, callbacks)
+            with _busy_optimizers_lock:
+                if id(optimizer) in _busy_optimizers:
+                    raise RuntimeError("this optimizer is in use by another fit; "
+                                       "give each network its own optimizer")
+                _busy_optimizers.add(id(optimizer))
+            try:
+                self._stop_requested = False
+                optimizer.state = state
+                no_weights = np.empty(0, self.dtype)
+                # Ctrl-C stops fit at the next chunk boundary, then raises KeyboardInterrupt.
+                with DeferredInterrupt(self.stop) as interrupt:
+                    return self._fit_epochs(
+                        X, Y, w, optimizer, hp, epochs, min(batch_size, X.shape[0]),
+                        (Xv, Yv, no_weights) if validation_data is not None else None,
+                        shuffle, verbose, callbacks, interrupt)
+            finally:
+                with _busy_optimizers_lock:
+                    _busy_optimizers.discard(id(optimizer))
         finally:
             self._fit_lock.release()
 
     def _fit_epochs(self, X, Y, w, optimizer, hp, epochs, B, validation, shuffle, verbose,
-                    callbacks) -> History:
+                    callbacks, interrupt) -> History:
         n = X.shape[0]
         history = History()
-        saved = (self.theta.copy(), optimizer.state.copy(), optimizer.t, self._rng_state.copy())
+        with self._params_lock.read():
+            saved = (self.theta.copy(), optimizer.state.copy(), optimizer.t,
+                     self._rng_state.copy())
         order = np.arange(n, dtype=np.intp)
         ws = self._workspace(B)
+        grad = np.zeros_like(self._theta)
         classifier = self.loss.name in REQUIRED_OUTPUT
         rows_per_chunk = B
 
@@ -420,7 +486,8 @@ class Network:
             for epoch in range(epochs):
                 start_time = time.perf_counter()
                 if shuffle:
-                    _engine.shuffle(order, self._rng_state)
+                    with self._params_lock.write():
+                        _engine.shuffle(order, self._rng_state)
                 total = correct = 0.0
                 pos = 0
                 while pos < n:
@@ -428,13 +495,18 @@ class Network:
                         break
                     stop = min(n, pos + threads.chunk_rows(rows_per_chunk, B))
                     t0 = time.perf_counter()
-                    loss_sum, done, ok_rows, status = _engine.train_batches(
-                        self._sizes, self._acts, self.loss.code, self.loss.delta, self.alpha,
-                        self.theta, self.grad, optimizer.state, optimizer.code, hp,
-                        optimizer._t, X, Y, w, order, pos, stop, B, ws, self._dropout,
-                        self._rng_state)
-                    if status != _engine.STATUS_OK:
-                        raise diverged("the loss")
+                    # Readers see θ only between chunks, and only finite.
+                    with self._params_lock.write():
+                        loss_sum, done, ok_rows, status = _engine.train_batches(
+                            self._sizes, self._acts, self.loss.code,
+                            self.loss.delta, self.alpha, self._theta, grad, optimizer.state,
+                            optimizer.code, hp, optimizer._t, X, Y, w, order, pos, stop, B, ws,
+                            self._dropout, self._rng_state)
+                        error = (diverged("the loss") if status != _engine.STATUS_OK
+                                 else None if V.all_finite(self._theta)
+                                 else diverged("the parameters"))
+                    if error is not None:
+                        raise error
                     elapsed = time.perf_counter() - t0
                     threads.observe(elapsed, done)
                     # Aim each chunk at about _CHUNK_SECONDS of work, in whole batches.
@@ -443,10 +515,8 @@ class Network:
                     total += loss_sum
                     correct += ok_rows
                     pos += done
-                if pos == 0:
+                if pos == 0 or interrupt.pending:
                     break
-                if not V.all_finite(self.theta):
-                    raise diverged("the parameters")
                 logs = {"loss": total / pos}
                 if classifier:
                     logs["accuracy"] = correct / pos

@@ -1,62 +1,114 @@
 """save / load in the safetensors layout, with no pickle anywhere.
 
-File = 8-byte little-endian header length N, N bytes of JSON header, raw data.
-The header maps "layers.{i}.W" / "layers.{i}.b" to {dtype, shape,
-data_offsets}; its "__metadata__" holds the network config (JSON) and a
-SHA-256 of config + data, so any damage is caught. Any safetensors reader
+File = 8-byte little-endian header length N, N bytes of JSON header (padded
+with spaces to a multiple of 8), then the raw tensors. The header maps
+"layers.{i}.W" / "layers.{i}.b" to {dtype, shape, data_offsets}; its
+"__metadata__" holds the format name, the network config (JSON), the state of
+its shuffling stream and a SHA-256 of the whole file, taken with the 64 hex
+digits of the checksum itself written as zeros. So any damaged byte, in the
+header or the data, is caught. Any safetensors reader
 (`safetensors.numpy.load_file`) can read the tensors.
+
+load trusts nothing before the checksum matches, and nothing the header
+claims about sizes: it reads at most the file, and builds a network only once
+the tensors the config implies add up to exactly the data in the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
+import re
 
 import numpy as np
 
 _FORMAT = "cbackprop-1"
 _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 _MAX_HEADER = 1 << 24
+_CHECKSUM_KEY = b'"sha256":"'
+_UNSEALED = "0" * 64
+# The config is stored as a JSON string inside the header, so its quotes are
+# escaped: the unescaped key above occurs in the header exactly once.
 
 
-def _checksum(config_json: str, data: bytes) -> str:
-    return hashlib.sha256(config_json.encode() + data).hexdigest()
+def _seal(header: dict, data: bytes) -> bytes:
+    """The file's bytes: header (with the checksum filled in) and data."""
+    header["__metadata__"]["sha256"] = _UNSEALED
+    head = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    head += b" " * (-len(head) % 8)
+    blob = bytearray(len(head).to_bytes(8, "little") + head + data)
+    at = 8 + head.index(_CHECKSUM_KEY + _UNSEALED.encode()) + len(_CHECKSUM_KEY)
+    blob[at:at + 64] = hashlib.sha256(blob).hexdigest().encode()
+    return bytes(blob)
+
+
+def _tensor_layout(config: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """[(name, shape), …] the config implies, in file order (checked types only)."""
+    sizes = [config["n_inputs"]] + [layer["units"] for layer in config["layers"]]
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"layer width {size!r}")
+    layout = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layout += [(f"layers.{i}.W", (n_in, n_out)), (f"layers.{i}.b", (n_out,))]
+    return layout
 
 
 def save(network, path) -> None:
-    """Write network to path atomically (temporary file, fsync, rename)."""
-    config_json = json.dumps(network.get_config(), sort_keys=True)
-    code = "F32" if network.dtype == np.float32 else "F64"
-    header, chunks, offset = {}, [], 0
-    for i, (W, b) in enumerate(network.params):
-        for name, arr in (("W", W), ("b", b)):
-            raw = np.ascontiguousarray(arr, dtype=_DTYPES[code]).tobytes()
-            header[f"layers.{i}.{name}"] = {"dtype": code, "shape": list(arr.shape),
-                                            "data_offsets": [offset, offset + len(raw)]}
-            chunks.append(raw)
-            offset += len(raw)
-    data = b"".join(chunks)
+    """Write network to path atomically: a temporary file in the same
+    directory, flushed to disk, then renamed over path. Saving the same
+    network twice gives identical bytes."""
+    config, theta, rng_state = network._snapshot()
+    config_json = json.dumps(config, sort_keys=True, allow_nan=False)
+    code = "F32" if theta.dtype == np.float32 else "F64"
+    raw = np.ascontiguousarray(theta, dtype=_DTYPES[code])
+    header, offset = {}, 0
+    for name, shape in _tensor_layout(config):
+        nbytes = math.prod(shape) * raw.itemsize
+        header[name] = {"dtype": code, "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     header["__metadata__"] = {"format": _FORMAT, "config": config_json,
-                              "sha256": _checksum(config_json, data)}
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    path = os.fspath(path)
+                              "rng_state": str(rng_state)}
+    blob = _seal(header, raw.tobytes())
+    _write_atomically(os.fspath(path), blob)
+
+
+def _write_atomically(path: str, blob: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cbackprop-", dir=directory)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
+        try:
+            # Mode 0o666 lets the umask decide, as for any new file (mkstemp would give 0600).
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(len(head).to_bytes(8, "little"))
-            f.write(head)
-            f.write(data)
+            f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
+    try:   # make the rename itself durable (not possible on every platform)
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
 def _corrupt(path, why: str) -> ValueError:
@@ -66,7 +118,11 @@ def _corrupt(path, why: str) -> ValueError:
 def load(path):
     """Read a network written by `Network.save`.
 
-    Raises ValueError for a truncated, damaged or foreign file; never unpickles.
+    Raises
+    ------
+    ValueError
+        For a truncated, damaged, foreign or crafted file. Nothing is
+        unpickled, and nothing larger than the file is read or allocated.
     """
     from cbackprop.network import Network
 
@@ -75,38 +131,62 @@ def load(path):
         size = os.fstat(f.fileno()).st_size
         if size < 8:
             raise _corrupt(path, f"only {size} bytes")
-        n = int.from_bytes(f.read(8), "little")
+        prefix = f.read(8)
+        n = int.from_bytes(prefix, "little")
         if n > min(_MAX_HEADER, size - 8):
             raise _corrupt(path, f"header length {n} does not fit in a {size}-byte file")
-        try:
-            header = json.loads(f.read(n))
-            meta = header.pop("__metadata__")
-            if meta.get("format") != _FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}")
-            config_json = meta["config"]
-            config = json.loads(config_json)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise _corrupt(path, f"unreadable header ({exc})") from None
+        head = f.read(n)
         data = f.read(size - 8 - n)
-    if _checksum(config_json, data) != meta.get("sha256"):
+    if len(head) != n or len(data) != size - 8 - n:
+        raise _corrupt(path, "the file changed size while being read")
+    try:
+        header = json.loads(head)
+        meta = header.pop("__metadata__")
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {_FORMAT!r}")
+        checksum = meta["sha256"]
+        if not (isinstance(checksum, str) and re.fullmatch("[0-9a-f]{64}", checksum)):
+            raise ValueError("no checksum")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise _corrupt(path, f"unreadable header ({exc})") from None
+    key = _CHECKSUM_KEY + checksum.encode()
+    if head.count(key) != 1:
+        raise _corrupt(path, "unreadable header (checksum entry)")
+    at = head.index(key) + len(_CHECKSUM_KEY)
+    digest = hashlib.sha256(prefix)
+    for part in (head[:at], _UNSEALED.encode(), head[at + 64:], data):
+        digest.update(part)
+    if digest.hexdigest() != checksum:
         raise _corrupt(path, "checksum mismatch (the file is damaged or truncated)")
+
+    # From here on the bytes are what save wrote; still check that they agree.
+    try:
+        config = json.loads(meta["config"])
+        layout = _tensor_layout(config)
+        rng_state = int(meta["rng_state"])
+        if not 0 <= rng_state < 2**64:
+            raise ValueError(f"rng_state {rng_state}")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise _corrupt(path, f"bad config ({exc})") from None
+    code = {"float32": "F32", "float64": "F64"}.get(config.get("dtype"))
+    if code is None:
+        raise _corrupt(path, f"bad config (dtype {config.get('dtype')!r})")
+    itemsize = _DTYPES[code].itemsize
+    offset = 0
+    for name, shape in layout:
+        nbytes = math.prod(shape) * itemsize
+        if header.get(name) != {"dtype": code, "shape": list(shape),
+                                "data_offsets": [offset, offset + nbytes]}:
+            raise _corrupt(path, f"tensor {name} does not match the config")
+        offset += nbytes
+    if offset != len(data) or len(header) != len(layout):
+        raise _corrupt(path, "the tensors do not match the config")
     try:
         net = Network.from_config(config)
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _corrupt(path, f"bad config ({exc})") from None
-    code = "F32" if net.dtype == np.float32 else "F64"
-    for i, (W, b) in enumerate(net.params):
-        for name, arr in (("W", W), ("b", b)):
-            entry = header.get(f"layers.{i}.{name}")
-            if not isinstance(entry, dict):
-                raise _corrupt(path, f"tensor layers.{i}.{name} is missing")
-            start, end = entry.get("data_offsets", (None, None))
-            if (entry.get("dtype") != code or entry.get("shape") != list(arr.shape)
-                    or not isinstance(start, int) or end != start + arr.nbytes
-                    or start < 0 or end > len(data)):
-                raise _corrupt(path, f"tensor layers.{i}.{name} does not match the config")
-            arr[...] = np.frombuffer(data, dtype=_DTYPES[code], count=arr.size,
-                                     offset=start).reshape(arr.shape)
-    if len(header) != 2 * len(net.layers):
-        raise _corrupt(path, "unexpected tensors in the file")
+    if json.loads(json.dumps(net.get_config())) != config:
+        raise _corrupt(path, "the config has entries this version does not know")
+    net.theta[...] = np.frombuffer(data, dtype=_DTYPES[code])
+    net._rng_state[0] = rng_state
     return net

@@ -297,3 +297,17 @@ def test_py_gemm_rejects_mismatched_shapes():
         py_gemm(A, np.zeros((5, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="GEMM"):
         py_gemm(A, np.zeros((4, 2)), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("where", [0, 1, 4095, 4096, 9999])
+def test_all_finite_finds_nan_and_inf_anywhere(where, dtype):
+    from cbackprop._core import _engine
+
+    info = np.finfo(dtype)
+    x = np.random.default_rng(0).standard_normal(10_000).astype(dtype)
+    x[:4] = [info.max, -info.max, info.smallest_subnormal, -0.0]
+    assert _engine.all_finite(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[where] = bad
+        assert not _engine.all_finite(y)
