@@ -28,10 +28,12 @@ import os
 import threading
 import time
 
-#: Below this many flops per batch (forward pass), one thread is faster: the
-#: cost of waking and joining a BLAS worker outweighs what it computes.
-#: Measured with bench/threads.py (see bench/README.md).
-MIN_FLOPS_FOR_THREADS = 40e6
+#: Below this many flops per batch (forward pass), one thread is as fast or
+#: faster: OpenBLAS splits no GEMM that small, and probing would only cost.
+#: Measured on 2 idle cores: tiny (64-32-10, batch 32; 0.15 MFLOP) gains
+#: nothing from 2 threads, small (784-128-10, batch 64; 13 MFLOP) 1.1–1.2×,
+#: medium and large (≥ 170 MFLOP) 1.6–1.7×.
+MIN_FLOPS_FOR_THREADS = 4e6
 
 #: A switch of thread count must be this much faster to be adopted.
 _MARGIN = 0.95
@@ -211,8 +213,9 @@ class FitThreads(BlasThreads):
         self.seconds_per_row: dict[int, float] = {}
         self.chunks = 0
         self.interval = 4
-        self.next_probe = 1          # chunk 0 (one batch) warms the caches
+        self.next_probe = 1
         self.probing = False
+        self._warming = False
         # Cores other processes keep busy (running mean), first guessed from the
         # load average less this process's own thread.
         try:
@@ -223,6 +226,12 @@ class FitThreads(BlasThreads):
         if self.threads > 1 and self._cores_free() < 1.5:
             self.threads = 1
 
+    def __enter__(self):
+        # A fit's first chunk pays for first touches of its fresh buffers: its
+        # time says nothing about the thread count.
+        self._warming = True
+        return super().__enter__()
+
     def _other(self) -> int:
         return self.options[1] if self.threads == self.options[0] else self.options[0]
 
@@ -232,7 +241,8 @@ class FitThreads(BlasThreads):
     def chunk_rows(self, rows: int, batch: int) -> int:
         """Rows for the next chunk, given the usual chunk size; switches the
         BLAS to the other thread count when this chunk is a probe."""
-        self.probing = len(self.options) > 1 and self.chunks >= self.next_probe
+        self.probing = (len(self.options) > 1 and self.chunks >= self.next_probe
+                        and not self._warming and self.threads in self.seconds_per_row)
         if self.probing and self._other() > self.threads and self._cores_free() < 1.5:
             self.probing = False                  # no free core: more threads would wait
             self.next_probe = self.chunks + self.interval
@@ -254,16 +264,18 @@ class FitThreads(BlasThreads):
                 self.others = 0.5 * (self.others + max(0.0, busy / wall))
             if self.threads > 1 and self._cores_free() < 1.5:
                 self.set(1)                       # another process took the spare core
-        if rows <= 0:
+        if rows <= 0 or self._warming:
+            self._warming = False
             return
-        used = self._probe_threads if self.probing else self.threads
         rate = seconds / rows
-        old = self.seconds_per_row.get(used)
-        self.seconds_per_row[used] = rate if old is None else 0.5 * (old + rate)
         if not self.probing:
+            old = self.seconds_per_row.get(self.threads)
+            self.seconds_per_row[self.threads] = rate if old is None else 0.5 * (old + rate)
             return
-        mine = self.seconds_per_row.get(self.threads)
-        if mine is not None and self.seconds_per_row[used] < _MARGIN * mine:
+        # A probe's own time, not a mean with older ones: the machine may have changed.
+        used = self._probe_threads
+        self.seconds_per_row[used] = rate
+        if rate < _MARGIN * self.seconds_per_row[self.threads]:
             self.threads, self.interval = used, 4
         else:
             self.interval = min(2 * self.interval, 256)
