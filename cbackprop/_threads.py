@@ -35,6 +35,11 @@ import time
 #: medium and large (≥ 170 MFLOP) 1.6–1.7×.
 MIN_FLOPS_FOR_THREADS = 4e6
 
+#: From this many flops per batch, more threads are surely faster on free
+#: cores (large: 1.5–2×), so fit does not spend whole batches probing one
+#: thread; it only steps down while other processes hold the cores.
+SURE_FLOPS_FOR_THREADS = 1e9
+
 #: A switch of thread count must be this much faster to be adopted.
 _MARGIN = 0.95
 
@@ -131,10 +136,14 @@ def default_threads() -> int:
     return max(1, min(n, available_cores()))
 
 
+def forward_flops(sizes, rows: int) -> float:
+    """Flops of the forward GEMMs for `rows` rows through layers `sizes`."""
+    return 2.0 * rows * sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 def threads_for_shape(sizes, rows: int, max_threads: int) -> int:
     """Threads worth using for batches of `rows` rows through layers `sizes`."""
-    flops = 2.0 * rows * sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
-    return 1 if flops < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
+    return 1 if forward_flops(sizes, rows) < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
 
 
 class BlasThreads:
@@ -205,11 +214,14 @@ class FitThreads(BlasThreads):
     worker that has to share its core makes every GEMM wait for it.
     """
 
-    def __init__(self, threads: int, max_threads: int):
+    def __init__(self, threads: int, max_threads: int, sure: bool = False):
         super().__init__(threads)
         # Shapes the rule keeps on one thread are not probed: there threads
         # cannot pay for themselves, and a probe on a busy core costs dearly.
+        # Nor are shapes where more threads are sure to pay (sure=True).
         self.options = (1, max_threads) if threads > 1 else (1,)
+        self.sure = sure and threads > 1
+        self.most = max_threads
         self.seconds_per_row: dict[int, float] = {}
         self.chunks = 0
         self.interval = 4
@@ -242,7 +254,8 @@ class FitThreads(BlasThreads):
         """Rows for the next chunk, given the usual chunk size; switches the
         BLAS to the other thread count when this chunk is a probe."""
         self.probing = (len(self.options) > 1 and self.chunks >= self.next_probe
-                        and not self._warming and self.threads in self.seconds_per_row)
+                        and not self._warming and self.threads in self.seconds_per_row
+                        and not self.sure)
         if self.probing and self._other() > self.threads and self._cores_free() < 1.5:
             self.probing = False                  # no free core: more threads would wait
             self.next_probe = self.chunks + self.interval
@@ -264,6 +277,8 @@ class FitThreads(BlasThreads):
                 self.others = 0.5 * (self.others + max(0.0, busy / wall))
             if self.threads > 1 and self._cores_free() < 1.5:
                 self.set(1)                       # another process took the spare core
+            elif self.sure and self.threads == 1 and self._cores_free() >= 1.5:
+                self.set(self.most)               # and gave it back
         if rows <= 0 or self._warming:
             self._warming = False
             return

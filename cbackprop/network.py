@@ -77,9 +77,12 @@ class Network:
     n_threads : int, optional
         The most BLAS threads fit/predict/evaluate use (default: the BLAS's own
         setting, e.g. OPENBLAS_NUM_THREADS). Fewer are used where more would
-        be slower: 1 for small layers, and fit times its choice. Networks may
-        train at once on separate Python threads (each owns its workspace and
-        random stream); they then share the cores without oversubscribing.
+        be slower: 1 for small layers, and fit times its choice and steps down
+        while other processes hold the cores. Networks may train at once on
+        separate Python threads (each owns its workspace and random stream);
+        they then share the cores without oversubscribing. With 1 thread a
+        seeded fit is bitwise reproducible; with more, the BLAS may round the
+        last bits differently from run to run.
 
     Attributes
     ----------
@@ -253,7 +256,8 @@ class Network:
             return _threads.BlasThreads(start)
         # Later fits start from what earlier ones measured.
         if (rows, most) not in self._fit_threads:
-            self._fit_threads[(rows, most)] = _threads.FitThreads(start, most)
+            sure = _threads.forward_flops(self._sizes, rows) >= _threads.SURE_FLOPS_FOR_THREADS
+            self._fit_threads[(rows, most)] = _threads.FitThreads(start, most, sure)
         return self._fit_threads[(rows, most)]
 
     # ---- inference ------------------------------------------------------

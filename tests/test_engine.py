@@ -311,3 +311,30 @@ def test_all_finite_finds_nan_and_inf_anywhere(where, dtype):
         y = x.copy()
         y[where] = bad
         assert not _engine.all_finite(y)
+
+
+def test_fit_threads_on_sure_shapes_do_not_probe_but_follow_the_load(monkeypatch):
+    from cbackprop import _threads
+
+    busy = {"others": 0.0}
+    clock = {"wall": 0.0, "busy": 0.0, "own": 0.0}
+
+    def machine():
+        clock["wall"] += 0.1
+        clock["own"] += 0.1
+        clock["busy"] += 0.1 + 0.1 * busy["others"]
+        return clock["wall"], clock["busy"], clock["own"]
+
+    monkeypatch.setattr(_threads, "_cpu_seconds", machine)
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    chooser = _threads.FitThreads(2, 2, sure=True)
+    with chooser:
+        for chunk in range(30):
+            busy["others"] = 1.0 if 10 <= chunk < 20 else 0.0
+            rows = chooser.chunk_rows(800, 8)
+            assert not chooser.probing
+            chooser.observe(rows * 1e-6, rows)
+            if chunk == 15:
+                assert chooser.threads == 1       # another process holds the core
+    assert chooser.threads == 2                   # and gave it back
