@@ -148,7 +148,7 @@ class Adam(Optimizer):
             raise TypeError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
         self.betas = (check_real(self.betas[0], "beta1", 0, 1, high_open=True),
                       check_real(self.betas[1], "beta2", 0, 1, high_open=True))
-        self.eps = check_real(self.eps, "eps", 0)
+        self.eps = check_real(self.eps, "eps", 0, low_open=True)   # 0 would give 0/0
         self.weight_decay = check_real(self.weight_decay, "weight_decay", 0)
 
     def _slots(self) -> dict:
@@ -197,7 +197,7 @@ class RMSprop(Optimizer):
     def _validate(self) -> None:
         super()._validate()
         self.alpha = check_real(self.alpha, "alpha", 0, 1, high_open=True)
-        self.eps = check_real(self.eps, "eps", 0)
+        self.eps = check_real(self.eps, "eps", 0, low_open=True)   # 0 would give 0/0
         self.momentum = check_real(self.momentum, "momentum", 0, 1, high_open=True)
         self.weight_decay = check_real(self.weight_decay, "weight_decay", 0)
 

@@ -89,7 +89,7 @@ def test_matches_torch_optim(case):
 @pytest.mark.parametrize("bad", [
     lambda: cb.SGD(lr=0), lambda: cb.SGD(lr=-1), lambda: cb.SGD(lr=float("nan")),
     lambda: cb.SGD(momentum=1.0), lambda: cb.SGD(nesterov=True),
-    lambda: cb.Adam(betas=(0.9, 1.0)), lambda: cb.Adam(eps=-1), lambda: cb.AdamW(weight_decay=-0.1),
+    lambda: cb.Adam(betas=(0.9, 1.0)), lambda: cb.Adam(eps=0), lambda: cb.AdamW(weight_decay=-0.1),
     lambda: cb.RMSprop(alpha=1.5), lambda: cb.SGD(lr="0.1"),
 ])
 def test_bad_hyperparameters_raise(bad):
