@@ -259,7 +259,7 @@ CASES = [
          "betas must be a pair", False),
     Case("adam-beta1-1", ctor(cb.Adam, betas=(1.0, 0.999)), ValueError, "beta1 must be",
          False),
-    Case("adam-eps-negative", ctor(cb.Adam, eps=-1e-8), ValueError, "eps must be >= 0", False),
+    Case("adam-eps-negative", ctor(cb.Adam, eps=-1e-8), ValueError, "eps must be > 0", False),
     Case("rmsprop-alpha-big", ctor(cb.RMSprop, alpha=1.5), ValueError, "alpha must be", False),
     Case("gradcheck-step-0", lambda c: (cb.gradcheck, [c.net, c.X, c.y], {"step": 0.0}),
          ValueError, "step must be > 0", False),
