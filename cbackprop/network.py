@@ -288,7 +288,8 @@ class Network:
         """(L(θ), rows classified right, ∇L(θ) in a new array when with_grad)."""
         rows = self._chunk_rows(X.shape[0])
         ws = self._workspace(rows)
-        grad = np.empty_like(self._theta)     # private: concurrent calls must not share one
+        # Private (concurrent calls must not share one); unused without with_grad.
+        grad = np.empty_like(self._theta) if with_grad else np.empty(0, self.dtype)
         with self._blas_threads(rows), self._params_lock.read():
             loss, correct = _engine.loss_and_grad(
                 self._sizes, self._acts, self.loss.code, self.loss.delta, self.alpha,

@@ -146,6 +146,21 @@ cdef void column_sums(const floating* dZ, Py_ssize_t n, Py_ssize_t m, floating* 
             db[j] += dZ[i * m + j]
 
 
+cdef void delta_prev(const Spec* s, Py_ssize_t l, const floating* W, const floating* dZ,
+                     Py_ssize_t n, floating* ws, Py_ssize_t B) noexcept nogil:
+    """dZˡ⁻¹ = σ'(Zˡ⁻¹) ⊙ (dZˡ·Wˡᵀ) (and ⊙ the dropout mask Mˡ⁻¹), into the workspace."""
+    cdef Py_ssize_t n_in = s.sizes[l], n_out = s.sizes[l + 1]
+    cdef floating* Z_prev = ws + layer_offset(s, B, l - 1)
+    cdef floating* dZ_prev = Z_prev + 2 * B * n_in
+    gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
+         dZ, <int> n_out, W, <int> n_out, <floating> 0, dZ_prev, <int> n_in)
+    if s.dropout != NULL and s.dropout[l - 1] > 0:
+        dropout_activation_backward(s.acts[l - 1], Z_prev, Z_prev + 3 * B * n_in, dZ_prev,
+                                    n * n_in)
+    else:
+        activation_backward(s.acts[l - 1], Z_prev, Z_prev + B * n_in, dZ_prev, n * n_in)
+
+
 cdef void backward(const Spec* s, const floating* theta, floating* grad, const floating* X,
                    Py_ssize_t n, floating* ws, Py_ssize_t B, floating beta) noexcept nogil:
     """From dZᴸ (already set) back: dW = A_prevᵀ·dZ, db = Σ_rows dZ,
@@ -154,7 +169,6 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
     cdef Py_ssize_t l, n_in, n_out, p = 0, off
     cdef const floating* a_prev
     cdef floating* dZ
-    cdef floating* dZ_prev
     for l in range(s.n_layers):
         p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
     for l in range(s.n_layers - 1, -1, -1):
@@ -168,15 +182,7 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
              a_prev, <int> n_in, dZ, <int> n_out, beta, grad + p, <int> n_out)
         column_sums(dZ, n, n_out, grad + p + n_in * n_out, beta != 0)
         if l > 0:
-            dZ_prev = ws + layer_offset(s, B, l - 1) + 2 * B * n_in
-            gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
-                 dZ, <int> n_out, theta + p, <int> n_out, <floating> 0, dZ_prev, <int> n_in)
-            if s.dropout != NULL and s.dropout[l - 1] > 0:
-                dropout_activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
-                                            dZ_prev + B * n_in, dZ_prev, n * n_in)
-            else:
-                activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
-                                    dZ_prev - B * n_in, dZ_prev, n * n_in)
+            delta_prev(s, l, theta + p, dZ, n, ws, B)
 
 
 cdef double add_l2(const Spec* s, const floating* theta, floating* grad) noexcept nogil:
@@ -255,7 +261,6 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     cdef floating ai
     cdef const floating* a_prev
     cdef floating* dZ
-    cdef floating* dZ_prev
     cdef floating* W
     cdef floating* gb
     cdef floating* v
@@ -274,15 +279,7 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
         dZ = ws + layer_offset(s, B, l) + 2 * B * n_out
         a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
         if l > 0:
-            dZ_prev = ws + layer_offset(s, B, l - 1) + 2 * B * n_in
-            gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
-                 dZ, <int> n_out, W, <int> n_out, <floating> 0, dZ_prev, <int> n_in)
-            if s.dropout != NULL and s.dropout[l - 1] > 0:
-                dropout_activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
-                                            dZ_prev + B * n_in, dZ_prev, n * n_in)
-            else:
-                activation_backward(s.acts[l - 1], dZ_prev - 2 * B * n_in,
-                                    dZ_prev - B * n_in, dZ_prev, n * n_in)
+            delta_prev(s, l, W, dZ, n, ws, B)
         gb = grad + p + nw
         column_sums(dZ, n, n_out, gb, False)
         if plain_sgd and mu == 0:
@@ -381,7 +378,8 @@ def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
                   const floating[:, ::1] X, const floating[:, ::1] Y,
                   const floating[::1] w, Py_ssize_t B, floating[::1] ws, bint with_grad):
     """L(θ) over all rows (weighted mean, plus α/2 Σ‖W‖²) and, with_grad,
-    ∇L(θ) into grad, in chunks of B rows. Returns (L(θ), rows classified right)."""
+    ∇L(θ) into grad (which may be empty otherwise), in chunks of B rows.
+    Returns (L(θ), rows classified right)."""
     cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
     cdef Py_ssize_t n = X.shape[0], pos, nb, i, correct = 0
     cdef bint weighted = w.shape[0] > 0
