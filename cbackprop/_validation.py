@@ -152,17 +152,23 @@ def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
     return Y
 
 
+def _finite_vector(value, name: str, size: int, dtype: np.dtype) -> np.ndarray:
+    """A real, finite vector of shape (size,), as a C-contiguous array of dtype."""
+    arr = _as_numeric_array(value, name)
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {arr.shape}")
+    out = _c_array(arr, dtype)
+    if not all_finite(out):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return out
+
+
 def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
     """Return per-row weights (n_rows,) of dtype, finite, ≥ 0, not all 0;
     an empty array when w is None (meaning: all ones)."""
     if w is None:
         return np.empty(0, dtype=dtype)
-    arr = _as_numeric_array(w, "sample_weight")
-    if arr.shape != (n_rows,):
-        raise ValueError(f"sample_weight must have shape ({n_rows},), got {arr.shape}")
-    out = _c_array(arr, dtype)
-    if not all_finite(out):
-        raise ValueError("sample_weight contains NaN or infinity")
+    out = _finite_vector(w, "sample_weight", n_rows, dtype)
     if out.min() < 0:
         raise ValueError("sample_weight must be non-negative")
     if out.sum() <= 0:
@@ -172,13 +178,7 @@ def check_sample_weight(w, n_rows: int, dtype: np.dtype) -> np.ndarray:
 
 def check_theta(value, size: int, dtype: np.dtype) -> np.ndarray:
     """New parameters for a network: shape (size,), real, finite, as dtype."""
-    arr = _as_numeric_array(value, "theta")
-    if arr.shape != (size,):
-        raise ValueError(f"theta must have shape ({size},), got {arr.shape}")
-    out = _c_array(arr, dtype)
-    if not all_finite(out):
-        raise ValueError("theta contains NaN or infinity")
-    return out
+    return _finite_vector(value, "theta", size, dtype)
 
 
 def check_widths(widths) -> None:
