@@ -19,15 +19,13 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
     ) from exc
 
 from cbackprop import datasets
+from cbackprop._version import __version__  # noqa: F401
 from cbackprop.gradcheck import gradcheck
 from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
-from cbackprop.network import DivergenceError, LayerTrace, Network
+from cbackprop.network import DivergenceError, LayerTrace, Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
-from cbackprop.serialization import load
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Network", "Dense", "History", "LayerTrace", "DivergenceError",

@@ -22,10 +22,16 @@ import sys
 
 import numpy as np
 
-# Named data sets; files are recognised by their extension, directories as MNIST.
-NAMED_DATA = ("digits", "spirals", "xor", "regression")
+from cbackprop import datasets
+from cbackprop._session import DivergenceError
+from cbackprop._threads import blas_info
+from cbackprop._version import __version__
+from cbackprop.gradcheck import finite_differences
+from cbackprop.layers import Dense
+from cbackprop.network import Network, load
+from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-_TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
 #: Integer targets reaching this are taken for regression values, not classes, unless told.
 _MAX_GUESSED_CLASSES = 1000
 
@@ -35,53 +41,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-# ---- data ---------------------------------------------------------------------
-
-def load_data(spec: str, split: str = "train", label_column="-1", need_labels: bool = True):
-    """(X, y) for a DATA argument; y is None when need_labels is False and there is none.
-
-    Named sets and MNIST have a training and a test part (`split`); a CSV or
-    .npz file is used whole. digits pixels are scaled to [0, 1] (÷16), MNIST
-    pixels too (÷255); files are used as they are.
-    """
-    from cbackprop import datasets
-
-    if spec in NAMED_DATA:
-        if spec == "digits":
-            X, y = datasets.load_digits()
-            parts = datasets.train_test_split(X / 16.0, y, 0.25, seed=0)
-            return (parts[0], parts[2]) if split == "train" else (parts[1], parts[3])
-        make = {"spirals": datasets.make_spirals, "xor": datasets.make_xor,
-                "regression": datasets.make_regression}[spec]
-        return make(n_samples=1000, seed=0 if split == "train" else 1)
-    if os.path.isdir(spec):
-        X_train, X_test, y_train, y_test = datasets.load_mnist(spec)
-        return (X_train, y_train) if split == "train" else (X_test, y_test)
-    if not os.path.exists(spec):
-        raise FileNotFoundError(f"no data set or file named {spec!r} (named data sets: "
-                                f"{', '.join(NAMED_DATA)}; or a .csv, .npz or MNIST directory)")
-    name = spec.lower()
-    if name.endswith(".npz"):
-        X, y = datasets.load_npz(spec)
-    elif name.endswith(_TABLES):
-        column = _label_column(label_column)
-        X, y = datasets.load_csv(spec, label_column=column if need_labels else None,
-                                 delimiter="\t" if name.endswith(".tsv") else ",")
-    else:
-        raise ValueError(f"{spec}: unknown file type (expected .csv, .tsv, .npz or an "
-                         "MNIST directory)")
-    if need_labels and y is None:
-        raise ValueError(f"{spec} has no labels (an .npz needs an array named 'y')")
-    return X, y
-
-
-def _label_column(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 # ---- train --------------------------------------------------------------------
@@ -130,14 +89,13 @@ def _output_layer(loss: str, y: np.ndarray):
 
 
 def _make_optimizer(args):
-    import cbackprop as cb
 
     kwargs = {} if args.lr is None else {"lr": args.lr}
     if args.momentum is not None:
         if args.optimizer not in ("sgd", "rmsprop"):
             raise ValueError(f"--momentum applies to sgd and rmsprop, not {args.optimizer}")
         kwargs["momentum"] = args.momentum
-    cls = {"sgd": cb.SGD, "adam": cb.Adam, "adamw": cb.AdamW, "rmsprop": cb.RMSprop}
+    cls = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
     return cls[args.optimizer](**kwargs)
 
 
@@ -149,27 +107,39 @@ def _require_matplotlib() -> None:
                           "pip install 'cbackprop[plot]'") from None
 
 
+def _label_column(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def load_data(args, split: str, need_labels: bool = True):
+    """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
+    return datasets.load_dataset(args.data, split, _label_column(args.label_column),
+                                 need_labels)
+
+
 def cmd_train(args) -> int:
-    import cbackprop as cb
 
     say = (lambda *a: None) if args.quiet else print
     if args.plot:
         _require_matplotlib()       # before training, not after it
-    X, y = load_data(args.data, "train", args.label_column)
+    X, y = load_data(args, "train")
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
     if args.loss is None and loss == "cross_entropy" and y.max() >= _MAX_GUESSED_CLASSES:
         raise ValueError(f"the labels are integers up to {y.max()}: as classes that is "
                          f"{y.max() + 1} of them. Pass --loss mse for regression (or "
                          "--loss cross_entropy if they really are classes)")
     units, out_activation = _output_layer(loss, y)
-    layers = [cb.Dense(n, args.activation, args.dropout) for n in args.hidden]
-    layers.append(cb.Dense(units, out_activation))
-    net = cb.Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
+    layers = [Dense(n, args.activation, args.dropout) for n in args.hidden]
+    layers.append(Dense(units, out_activation))
+    net = Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
                      seed=args.seed, alpha=args.alpha, n_threads=args.threads)
     optimizer = _make_optimizer(args)
     validation = None
     if args.validation_split > 0:
-        X, X_val, y, y_val = cb.datasets.train_test_split(X, y, args.validation_split,
+        X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
                                                           seed=args.seed)
         validation = (X_val, y_val)
     say(f"data: {args.data}, {X.shape[0]} training rows"
@@ -185,7 +155,7 @@ def cmd_train(args) -> int:
         net.save(args.save)
         say(f"saved the model to {args.save}")
     if args.plot:
-        sizes = "-".join(str(n) for n in net._sizes)
+        sizes = "-".join(str(n) for n in net.sizes)
         history.plot(args.plot, title=f"{os.path.basename(args.data.rstrip('/'))}: {sizes} "
                                       f"{args.activation} network, {net.loss.name}, "
                                       f"{args.optimizer}")
@@ -196,10 +166,9 @@ def cmd_train(args) -> int:
 # ---- evaluate / predict ----------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
-    import cbackprop as cb
 
-    net = cb.load(args.model)
-    X, y = load_data(args.data, args.split, args.label_column)
+    net = load(args.model)
+    X, y = load_data(args, args.split)
     result = net.evaluate(X, y)
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
@@ -209,13 +178,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import cbackprop as cb
 
-    net = cb.load(args.model)
-    X, _ = load_data(args.data, args.split, args.label_column, need_labels=False)
-    if X.shape[1] == net.n_inputs + 1 and args.data.lower().endswith(_TABLES):
+    net = load(args.model)
+    X, _ = load_data(args, args.split, need_labels=False)
+    if X.shape[1] == net.n_inputs + 1 and datasets.is_table(args.data):
         # A table with its label column, as for train: drop that column.
-        X, _ = load_data(args.data, args.split, args.label_column)
+        X, _ = load_data(args, args.split)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
@@ -237,21 +205,20 @@ def cmd_predict(args) -> int:
 # ---- trace ----------------------------------------------------------------------
 
 def cmd_trace(args) -> int:
-    import cbackprop as cb
 
     x = np.array(args.x, dtype=np.float64)
     y = np.array(args.y, dtype=np.float64)
-    layers = [cb.Dense(n, args.activation) for n in args.hidden]
-    layers.append(cb.Dense(len(y), args.output_activation))
-    net = cb.Network(n_inputs=len(x), layers=layers, loss=args.loss, dtype="float64",
+    layers = [Dense(n, args.activation) for n in args.hidden]
+    layers.append(Dense(len(y), args.output_activation))
+    net = Network(n_inputs=len(x), layers=layers, loss=args.loss, dtype="float64",
                      seed=args.seed)
     records = net.trace(x, y)
-    fd = _finite_differences(net, x, y, args.eps)
+    fd = finite_differences(net, x.reshape(1, -1), y.reshape(1, -1), args.eps)
 
     def row(values):
         return "[" + ", ".join(f"{v:.4f}" for v in values) + "]"
 
-    sizes = "-".join(str(n) for n in net._sizes)
+    sizes = "-".join(str(n) for n in net.sizes)
     print(f"A {sizes} network ({args.activation} hidden, {args.output_activation} output, "
           f"loss {net.loss.name}) on one example, in float64:")
     print(f"  input  a⁰ = x = {row(x)}    target y = {row(y)}")
@@ -305,21 +272,6 @@ _COST_FORMULA = {
 }
 
 
-def _finite_differences(net, x, y, eps: float) -> np.ndarray:
-    """Central differences (C(θ + eps·eᵢ) − C(θ − eps·eᵢ)) / 2eps for every θᵢ."""
-    X, Y = x.reshape(1, -1), y.reshape(1, -1)
-    out = np.empty_like(net.theta)
-    for i in range(net.theta.size):
-        keep = net.theta[i]
-        net.theta[i] = keep + eps
-        up = net.evaluate(X, Y)["loss"]
-        net.theta[i] = keep - eps
-        down = net.evaluate(X, Y)["loss"]
-        net.theta[i] = keep
-        out[i] = (up - down) / (2 * eps)
-    return out
-
-
 # ---- info ----------------------------------------------------------------------
 
 def _version(package: str) -> str | None:
@@ -331,34 +283,11 @@ def _version(package: str) -> str | None:
         return None
 
 
-def blas_info() -> list[dict]:
-    """threadpoolctl's records of the BLAS libraries loaded, scipy's first.
-
-    cbackprop calls the BLAS that `scipy.linalg.cython_blas` is linked to;
-    the record whose file lies in scipy's install directory is marked
-    "used" (when none does, e.g. a shared system BLAS, all are).
-    """
-    import scipy
-    from threadpoolctl import threadpool_info
-
-    import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
-
-    records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
-    scipy_dir = os.path.dirname(os.path.realpath(scipy.__file__))
-    for r in records:
-        r["used"] = os.path.realpath(r.get("filepath", "")).startswith(scipy_dir)
-    if not any(r["used"] for r in records):
-        for r in records:
-            r["used"] = True
-    return sorted(records, key=lambda r: not r["used"])
-
-
 def cmd_info(args) -> int:
     import platform
 
-    import cbackprop as cb
 
-    print(f"cbackprop {cb.__version__}  (python {platform.python_version()}, numpy "
+    print(f"cbackprop {__version__}  (python {platform.python_version()}, numpy "
           f"{np.__version__}, scipy {_version('scipy')}, threadpoolctl "
           f"{_version('threadpoolctl')})")
     print("dtypes: float32, float64")
@@ -383,15 +312,14 @@ def cmd_info(args) -> int:
 
 def main_job(epochs: int = 30) -> int:
     """Train a 64-64-10 network on the embedded digits; print the test accuracy."""
-    import cbackprop as cb
 
-    X, y = cb.datasets.load_digits()
-    X_train, X_test, y_train, y_test = cb.datasets.train_test_split(X / 16.0, y, 0.25, seed=0)
-    net = cb.Network(n_inputs=64, layers=[cb.Dense(64, "relu"), cb.Dense(10, "softmax")],
+    X, y = datasets.load_digits()
+    X_train, X_test, y_train, y_test = datasets.train_test_split(X / 16.0, y, 0.25, seed=0)
+    net = Network(n_inputs=64, layers=[Dense(64, "relu"), Dense(10, "softmax")],
                      loss="cross_entropy", dtype="float32", seed=0)
     print(f"digits: {len(X_train)} training and {len(X_test)} test images; {net}")
     # One line per epoch even on a terminal: the falling loss is the point of the demo.
-    net.fit(X_train, y_train, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=epochs,
+    net.fit(X_train, y_train, optimizer=SGD(lr=0.1, momentum=0.9), epochs=epochs,
             batch_size=32, validation_data=(X_test, y_test), verbose="lines")
     accuracy = net.evaluate(X_test, y_test)["accuracy"]
     print(f"test accuracy: {accuracy:.2%}")
@@ -422,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and the targets (softmax for class labels, identity for "
                                    "real-valued targets).")
     p.add_argument("data", metavar="DATA",
-                   help=f"{', '.join(NAMED_DATA)}; a .csv file (label in the last column, "
+                   help=f"{', '.join(datasets.NAMED_DATASETS)}; a .csv file (label in the last "
+                        "column, "
                         "or --label-column); an .npz with arrays X and y; or an MNIST "
                         "directory of IDX files")
     p.add_argument("--hidden", type=_int_list, default=[64], metavar="N,N,...",
@@ -501,8 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    from cbackprop.network import DivergenceError
-
     args = build_parser().parse_args(argv)
     try:
         if args.command is None:

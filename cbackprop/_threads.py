@@ -58,6 +58,15 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _is_scipys(filepath: str) -> bool:
+    """True for a library file of SciPy's installation: in scipy/ or beside it
+    (a wheel bundles its OpenBLAS in scipy.libs/ or scipy_openblas*/)."""
+    import scipy
+
+    site = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
+    return os.path.realpath(filepath).startswith(os.path.join(site, "scipy"))
+
+
 def _blas_controllers():
     """(threadpoolctl controller, thread setter) of each BLAS that
     scipy.linalg.cython_blas may use.
@@ -68,15 +77,36 @@ def _blas_controllers():
     """
     global _controllers
     if _controllers is None:
-        import scipy
         from threadpoolctl import ThreadpoolController
 
+        import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
+
         blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        home = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
-        own = [c for c in blas
-               if os.path.abspath(c.filepath).startswith(os.path.join(home, "scipy"))]
+        own = [c for c in blas if _is_scipys(c.filepath)]
         _controllers = [(c, _setter(c)) for c in own or blas]
     return _controllers
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's records of the BLAS libraries loaded, the one cbackprop
+    calls first.
+
+    cbackprop calls the BLAS that `scipy.linalg.cython_blas` is linked to: the
+    record whose file lies in SciPy's installation is marked "used" (when none
+    does, e.g. a shared system BLAS, all are). `cbackprop info` and `bench/`
+    print these.
+    """
+    from threadpoolctl import threadpool_info
+
+    import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
+
+    records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
+    for r in records:
+        r["used"] = _is_scipys(r.get("filepath", ""))
+    if not any(r["used"] for r in records):
+        for r in records:
+            r["used"] = True
+    return sorted(records, key=lambda r: not r["used"])
 
 
 def _setter(controller):
@@ -146,6 +176,12 @@ def threads_for_shape(sizes, rows: int, max_threads: int) -> int:
     return 1 if forward_flops(sizes, rows) < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
 
 
+def most_threads(n_threads: int | None) -> int:
+    """The most threads a call may use: a network's n_threads (default: the
+    BLAS's own setting), at most the cores available."""
+    return min(n_threads or default_threads(), available_cores())
+
+
 class BlasThreads:
     """While entered, the BLAS runs with `threads` threads (or fewer, when
     other cbackprop calls run at the same time)."""
@@ -179,7 +215,7 @@ class BlasThreads:
         self._want(self.threads)
 
 
-def _cpu_seconds() -> tuple[float, float, float] | None:
+def cpu_seconds() -> tuple[float, float, float] | None:
     """(wall clock, CPU seconds busy on the whole machine, CPU seconds of this
     process), or None where /proc/stat cannot be read."""
     try:
@@ -259,7 +295,7 @@ class FitThreads(BlasThreads):
         if self.probing and self._other() > self.threads and self._cores_free() < 1.5:
             self.probing = False                  # no free core: more threads would wait
             self.next_probe = self.chunks + self.interval
-        self._snapshot = None if self.probing else _cpu_seconds()
+        self._snapshot = None if self.probing else cpu_seconds()
         if self.probing:
             self._probe_threads = self._other()
             self._want(self._probe_threads)
@@ -270,7 +306,7 @@ class FitThreads(BlasThreads):
         """Record how long the last chunk took for how many rows."""
         self.chunks += 1
         if self._snapshot is not None:
-            now = _cpu_seconds()
+            now = cpu_seconds()
             wall = now[0] - self._snapshot[0] if now else 0.0
             if wall > 0.02:                       # /proc/stat counts in 10 ms ticks
                 busy = (now[1] - self._snapshot[1]) - (now[2] - self._snapshot[2])

@@ -26,7 +26,7 @@ _REJECTED_KINDS = {
 }
 
 
-def _as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
+def as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
     """np.asarray(value) that accepts only real numbers."""
     if value is None:
         raise TypeError(f"{name} must be an array-like of real numbers, got None")
@@ -80,7 +80,7 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
 
     The caller's array is never modified: conversion copies when needed.
     """
-    arr = _as_numeric_array(X, name)
+    arr = as_numeric_array(X, name)
     if arr.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
@@ -108,7 +108,7 @@ def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
     [0, 1]. mse / huber: any finite values. Shape (n,) is accepted for labels
     and for single-output networks.
     """
-    arr = _as_numeric_array(y, name, allow_bool=loss == "binary_cross_entropy")
+    arr = as_numeric_array(y, name, allow_bool=loss == "binary_cross_entropy")
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
     if arr.shape[0] != n_rows:
@@ -154,7 +154,7 @@ def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
 
 def _finite_vector(value, name: str, size: int, dtype: np.dtype) -> np.ndarray:
     """A real, finite vector of shape (size,), as a C-contiguous array of dtype."""
-    arr = _as_numeric_array(value, name)
+    arr = as_numeric_array(value, name)
     if arr.shape != (size,):
         raise ValueError(f"{name} must have shape ({size},), got {arr.shape}")
     out = _c_array(arr, dtype)

@@ -376,3 +376,54 @@ def make_regression(n_samples: int = 200, n_features: int = 1, noise: float = 0.
     X = rng.uniform(-1.0, 1.0, (n_samples, n_features))
     y = np.sin(np.pi * X).sum(axis=1) / np.sqrt(n_features)
     return X, y + rng.normal(0.0, noise, n_samples)
+
+
+# ---- data sources by name or path (the command line's DATA) ------------------
+
+#: Data sets known by name; files are recognised by their suffix, folders as MNIST.
+NAMED_DATASETS = ("digits", "spirals", "xor", "regression")
+_TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
+
+
+def is_table(path: str) -> bool:
+    """True for a path that load_dataset reads as a CSV/TSV table."""
+    return path.lower().endswith(_TABLES)
+
+
+def load_dataset(source: str, split: str = "train", label_column: int | str = -1,
+                 need_labels: bool = True):
+    """(X, y) for a data source: a name in NAMED_DATASETS, a .csv/.tsv/.txt
+    table (label in `label_column`), an .npz with arrays X and y, or an MNIST
+    directory of IDX files. y is None when need_labels is False and there is none.
+
+    Named sets and MNIST have a training and a test part (`split`); a table or
+    .npz file is used whole. digits pixels are scaled to [0, 1] (÷16), MNIST
+    pixels too (÷255); files are used as they are.
+    """
+    if source in NAMED_DATASETS:
+        if source == "digits":
+            X, y = load_digits()
+            parts = train_test_split(X / 16.0, y, 0.25, seed=0)
+            return (parts[0], parts[2]) if split == "train" else (parts[1], parts[3])
+        make = {"spirals": make_spirals, "xor": make_xor,
+                "regression": make_regression}[source]
+        return make(n_samples=1000, seed=0 if split == "train" else 1)
+    if os.path.isdir(source):
+        X_train, X_test, y_train, y_test = load_mnist(source)
+        return (X_train, y_train) if split == "train" else (X_test, y_test)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"no data set or file named {source!r} (named data sets: "
+                                f"{', '.join(NAMED_DATASETS)}; or a .csv, .npz or MNIST "
+                                "directory)")
+    name = source.lower()
+    if name.endswith(".npz"):
+        X, y = load_npz(source)
+    elif is_table(source):
+        X, y = load_csv(source, label_column=label_column if need_labels else None,
+                        delimiter="\t" if name.endswith(".tsv") else ",")
+    else:
+        raise ValueError(f"{source}: unknown file type (expected .csv, .tsv, .npz or an "
+                         "MNIST directory)")
+    if need_labels and y is None:
+        raise ValueError(f"{source} has no labels (an .npz needs an array named 'y')")
+    return X, y

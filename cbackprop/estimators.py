@@ -75,9 +75,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from cbackprop import _validation as V
+from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
 from cbackprop.layers import Dense
-from cbackprop.network import DivergenceError, Network
+from cbackprop.network import Network
 from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -92,11 +93,98 @@ _SCHEDULES = ("constant", "invscaling", "adaptive")
 #: 'adaptive' stops once the learning rate falls to this (scikit-learn's rule).
 _MIN_ADAPTIVE_LR = 1e-6
 
+#: The real-valued hyper-parameters: name -> the interval check_real enforces.
+_REAL_PARAMETERS = {
+    "alpha": dict(low=0),
+    "learning_rate_init": dict(low=0, low_open=True),
+    "power_t": dict(low=0),
+    "tol": dict(low=0),
+    "momentum": dict(low=0, high=1, high_open=True),
+    "validation_fraction": dict(low=0, high=1, high_open=True),
+    "beta_1": dict(low=0, high=1, high_open=True),
+    "beta_2": dict(low=0, high=1, high_open=True),
+    "epsilon": dict(low=0, low_open=True),
+    "weight_decay": dict(low=0),
+}
+#: Integer hyper-parameters and their least value; named ones and their choices; booleans.
+_INT_PARAMETERS = {"max_iter": 1, "max_fun": 1}
+_NAMED_PARAMETERS = {"solver": _SOLVERS, "learning_rate": _SCHEDULES}
+_BOOL_PARAMETERS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping")
+
 
 def _check_bool(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+class LearningRateSchedule:
+    """The learning rate of solver='sgd' between epochs, as scikit-learn's
+    SGDOptimizer keeps it (other solvers keep 'constant').
+
+    'constant' keeps learning_rate_init; 'invscaling' sets it to
+    learning_rate_init / (t + 1)**power_t after each epoch (t: samples seen);
+    'adaptive' divides it by 5 each time training stalls, until it falls to 1e-6.
+    """
+
+    def __init__(self, kind: str, learning_rate_init: float, power_t: float):
+        self.kind = kind
+        self.learning_rate_init = float(learning_rate_init)
+        self.power_t = power_t
+        self.learning_rate = self.learning_rate_init
+
+    def iteration_ends(self, samples_seen: int) -> None:
+        """Called after each epoch."""
+        if self.kind == "invscaling":
+            self.learning_rate = self.learning_rate_init / (samples_seen + 1) ** self.power_t
+
+    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
+        """Training stalled: True to stop, False when 'adaptive' lowered the rate instead."""
+        if self.kind == "adaptive" and self.learning_rate > _MIN_ADAPTIVE_LR:
+            self.learning_rate /= 5.0
+            if verbose:
+                print(f"{msg} Setting learning rate to {self.learning_rate:f}")
+            return False
+        if verbose:
+            print(f"{msg} Stopping.")
+        return True
+
+
+class Stopping:
+    """scikit-learn's convergence rule: the epochs in a row without an improvement
+    of more than tol, on the training loss, or (early stopping) on the
+    validation score, whose best weights it keeps.
+
+    The figures carry over between partial_fit calls and warm starts.
+    """
+
+    def __init__(self, on_validation: bool):
+        self.on_validation = on_validation
+        self.count = 0
+        self.best_loss = None if on_validation else np.inf
+        self.best_score = None
+        self.best_theta = None
+
+    def update(self, loss: float, score: float | None, theta: np.ndarray, tol: float) -> None:
+        """Record one epoch: its training loss, validation score (or None) and θ."""
+        if self.best_loss is None and not self.on_validation:
+            self.best_loss = np.inf
+        if score is not None:
+            if self.best_score is None:
+                self.best_score = -np.inf
+            improved = score > self.best_score
+            if self.on_validation:
+                self.count = self.count + 1 if score < self.best_score + tol else 0
+                if improved:
+                    self.best_theta = theta.copy()
+            if improved:
+                self.best_score = score
+        if not self.on_validation:
+            self.count = self.count + 1 if loss > self.best_loss - tol else 0
+            self.best_loss = min(self.best_loss, loss)
+
+    def stalled(self, patience) -> bool:
+        return self.count > patience
 
 
 class _BaseMLP(BaseEstimator):
@@ -135,29 +223,21 @@ class _BaseMLP(BaseEstimator):
                              "hidden layers: give one rate per hidden layer")
         rates = tuple(V.check_real(r, "dropout", 0, 1, high_open=True) for r in rates)
 
-        V.check_name(self.solver, "solver", _SOLVERS)
-        V.check_name(self.learning_rate, "learning_rate", _SCHEDULES)
-        V.check_real(self.alpha, "alpha", 0)
+        for name, choices in _NAMED_PARAMETERS.items():
+            V.check_name(getattr(self, name), name, choices)
+        for name, interval in _REAL_PARAMETERS.items():
+            V.check_real(getattr(self, name), name, **interval)
+        for name, least in _INT_PARAMETERS.items():
+            V.check_int(getattr(self, name), name, least)
+        for name in _BOOL_PARAMETERS:
+            _check_bool(getattr(self, name), name)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             if isinstance(self.batch_size, str):
                 raise ValueError(f"batch_size must be 'auto' or an int >= 1, "
                                  f"got {self.batch_size!r}")
             V.check_int(self.batch_size, "batch_size", 1)
-        V.check_real(self.learning_rate_init, "learning_rate_init", 0, low_open=True)
-        V.check_real(self.power_t, "power_t", 0)
-        V.check_int(self.max_iter, "max_iter", 1)
-        V.check_int(self.max_fun, "max_fun", 1)
-        V.check_real(self.tol, "tol", 0)
-        V.check_real(self.momentum, "momentum", 0, 1, high_open=True)
-        V.check_real(self.validation_fraction, "validation_fraction", 0, 1, high_open=True)
-        V.check_real(self.beta_1, "beta_1", 0, 1, high_open=True)
-        V.check_real(self.beta_2, "beta_2", 0, 1, high_open=True)
-        V.check_real(self.epsilon, "epsilon", 0, low_open=True)
-        V.check_real(self.weight_decay, "weight_decay", 0)
         if self.n_iter_no_change != np.inf:
             V.check_int(self.n_iter_no_change, "n_iter_no_change", 1)
-        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
-            _check_bool(getattr(self, name), name)
         if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
             raise TypeError(f"verbose must be a bool or an int, got {self.verbose!r}")
         if self.callbacks is not None:
@@ -226,13 +306,12 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
-        self.best_loss_ = None if self.early_stopping else np.inf
+        self._stopping = Stopping(on_validation=self.early_stopping)
+        self.best_loss_ = self._stopping.best_loss
         self.validation_scores_ = None
         self.best_validation_score_ = None
         self.validation_loss_curve_ = None
         self.early_stopped_ = False
-        self._no_improvement_count = 0
-        self._best_theta = None
         self._optimizer = None
 
     # ---- fit ------------------------------------------------------------------
@@ -355,9 +434,11 @@ class _BaseMLP(BaseEstimator):
     def _fit_stochastic(self, X, Y, sw, val, incremental):
         net, c = self._net, self._scale
         n = X.shape[0]
+        sgd = self.solver == "sgd"
         if self._optimizer is None or not incremental:
             self._optimizer = self._make_optimizer()
-            self._learning_rate = float(self.learning_rate_init)
+            self._schedule = LearningRateSchedule(self.learning_rate if sgd else "constant",
+                                                  self.learning_rate_init, self.power_t)
         if self.batch_size == "auto":
             batch_size = min(200, n)
         else:
@@ -368,108 +449,96 @@ class _BaseMLP(BaseEstimator):
         # alpha/(2S)·‖W‖² per batch of weight S, times c (module docstring).
         mean_w = 1.0 if sw is None else float(sw.mean())
         net.alpha = c * self.alpha / (batch_size * mean_w)
-        sgd = self.solver == "sgd"
-        early_stopping = self.early_stopping and val is not None
+        stopping, schedule = self._stopping, self._schedule
+        stopping.on_validation = early_stopping = self.early_stopping and val is not None
+        validation = None
         if val is not None:
             Xv, yv, Yv, wv = val
+            validation = TrainingSession(net, Xv, Yv, wv, names=("X_val", "y_val"))
             if self.validation_scores_ is None:
                 self.validation_scores_ = []
                 self.validation_loss_curve_ = []
-            if self.best_validation_score_ is None:
-                self.best_validation_score_ = -np.inf
-        if not early_stopping and self.best_loss_ is None:
-            self.best_loss_ = np.inf
         self.early_stopped_ = False
         callbacks = list(self.callbacks or [])
-
+        # scikit-learn shuffles each epoch from the data's own order (fresh_order).
+        session = TrainingSession(net, X, Y, sw, optimizer=self._optimizer,
+                                  batch_size=batch_size, shuffle=self.shuffle, fresh_order=True)
         try:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if sgd:
-                    self._optimizer.lr = self._learning_rate / c
-                try:
-                    history = net.fit(X, Y, optimizer=self._optimizer, epochs=1,
-                                      batch_size=batch_size, shuffle=self.shuffle,
-                                      sample_weight=sw)
-                except DivergenceError as exc:
-                    raise ValueError(
-                        "Solver produced non-finite parameter weights (the model keeps those "
-                        "it had before this epoch). The input data may contain large values "
-                        "and need to be preprocessed, or the learning rate is too high."
-                    ) from exc
-                self.loss_ = history.history["loss"][0] / c
-                self.n_iter_ += 1
-                self.t_ += n
-                self.loss_curve_.append(self.loss_)
-                logs = {"epoch": self.n_iter_, "loss": self.loss_,
-                        "learning_rate": self._learning_rate}
-                if self.verbose:
-                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-
-                if val is not None:
-                    score = self._score_outputs(net.predict(Xv), yv, wv)
-                    val_loss = net.evaluate(Xv, Yv, wv)["loss"] / c
-                    self.validation_scores_.append(score)
-                    self.validation_loss_curve_.append(val_loss)
-                    logs.update(val_score=score, val_loss=val_loss)
-                    if self.verbose:
-                        print(f"Validation score: {score:f}, validation loss: {val_loss:.8f}")
-                    improved = score > self.best_validation_score_
-                    if early_stopping:
-                        if score < self.best_validation_score_ + self.tol:
-                            self._no_improvement_count += 1
-                        else:
-                            self._no_improvement_count = 0
-                        if improved:
-                            self._best_theta = net.theta.copy()
-                    if improved:
-                        self.best_validation_score_ = score
-                if not early_stopping:
-                    if self.loss_ > self.best_loss_ - self.tol:
-                        self._no_improvement_count += 1
-                    else:
-                        self._no_improvement_count = 0
-                    self.best_loss_ = min(self.best_loss_, self.loss_)
-
-                if sgd and self.learning_rate == "invscaling":
-                    self._learning_rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
-                logs["time"] = history.history["time"][0]
-                stop = False
-                for cb in callbacks:
-                    stop |= bool(cb(self, logs))
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    what = "Validation score" if early_stopping else "Training loss"
-                    msg = (f"{what} did not improve more than tol={self.tol:f} for "
-                           f"{self.n_iter_no_change} consecutive epochs.")
-                    if (sgd and self.learning_rate == "adaptive"
-                            and self._learning_rate > _MIN_ADAPTIVE_LR):
-                        self._learning_rate /= 5.0
-                        self._no_improvement_count = 0
-                        if self.verbose:
-                            print(f"{msg} Setting learning rate to {self._learning_rate:f}")
-                    else:
-                        if self.verbose:
-                            print(f"{msg} Stopping.")
-                        self.early_stopped_ = early_stopping
-                        if incremental:
-                            # partial_fit: go back to the best weights and keep counting.
-                            self._no_improvement_count = 0
-                            if early_stopping and self._best_theta is not None:
-                                net.theta[...] = self._best_theta
-                        stop = True
-                if stop or incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                        "and the optimization hasn't converged yet.", ConvergenceWarning,
-                        stacklevel=3)
+            with session:
+                self.n_iter_ = 0
+                for _ in range(self.max_iter):
+                    if sgd:
+                        self._optimizer.lr = schedule.learning_rate / c
+                    session.commit()      # a diverging epoch falls back to here
+                    try:
+                        logs = session.run_epoch()
+                    except DivergenceError as exc:
+                        raise ValueError(
+                            "Solver produced non-finite parameter weights (the model keeps "
+                            "those it had before this epoch). The input data may contain "
+                            "large values and need to be preprocessed, or the learning rate "
+                            "is too high.") from exc
+                    if logs is None:
+                        break
+                    if self._end_epoch(logs, n, validation, val, stopping, schedule,
+                                       incremental, callbacks):
+                        break
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                            "reached and the optimization hasn't converged yet.",
+                            ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
 
-        if early_stopping and not incremental and self._best_theta is not None:
-            net.theta[...] = self._best_theta
+        if early_stopping and not incremental and stopping.best_theta is not None:
+            net.theta[...] = stopping.best_theta
+
+    def _end_epoch(self, logs, n, validation, val, stopping, schedule, incremental,
+                   callbacks) -> bool:
+        """Book-keeping after one epoch, in scikit-learn's order; True to stop."""
+        net, c = self._net, self._scale
+        self.loss_ = logs["loss"] / c
+        self.n_iter_ += 1
+        self.t_ += n
+        self.loss_curve_.append(self.loss_)
+        shown = {"epoch": self.n_iter_, "loss": self.loss_,
+                 "learning_rate": schedule.learning_rate}
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        score = None
+        if validation is not None:
+            Xv, yv, _, wv = val
+            score = self._score_outputs(net.predict(Xv), yv, wv)
+            val_loss = validation.evaluate()["loss"] / c
+            self.validation_scores_.append(score)
+            self.validation_loss_curve_.append(val_loss)
+            shown.update(val_score=score, val_loss=val_loss)
+            if self.verbose:
+                print(f"Validation score: {score:f}, validation loss: {val_loss:.8f}")
+        stopping.update(self.loss_, score, net.theta, self.tol)
+        self.best_loss_ = stopping.best_loss
+        self.best_validation_score_ = stopping.best_score
+        schedule.iteration_ends(self.t_)
+        shown["time"] = logs["time"]
+        stop = False
+        for cb in callbacks:
+            stop |= bool(cb(self, shown))
+        if stopping.stalled(self.n_iter_no_change):
+            what = "Validation score" if stopping.on_validation else "Training loss"
+            msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+            if not schedule.trigger_stopping(msg, self.verbose):
+                stopping.count = 0
+            else:
+                self.early_stopped_ = stopping.on_validation
+                if incremental:
+                    # partial_fit: go back to the best weights and keep counting.
+                    stopping.count = 0
+                    if stopping.on_validation and stopping.best_theta is not None:
+                        net.theta[...] = stopping.best_theta
+                stop = True
+        return stop or incremental
 
     def _fit_lbfgs(self, X, Y, sw):
         net, c = self._net, self._scale
@@ -477,16 +546,13 @@ class _BaseMLP(BaseEstimator):
         callbacks = list(self.callbacks or [])
         stopped_by_callback = False
         last = time.perf_counter()
-
-        # Checked once at the network's boundary, then one engine pass per evaluation
-        # (Network.loss_and_grad would check the arrays again every time).
-        X, Y = net._check_X(X), net._check_y(Y, X.shape[0])
-        w = V.check_sample_weight(sw, X.shape[0], net.dtype)
+        # The data is checked once; then one engine pass per evaluation.
+        session = TrainingSession(net, X, Y, sw)
 
         def loss_and_grad(x):
             net.theta[...] = x
-            loss, _ = net._loss_pass(X, Y, w, with_grad=True)
-            return loss / c, np.divide(net.grad, c, dtype=np.float64)
+            loss, _, grad = session.loss_and_grad()
+            return loss / c, np.divide(grad, c, dtype=np.float64)
 
         def each_iteration(intermediate_result):
             nonlocal last, stopped_by_callback

@@ -5,18 +5,41 @@ from __future__ import annotations
 import numpy as np
 
 from cbackprop import _validation as V
+from cbackprop._session import TrainingSession
+
+
+def finite_differences(network, X, y, step: float = 1e-3, sample_weight=None) -> np.ndarray:
+    """∂L/∂θᵢ for every parameter by the fourth-order central stencil
+    (−L(θ+2h) + 8L(θ+h) − 8L(θ−h) + L(θ−2h)) / 12h, h = `step`, computed on
+    a float64 copy of the network (so a float32 network is checked against
+    float64 truth). `network.theta` is left unchanged."""
+    step = V.check_real(step, "step", 0, low_open=True)
+    config = network.get_config()
+    config["dtype"] = "float64"
+    ref = type(network).from_config(config)
+    ref.theta[...] = network.theta
+    session = TrainingSession(ref, X, y, sample_weight)    # checks the data once
+
+    def loss_at(i: int, delta: float) -> float:
+        ref.theta[i] = float(network.theta[i]) + delta
+        return session.loss_and_grad(with_grad=False)[0]
+
+    f = np.empty(ref.theta.size)
+    for i in range(ref.theta.size):
+        f[i] = (-loss_at(i, 2 * step) + 8 * loss_at(i, step) - 8 * loss_at(i, -step)
+                + loss_at(i, -2 * step)) / (12 * step)
+        ref.theta[i] = network.theta[i]
+    return f
 
 
 def gradcheck(network, X, y, step: float = 1e-3, sample_weight=None) -> float:
     """Max relative error between backprop's ∇L(θ) and finite differences.
 
-    The finite differences are the fourth-order central stencil
-    (−L(θ+2h) + 8L(θ+h) − 8L(θ−h) + L(θ−2h)) / 12h, with h = `step` on each
-    parameter in turn, computed on a float64 copy of the network (so a
-    float32 network is checked against float64 truth). The error for
-    parameter i is |gᵢ − fᵢ| / max(|gᵢ|, |fᵢ|, 10⁻³·‖f‖∞): gradients far below
-    the largest one are compared on the largest one's scale. Relu-family
-    kinks within 2h of a unit's z give spurious errors: use smooth inputs.
+    The finite differences are `finite_differences`'s fourth-order central
+    stencil with h = `step`, in float64. The error for parameter i is
+    |gᵢ − fᵢ| / max(|gᵢ|, |fᵢ|, 10⁻³·‖f‖∞): gradients far below the largest
+    one are compared on the largest one's scale. Relu-family kinks within 2h
+    of a unit's z give spurious errors: use smooth inputs.
 
     Parameters
     ----------
@@ -31,27 +54,9 @@ def gradcheck(network, X, y, step: float = 1e-3, sample_weight=None) -> float:
         0 means exact agreement; float64 backprop typically gives < 1e-8.
         `network.theta` is left unchanged.
     """
-    from cbackprop.network import Network
-
     step = V.check_real(step, "step", 0, low_open=True)
     _, g = network.loss_and_grad(X, y, sample_weight)
-    config = network.get_config()
-    config["dtype"] = "float64"
-    ref = Network.from_config(config)
-    ref.theta[...] = network.theta
-    Xr = ref._check_X(X)
-    Yr = ref._check_y(y, Xr.shape[0])
-    wr = V.check_sample_weight(sample_weight, Xr.shape[0], ref.dtype)
-
-    def loss_at(i: int, delta: float) -> float:
-        ref.theta[i] = float(network.theta[i]) + delta
-        return ref._loss_pass(Xr, Yr, wr, with_grad=False)[0]
-
-    f = np.empty(ref.theta.size)
-    for i in range(ref.theta.size):
-        f[i] = (-loss_at(i, 2 * step) + 8 * loss_at(i, step) - 8 * loss_at(i, -step)
-                + loss_at(i, -2 * step)) / (12 * step)
-        ref.theta[i] = network.theta[i]
+    f = finite_differences(network, X, y, step, sample_weight)
     g = g.astype(np.float64)
     floor = 1e-3 * np.max(np.abs(f))
     if floor == 0 and not np.any(g):

@@ -124,11 +124,14 @@ def _activation_name(nn, module) -> str | None:
     )
 
 
-def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
+def from_torch(network_class: type[Network], module, loss=None, dtype=None) -> Network:
     """A Network with the layers and parameters of a `torch.nn.Sequential`.
 
     Parameters
     ----------
+    network_class : type
+        The class to build: `Network` (or a subclass), which calls this as
+        `Network.from_torch`.
     module : torch.nn.Sequential
         Linear layers, each followed by at most one supported activation
         (Sigmoid, Tanh, ReLU, LeakyReLU(0.01), ELU(1), Softplus(beta=1), GELU
@@ -140,8 +143,6 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
     dtype : {"float32", "float64"}, optional
         Default: float64 when the module's parameters are float64, else
         float32.
-    network_class : type, optional
-        The class to build (a Network subclass); default Network.
 
     Returns
     -------
@@ -159,7 +160,6 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
     """
     torch = _require("torch", "torch", "Network.from_torch")
     from cbackprop.layers import Dense
-    from cbackprop.network import Network
 
     nn = torch.nn
     if not isinstance(module, nn.Sequential):
@@ -202,7 +202,7 @@ def from_torch(module, loss=None, dtype=None, network_class=None) -> Network:
         dtype = "float64" if linears[0].weight.dtype == torch.float64 else "float32"
     layers = [Dense(lin.out_features, act, p)
               for lin, act, p in zip(linears, activations, dropouts, strict=True)]
-    net = (network_class or Network)(n_inputs=linears[0].in_features, layers=layers, loss=loss,
+    net = network_class(n_inputs=linears[0].in_features, layers=layers, loss=loss,
                                      dtype=dtype)
     with torch.no_grad():
         for (W, b), lin in zip(net.params, linears, strict=True):
@@ -312,7 +312,7 @@ def to_onnx(net: Network, path=None, opset: int = _OPSET):
         Checked with `onnx.checker.check_model`.
     """
     onnx = _require("onnx", "onnx", "Network.to_onnx")
-    from cbackprop import __version__
+    from cbackprop._version import __version__
 
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an integer >= 13 (Softmax over one axis), got {opset!r}")

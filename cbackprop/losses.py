@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cbackprop._core._losses import NAMES
+from cbackprop._core._losses import LossCode
 from cbackprop._validation import check_name, check_real
 
-LOSSES: tuple[str, ...] = NAMES
+#: Names in the order of the kernels' codes (the enum in `_core/_losses.pxd`).
+LOSSES: tuple[str, ...] = tuple(name.lower() for name in LossCode.__members__)
 
 #: The output activation each loss needs (None: any but softmax).
 REQUIRED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
@@ -28,7 +29,7 @@ class Loss:
 
     @property
     def code(self) -> int:
-        return LOSSES.index(self.name)
+        return int(LossCode[self.name.upper()])
 
     def to_dict(self) -> dict:
         return {"name": self.name, "delta": self.delta}

@@ -10,22 +10,34 @@ import numpy as np
 from cbackprop._core import _optim
 from cbackprop._validation import check_real
 
+#: The kernel's hyper-parameter slots by name: the HP_* enum of `_core/_optim.pxd`.
+HP_SLOTS = {name[3:].lower(): value for name, value in vars(_optim).items()
+            if name.startswith("HP_")}
+
 
 class Optimizer:
-    """Base class. State buffers have θ's flat layout, stacked in `state`."""
+    """Base class. State buffers have θ's flat layout, stacked in `state`.
+
+    Attributes
+    ----------
+    state : ndarray or None
+        The state buffers (momentum, moments), created on the first step.
+    step_counter : ndarray
+        One int64: the steps taken (`t`), advanced in place by the engine.
+    """
 
     name: str = ""
 
     def __init__(self, lr: float):
         self.lr = lr
         self.state: np.ndarray | None = None
-        self._t = np.zeros(1, dtype=np.int64)   # steps taken; the engine advances it
+        self.step_counter = np.zeros(1, dtype=np.int64)
         self._validate()
 
     @property
     def t(self) -> int:
         """Number of update steps taken so far."""
-        return int(self._t[0])
+        return int(self.step_counter[0])
 
     def _validate(self) -> None:
         self.lr = check_real(self.lr, "lr", 0, low_open=True)
@@ -36,14 +48,15 @@ class Optimizer:
     def hyperparameters(self) -> np.ndarray:
         """The kernel's hyper-parameter vector (checked again: attributes may have changed)."""
         self._validate()
-        hp = np.zeros(len(_optim.HP_SLOTS), dtype=np.float64)
+        hp = np.zeros(len(HP_SLOTS), dtype=np.float64)
         for key, value in {"lr": self.lr, **self._slots()}.items():
-            hp[_optim.HP_SLOTS.index(key)] = value
+            hp[HP_SLOTS[key]] = value
         return hp
 
     @property
     def code(self) -> int:
-        return _optim.NAMES.index(self.name)
+        """The kernel's code for this rule (the OptimizerKind enum of `_core/_optim.pxd`)."""
+        return int(_optim.OptimizerKind[self.name.upper()])
 
     def prepare(self, theta: np.ndarray) -> np.ndarray:
         """Create the state for θ on first use; check it matches θ afterwards."""
@@ -70,13 +83,59 @@ class Optimizer:
             raise ValueError("theta must be a writable contiguous float32/float64 array")
         hp = self.hyperparameters()
         self.state = self.prepare(theta)
-        self._t[0] += 1
+        self.step_counter[0] += 1
         _optim.step(self.code, hp, self.t, theta, np.ascontiguousarray(grad), self.state)
 
     def reset(self) -> None:
         """Forget the state (momentum, moments) and the step count."""
         self.state = None
-        self._t[0] = 0
+        self.step_counter[0] = 0
+
+    def state_dict(self) -> dict:
+        """A copy of everything this optimizer holds, as torch.optim's state_dict:
+        {"name", "hyperparameters" (get_config()), "t", "state" (a copy, or None
+        before the first step)}. `load_state_dict` takes it back; `cbackprop`
+        uses it to undo a diverged fit and to save and resume a run."""
+        return {"name": self.name, "hyperparameters": self.get_config(), "t": self.t,
+                "state": None if self.state is None else self.state.copy()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what `state_dict` returned (of an optimizer of the same kind).
+
+        The state is copied into the existing buffer when it has the same
+        shape and dtype, so running kernels keep a valid buffer.
+        """
+        if not isinstance(state_dict, dict) or set(state_dict) != {
+                "name", "hyperparameters", "t", "state"}:
+            raise TypeError("state_dict must be a dict from Optimizer.state_dict()")
+        if state_dict["name"] != self.name:
+            raise ValueError(f"state_dict is of a {state_dict['name']!r} optimizer, "
+                             f"not {self.name!r}")
+        t = state_dict["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ValueError(f"state_dict['t'] must be an int >= 0, got {t!r}")
+        state = state_dict["state"]
+        if state is not None:
+            n_state = _optim.N_STATE[self.code]
+            if (not isinstance(state, np.ndarray) or state.ndim != 1
+                    or state.dtype not in (np.float32, np.float64)
+                    or state.size % n_state):
+                raise ValueError(f"state_dict['state'] must be a 1-D float32/float64 array "
+                                 f"of {n_state} × the number of parameters")
+            if not np.isfinite(state).all():
+                raise ValueError("state_dict['state'] holds NaN or infinite values")
+        hyperparameters = dict(state_dict["hyperparameters"])
+        restored = type(self)(**hyperparameters)     # checks every value
+        for key in hyperparameters:
+            setattr(self, key, getattr(restored, key))
+        if state is None:
+            self.state = None
+        elif (self.state is not None and self.state.shape == state.shape
+                and self.state.dtype == state.dtype):
+            self.state[...] = state
+        else:
+            self.state = state.copy()
+        self.step_counter[0] = t
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

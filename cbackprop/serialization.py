@@ -9,9 +9,12 @@ digits of the checksum itself written as zeros. So any damaged byte, in the
 header or the data, is caught. Any safetensors reader
 (`safetensors.numpy.load_file`) can read the tensors.
 
-load trusts nothing before the checksum matches, and nothing the header
+read trusts nothing before the checksum matches, and nothing the header
 claims about sizes: it reads at most the file, and builds a network only once
 the tensors the config implies add up to exactly the data in the file.
+
+This module works on (config, θ, random state) and never imports `network`:
+`cbackprop.load` passes it `Network.from_config` to build with.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ _UNSEALED = "0" * 64
 # escaped: the unescaped key above occurs in the header exactly once.
 
 
-def _seal(header: dict, data: bytes) -> bytes:
+def seal(header: dict, data: bytes) -> bytes:
     """The file's bytes: header (with the checksum filled in) and data."""
     header["__metadata__"]["sha256"] = _UNSEALED
     head = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
@@ -56,11 +59,10 @@ def _tensor_layout(config: dict) -> list[tuple[str, tuple[int, ...]]]:
     return layout
 
 
-def save(network, path) -> None:
-    """Write network to path atomically: a temporary file in the same
-    directory, flushed to disk, then renamed over path. Saving the same
-    network twice gives identical bytes."""
-    config, theta, rng_state = network._snapshot()
+def write(path, config: dict, theta: np.ndarray, rng_state: int) -> None:
+    """Write a network (its get_config(), θ and random-stream state) to path
+    atomically: a temporary file in the same directory, flushed to disk, then
+    renamed over path. Writing the same network twice gives identical bytes."""
     config_json = json.dumps(config, sort_keys=True, allow_nan=False)
     code = "F32" if theta.dtype == np.float32 else "F64"
     raw = np.ascontiguousarray(theta, dtype=_DTYPES[code])
@@ -72,7 +74,7 @@ def save(network, path) -> None:
         offset += nbytes
     header["__metadata__"] = {"format": _FORMAT, "config": config_json,
                               "rng_state": str(rng_state)}
-    blob = _seal(header, raw.tobytes())
+    blob = seal(header, raw.tobytes())
     _write_atomically(os.fspath(path), blob)
 
 
@@ -115,8 +117,9 @@ def _corrupt(path, why: str) -> ValueError:
     return ValueError(f"{path} is not a valid cbackprop model file: {why}")
 
 
-def load(path):
-    """Read a network written by `Network.save`.
+def read(path, from_config):
+    """Read a network written by `write`, built by `from_config(config)` (a
+    Network class's from_config), with its θ and random stream restored.
 
     Raises
     ------
@@ -124,8 +127,6 @@ def load(path):
         For a truncated, damaged, foreign or crafted file. Nothing is
         unpickled, and nothing larger than the file is read or allocated.
     """
-    from cbackprop.network import Network
-
     path = os.fspath(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -182,11 +183,11 @@ def load(path):
     if offset != len(data) or len(header) != len(layout):
         raise _corrupt(path, "the tensors do not match the config")
     try:
-        net = Network.from_config(config)
+        net = from_config(config)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _corrupt(path, f"bad config ({exc})") from None
     if json.loads(json.dumps(net.get_config())) != config:
         raise _corrupt(path, "the config has entries this version does not know")
     net.theta[...] = np.frombuffer(data, dtype=_DTYPES[code])
-    net._rng_state[0] = rng_state
+    net.rng_state[0] = rng_state
     return net

@@ -84,7 +84,7 @@ class Context:
     def snapshot(self):
         out = []
         for net, opt in self.models():
-            out.append((net.theta.copy(), net.theta.ctypes.data, net._rng_state.copy(),
+            out.append((net.theta.copy(), net.theta.ctypes.data, net.rng_state.copy(),
                         None if opt is None else (opt.state.copy(), opt.t)))
         for est in (self.clf, self.est_reg):
             if est is not None:

@@ -304,7 +304,7 @@ def test_predict_and_save_during_fit_see_whole_chunks(tmp_path, monkeypatch):
 
     def recording(*args):
         out = train_batches(*args)
-        versions.append(args[5].copy())     # θ, still inside fit's write section
+        versions.append(args[1].copy())     # θ, still inside fit's write section
         return out
 
     monkeypatch.setattr(_engine, "train_batches", recording)

@@ -4,7 +4,6 @@ for every optimizer, estimator solver and partial_fit equals the recorded digest
 import json
 
 import pytest
-
 import theta_digests
 
 STORED = json.load(open(theta_digests.STORE))

@@ -20,7 +20,7 @@ OPTIMIZERS = {
 
 
 def state_of(net, opt):
-    return (net.theta.copy(), opt.state.copy(), opt.t, net._rng_state.copy())
+    return (net.theta.copy(), opt.state.copy(), opt.t, net.rng_state.copy())
 
 
 def assert_same_state(a, b):
@@ -64,7 +64,7 @@ def test_divergence_in_a_later_epoch_restores_the_state_before_the_fit():
     X, y = rng.normal(size=(40, 2)), rng.normal(size=40)
     net = cb.Network(2, [cb.Dense(4, "tanh"), cb.Dense(1)], dtype="float64", seed=0)
     opt = cb.SGD(lr=1e-2)
-    theta0, rng0 = net.theta.copy(), net._rng_state.copy()
+    theta0, rng0 = net.theta.copy(), net.rng_state.copy()
     epochs_seen = []
 
     def damage(epoch, logs):
@@ -76,7 +76,7 @@ def test_divergence_in_a_later_epoch_restores_the_state_before_the_fit():
         net.fit(X, y, optimizer=opt, epochs=10, batch_size=8, callbacks=[damage])
     assert epochs_seen == [0, 1, 2]
     np.testing.assert_array_equal(net.theta, theta0)
-    np.testing.assert_array_equal(net._rng_state, rng0)
+    np.testing.assert_array_equal(net.rng_state, rng0)
     assert opt.t == 0 and not opt.state.any()
 
 

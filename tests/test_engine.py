@@ -137,7 +137,9 @@ def test_small_shapes_use_one_thread_and_n_threads_caps_the_rest():
     assert _threads.threads_for_shape(big, 256, 2) == 2
     assert _threads.threads_for_shape(big, 256, 1) == 1
     net = cb.Network(1024, [cb.Dense(4096, "relu"), cb.Dense(1024)], n_threads=1)
-    assert net._blas_threads(256).threads == 1
+    from cbackprop import _session
+
+    assert _session.blas_threads(net, 256).threads == 1
 
 
 def run_chooser(chooser, seconds_per_row):
@@ -153,7 +155,7 @@ def test_fit_threads_keeps_the_faster_choice(monkeypatch):
     """FitThreads probes the other thread count and adopts it only when faster."""
     from cbackprop import _threads
 
-    monkeypatch.setattr(_threads, "_cpu_seconds", lambda: None)       # an idle machine
+    monkeypatch.setattr(_threads, "cpu_seconds", lambda: None)       # an idle machine
     monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(_threads, "available_cores", lambda: 2)
     chooser = _threads.FitThreads(2, 2)
@@ -177,7 +179,7 @@ def test_fit_threads_stay_on_one_thread_while_other_processes_hold_the_cores(mon
         clock["own"] += 0.1
         return clock["wall"], clock["busy"], clock["own"]
 
-    monkeypatch.setattr(_threads, "_cpu_seconds", busy_machine)
+    monkeypatch.setattr(_threads, "cpu_seconds", busy_machine)
     monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(_threads, "available_cores", lambda: 2)
     chooser = _threads.FitThreads(2, 2)
@@ -204,7 +206,9 @@ def test_predict_memory_is_bounded():
     net = cb.Network(16, [cb.Dense(256, "relu"), cb.Dense(256, "relu"), cb.Dense(3, "softmax")],
                      dtype="float32", seed=0)
     X = np.random.default_rng(0).standard_normal((200_000, 16)).astype(np.float32)
-    rows = net._chunk_rows(X.shape[0])
+    from cbackprop import _session
+
+    rows = _session.chunk_rows(net.engine_layout(), X.shape[0])
     assert rows < X.shape[0]
     tracemalloc.start()
     try:
@@ -212,7 +216,7 @@ def test_predict_memory_is_bounded():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    workspace = _engine.workspace_size(net._sizes, rows) * 4
+    workspace = _engine.workspace_size(net.engine_layout(), rows) * 4
     assert peak < out.nbytes + workspace + (1 << 20)
     # All rows at once would need the hidden activations of every row.
     assert peak < 200_000 * 256 * 4
@@ -244,7 +248,7 @@ def test_no_allocation_grows_with_the_number_of_batches():
     assert peaks[1] - peaks[0] < 40 * 1024
     # workspace, order, the saved θ and state, the one-hot targets: a temporary
     # of one batch's activations (64 × 256 × 4 bytes) would not fit in the slack.
-    known = (_engine.workspace_size(net._sizes, B) * 4 + X.shape[0] * 8
+    known = (_engine.workspace_size(net.engine_layout(), B) * 4 + X.shape[0] * 8
              + 2 * net.theta.nbytes + opt.state.nbytes + X.shape[0] * 3 * 4)
     assert peaks[0] < known + 48 * 1024
 
@@ -325,7 +329,7 @@ def test_fit_threads_on_sure_shapes_do_not_probe_but_follow_the_load(monkeypatch
         clock["busy"] += 0.1 + 0.1 * busy["others"]
         return clock["wall"], clock["busy"], clock["own"]
 
-    monkeypatch.setattr(_threads, "_cpu_seconds", machine)
+    monkeypatch.setattr(_threads, "cpu_seconds", machine)
     monkeypatch.setattr(_threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(_threads, "available_cores", lambda: 2)
     chooser = _threads.FitThreads(2, 2, sure=True)

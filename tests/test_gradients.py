@@ -103,7 +103,7 @@ def test_loss_and_grad_chunks_agree_with_one_pass(monkeypatch):
     X = np.tile(X, (50, 1))
     y = np.tile(y, 50)
     L1, g1 = net.loss_and_grad(X, y)
-    monkeypatch.setattr(cb.network, "_CHUNK_ELEMENTS", 60)   # a few rows per chunk
+    monkeypatch.setattr(cb._session, "CHUNK_ELEMENTS", 60)   # a few rows per chunk
     L2, g2 = net.loss_and_grad(X, y)
     assert L1 == pytest.approx(L2, rel=1e-12)
     np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-14)

@@ -157,11 +157,11 @@ def test_training_gathers_rows_beyond_2_31_elements(tmp_path):
             opt = cb.SGD(lr=0.1)
             state = opt.prepare(theta)
             t = np.zeros(1, np.int64)
-            ws = np.empty(_engine.workspace_size(net._sizes, 3), np.float32)
+            layout = net.engine_layout()
+            ws = np.empty(_engine.workspace_size(layout, 3), np.float32)
             out = _engine.train_batches(
-                net._sizes, net._acts, net.loss.code, net.loss.delta, 0.0, theta,
-                np.zeros_like(theta), state, opt.code, opt.hyperparameters(), t, Xs, Ys,
-                np.empty(0, np.float32), order, 0, 3, 3, ws, net._dropout,
+                layout, theta, np.zeros_like(theta), state, opt.code, opt.hyperparameters(),
+                t, Xs, Ys, np.empty(0, np.float32), order, 0, 3, 3, ws,
                 np.zeros(1, np.uint64))
             results.append((theta, out))
         np.testing.assert_array_equal(results[0][0], results[1][0])

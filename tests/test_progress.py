@@ -102,7 +102,7 @@ def test_fit_checks_verbose_before_training(verbose):
 
 def test_bar_is_closed_when_fit_fails(monkeypatch):
     pytest.importorskip("tqdm")
-    import cbackprop.network as network_module
+    import cbackprop._session as network_module
 
     bars = []
 

@@ -16,7 +16,7 @@ def _stub_names(path: Path) -> dict[str, ast.AST]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names = {}
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names[node.name] = node
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names[node.target.id] = node
@@ -36,6 +36,13 @@ def test_stub_lists_every_public_name(name):
 def test_stub_signatures_match(name):
     module = importlib.import_module(f"cbackprop._core.{name}")
     for fname, node in _stub_names(CORE / f"{name}.pyi").items():
+        if isinstance(node, ast.ClassDef):
+            members = {n.targets[0].id: n.value.value for n in node.body
+                       if isinstance(n, ast.Assign)}
+            runtime_class = getattr(module, fname)
+            if members:      # an enum: the same names and codes
+                assert {m.name: int(m) for m in runtime_class} == members, fname
+            continue
         if not isinstance(node, ast.FunctionDef):
             continue
         runtime = list(inspect.signature(getattr(module, fname)).parameters)

@@ -1,8 +1,9 @@
 from cython cimport floating
 from libc.math cimport exp, expf, log1p, log1pf, tanh, tanhf, erf, erff, expm1, expm1f, fabs
 
-# Codes shared with Python through NAMES in _activations.pyx (same order).
-cdef enum:
+# The one declaration of the activation codes: Python reads the names from
+# this enum (`cbackprop.activations.ACTIVATIONS`).
+cpdef enum Activation:
     IDENTITY = 0
     SIGMOID = 1
     TANH = 2

@@ -4,9 +4,6 @@
 # The per-element σ and σ' are inline functions in the .pxd, so the branch on
 # `act` is hoisted out of the loop by the C compiler where it can.
 
-# Python-visible names, indexed by the codes of the enum in _activations.pxd.
-NAMES = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu",
-         "softplus", "gelu", "silu", "softmax")
 
 
 cdef void bias_activation_forward(int act, floating* Z, floating* A, const floating* b,

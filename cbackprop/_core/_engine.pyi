@@ -3,39 +3,48 @@
 from typing import TypeVar
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
 STATUS_OK: int
 STATUS_NONFINITE_LOSS: int
 
-def workspace_size(sizes: NDArray[np.intp], B: int) -> int:
+class Layout:
+    """A network's shape for the kernels: widths, activation codes, dropout, loss, alpha."""
+
+    sizes: tuple[int, ...]
+
+    def __init__(self, sizes: ArrayLike, acts: ArrayLike, dropout: ArrayLike, loss: int,
+                 delta: float, alpha: float) -> None: ...
+
+def workspace_size(layout: Layout, B: int) -> int:
     """Elements in the workspace for batches of up to B rows."""
 
-def workspace_views(ws: NDArray[_F], sizes: NDArray[np.intp], B: int,
+def workspace_views(ws: NDArray[_F], layout: Layout, B: int,
                     n: int) -> list[tuple[NDArray[_F], NDArray[_F], NDArray[_F]]]:
     """[(Z, A, dZ), …] per layer: views of the first n rows."""
 
-def train_batches(sizes: NDArray[np.intp], acts: NDArray[np.intc], loss: int, delta: float,
-                  alpha: float, theta: NDArray[_F], grad: NDArray[_F], state: NDArray[_F],
+def train_batches(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], state: NDArray[_F],
                   opt_kind: int, hp: NDArray[np.float64], step_count: NDArray[np.int64],
                   X: NDArray[_F], Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp],
-                  start: int, stop: int, B: int, ws: NDArray[_F], dropout: NDArray[np.float64],
+                  start: int, stop: int, B: int, ws: NDArray[_F],
                   rng: NDArray[np.uint64]) -> tuple[float, int, int, int]:
-    """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status).
+    """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status)."""
 
-    dropout holds each layer's drop rate; the masks come from the stream in rng.
-    """
+def batch_gradient(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F],
+                   Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp], start: int, B: int,
+                   ws: NDArray[_F],
+                   rng: NDArray[np.uint64]) -> tuple[float, int, int, float, int]:
+    """One batch's ∇L(θ) into grad: (loss, rows, correct, weight sum, status)."""
 
-def loss_and_grad(sizes: NDArray[np.intp], acts: NDArray[np.intc], loss: int, delta: float,
-                  alpha: float, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F],
+def loss_and_grad(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F],
                   Y: NDArray[_F], w: NDArray[_F], B: int, ws: NDArray[_F],
                   with_grad: bool) -> tuple[float, int]:
     """(L(θ), rows classified right); ∇L(θ) into grad when with_grad."""
 
-def predict(sizes: NDArray[np.intp], acts: NDArray[np.intc], theta: NDArray[_F],
-            X: NDArray[_F], out: NDArray[_F], B: int, ws: NDArray[_F]) -> None:
+def predict(layout: Layout, theta: NDArray[_F], X: NDArray[_F], out: NDArray[_F], B: int,
+            ws: NDArray[_F]) -> None:
     """out = the network's output for every row of X, in chunks of B rows."""
 
 def shuffle(order: NDArray[np.intp], rng: NDArray[np.uint64]) -> None:

@@ -1,8 +1,8 @@
 # Design: whole passes over a network in one nogil call.
 #
-# A network is described by plain arrays (Spec): the layer widths
-# sizes = [d, m₁, …, m_L], one activation code per layer, the loss code and
-# its parameters. All parameters live in one flat θ = [W¹, b¹, W², b², …]
+# A network is described once, by a Layout (a Spec struct and the arrays it
+# points into): the layer widths sizes = [d, m₁, …, m_L], one activation code
+# and dropout rate per layer, the loss code and its parameters. All parameters live in one flat θ = [W¹, b¹, W², b², …]
 # (Wˡ row-major, shape mₗ₋₁ × mₗ), the gradient in `grad` with the same layout.
 #
 # The workspace is one flat buffer of the network's dtype, allocated by Python
@@ -23,15 +23,12 @@ from cbackprop._core._blas cimport gemm
 from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
-from cbackprop._core._optim cimport (
-    update_slice, SGD, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY)
+from cbackprop._core._optim cimport layer_step
 
 # Status codes returned by train_batches.
-cdef enum:
-    OK = 0
-    NONFINITE_LOSS = 1
-STATUS_OK = OK
-STATUS_NONFINITE_LOSS = NONFINITE_LOSS
+cpdef enum:
+    STATUS_OK = 0
+    STATUS_NONFINITE_LOSS = 1
 
 
 cdef struct Spec:
@@ -45,18 +42,36 @@ cdef struct Spec:
     uint64_t* rng               # splitmix64 state for the dropout masks
 
 
-cdef inline Spec make_spec(const Py_ssize_t[::1] sizes, const int[::1] acts,
-                           int loss, double delta, double alpha) noexcept:
-    cdef Spec s
-    s.sizes = &sizes[0]
-    s.acts = &acts[0]
-    s.n_layers = acts.shape[0]
-    s.loss = loss
-    s.delta = delta
-    s.alpha = alpha
-    s.dropout = NULL
-    s.rng = NULL
-    return s
+cdef class Layout:
+    """A network's shape for the kernels, built once: widths sizes = [d, m₁, …,
+    m_L], one activation code and training dropout rate per layer, the loss code,
+    huber's δ and the L2 strength α (trusted: the Python layer checked them)."""
+
+    cdef Spec spec
+    cdef readonly tuple sizes
+    cdef Py_ssize_t[::1] _sizes
+    cdef int[::1] _acts
+    cdef double[::1] _dropout
+
+    def __init__(self, sizes, acts, dropout, int loss, double delta, double alpha):
+        self._sizes = np.array(sizes, dtype=np.intp)
+        self._acts = np.array(acts, dtype=np.intc)
+        self._dropout = np.array(dropout, dtype=np.float64)
+        self.sizes = tuple(int(m) for m in sizes)
+        self.spec.sizes = &self._sizes[0]
+        self.spec.acts = &self._acts[0]
+        self.spec.n_layers = self._acts.shape[0]
+        self.spec.loss = loss
+        self.spec.delta = delta
+        self.spec.alpha = alpha
+        self.spec.dropout = NULL      # on only in training passes
+        self.spec.rng = NULL
+
+    cdef Spec training_spec(self, uint64_t* rng) noexcept:
+        cdef Spec s = self.spec
+        s.dropout = &self._dropout[0]
+        s.rng = rng
+        return s
 
 
 cdef inline Py_ssize_t layer_offset(const Spec* s, Py_ssize_t B, Py_ssize_t l) noexcept nogil:
@@ -94,21 +109,21 @@ cdef void dropout_activation_backward(int act, const floating* Z, const floating
         dZ[i] *= M[i] * derivative(act, Z[i], activate(act, Z[i]))
 
 
-def workspace_size(const Py_ssize_t[::1] sizes, Py_ssize_t B):
+def workspace_size(Layout layout, Py_ssize_t B):
     """Elements in the workspace for batches of up to B rows."""
+    cdef const Spec* s = &layout.spec
     cdef Py_ssize_t total = 0, j
-    for j in range(1, sizes.shape[0]):
-        total += 4 * sizes[j]
-    return B * (total + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+    for j in range(1, s.n_layers + 1):
+        total += 4 * s.sizes[j]
+    return B * (total + s.sizes[0] + s.sizes[s.n_layers] + 1)
 
 
-def workspace_views(floating[::1] ws, const Py_ssize_t[::1] sizes, Py_ssize_t B, Py_ssize_t n):
+def workspace_views(floating[::1] ws, Layout layout, Py_ssize_t B, Py_ssize_t n):
     """[(Z, A, dZ), …] per layer: NumPy views of the first n rows (for trace)."""
     arr = np.asarray(ws)
     views = []
-    cdef Py_ssize_t off = 0, m, j
-    for j in range(1, sizes.shape[0]):
-        m = sizes[j]
+    cdef Py_ssize_t off = 0, m
+    for m in layout.sizes[1:]:
         views.append(tuple(arr[off + i * B * m: off + i * B * m + n * m].reshape(n, m)
                            for i in range(3)))
         off += 4 * B * m
@@ -249,25 +264,13 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
                           const floating* X, Py_ssize_t n, floating* ws,
                           Py_ssize_t B) noexcept nogil:
     """The backward pass from dZᴸ with the optimizer step fused in: each layer
-    is updated as soon as its gradient is known, once dZ_prev = σ'(Z_prev) ⊙
-    (dZ·Wᵀ) has used its old W (so the result equals a full backward pass then
-    one update, while the layer's gradient is still in cache).
-
-    Plain SGD writes the step into W inside the ∂W GEMM: W ← (1 − lr·λ)W −
-    lr·A_prevᵀ·dZ; SGD with momentum accumulates into the velocity there:
-    v ← μv + A_prevᵀ·dZ. Other optimizers get ∂W in grad, then update_slice.
-    λ = weight_decay + alpha (the L2 term's gradient αW); biases get no alpha."""
-    cdef Py_ssize_t l, i, j, n_in, n_out, nw, p = 0
-    cdef floating ai
+    is updated (`_optim.layer_step`) as soon as its gradient is known, once
+    dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
+    full backward pass then one update, while the layer's gradient is still
+    in cache."""
+    cdef Py_ssize_t l, n_in, n_out, nw, p = 0
     cdef const floating* a_prev
     cdef floating* dZ
-    cdef floating* W
-    cdef floating* gb
-    cdef floating* v
-    cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
-    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], a = <floating> s.alpha
-    cdef floating lam = wd + a
-    cdef bint plain_sgd = kind == SGD and hp[HP_NESTEROV] == 0
     for l in range(s.n_layers):
         p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
     for l in range(s.n_layers - 1, -1, -1):
@@ -275,95 +278,65 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
         n_out = s.sizes[l + 1]
         nw = n_in * n_out
         p -= nw + n_out
-        W = theta + p
         dZ = ws + layer_offset(s, B, l) + 2 * B * n_out
         a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
         if l > 0:
-            delta_prev(s, l, W, dZ, n, ws, B)
-        gb = grad + p + nw
-        column_sums(dZ, n, n_out, gb, False)
-        if plain_sgd and mu == 0:
-            gemm(True, False, <int> n_in, <int> n_out, <int> n, -lr, a_prev, <int> n_in,
-                 dZ, <int> n_out, 1 - lr * lam, W, <int> n_out)
-            for i in range(n_out):
-                W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
-        elif plain_sgd and n == 1:
-            # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
-            # momentum loop (one pass over v and W instead of two).
-            v = state + p
-            for i in range(n_in):
-                ai = a_prev[i]
-                for j in range(n_out):
-                    v[i * n_out + j] = (mu * v[i * n_out + j] + ai * dZ[j]
-                                        + lam * W[i * n_out + j])
-                    W[i * n_out + j] -= lr * v[i * n_out + j]
-            for i in range(nw, nw + n_out):
-                v[i] = mu * v[i] + dZ[i - nw] + wd * W[i]
-                W[i] -= lr * v[i]
-        elif plain_sgd:
-            v = state + p
-            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
-                 <int> n_in, dZ, <int> n_out, mu, v, <int> n_out)
-            for i in range(nw):
-                v[i] += lam * W[i]
-                W[i] -= lr * v[i]
-            for i in range(nw, nw + n_out):
-                v[i] = mu * v[i] + gb[i - nw] + wd * W[i]
-                W[i] -= lr * v[i]
-        else:
-            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
-                 <int> n_in, dZ, <int> n_out, <floating> 0, grad + p, <int> n_out)
-            if a != 0:
-                for i in range(nw):
-                    grad[p + i] += a * W[i]
-            update_slice(kind, hp, t, W, grad + p, state + p, state + n_params + p,
-                         nw + n_out)
+            delta_prev(s, l, theta + p, dZ, n, ws, B)
+        column_sums(dZ, n, n_out, grad + p + nw, False)
+        layer_step(kind, hp, t, s.alpha, a_prev, dZ, n, n_in, n_out, theta + p, grad + p,
+                   state + p, state + n_params + p)
 
 
-def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, double delta,
-                  double alpha, floating[::1] theta, floating[::1] grad,
+cdef void gather(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] w,
+                 const Py_ssize_t* rows, Py_ssize_t nb, floating* Xb, floating* Yb,
+                 floating* wb, double* wsum) noexcept nogil:
+    """Copy rows X[rows], Y[rows] (and their weights, 1 without w) into the batch buffers."""
+    cdef Py_ssize_t i, r, d = X.shape[1], k = Y.shape[1]
+    cdef bint weighted = w.shape[0] > 0
+    wsum[0] = 0
+    for i in range(nb):
+        r = rows[i]
+        memcpy(Xb + i * d, &X[r, 0], d * sizeof(floating))
+        memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
+        wb[i] = w[r] if weighted else 1
+        wsum[0] += wb[i]
+
+
+def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                   floating[::1] state, int opt_kind, const double[::1] hp,
                   long long[::1] step_count, const floating[:, ::1] X,
                   const floating[:, ::1] Y, const floating[::1] w,
                   const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop,
-                  Py_ssize_t B, floating[::1] ws, const double[::1] dropout,
-                  uint64_t[::1] rng):
+                  Py_ssize_t B, floating[::1] ws, uint64_t[::1] rng):
     """Train on the rows order[start:stop] in batches of B, in place.
 
     Each batch: gather rows, forward, loss, then the backward pass with each
     layer's optimizer step fused in (see backward_update; `grad` is scratch).
-    Returns (Σ over batches of batch loss × batch rows, rows done, rows
-    classified right, status).
-    On a non-finite loss it stops before that batch's update. dropout holds
-    each layer's drop rate (the masks come from the stream in rng).
+    The optimizer is given by its code, hyper-parameter vector and step
+    counter (advanced in place), its state in `state`; the dropout masks come
+    from the stream in rng. Returns (Σ over batches of batch loss × batch
+    rows, rows done, rows classified right, status). On a non-finite loss it
+    stops before that batch's update.
     """
-    cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
-    s.dropout = &dropout[0]
-    s.rng = &rng[0]
-    cdef Py_ssize_t d = sizes[0], k = sizes[sizes.shape[0] - 1]
+    cdef Spec s = layout.training_spec(&rng[0])
+    cdef Py_ssize_t d = s.sizes[0], k = s.sizes[s.n_layers]
     cdef floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
     cdef floating* Yb = Xb + B * d
     cdef floating* wb = Yb + B * k
     cdef bint weighted = w.shape[0] > 0
-    cdef Py_ssize_t i, r, nb, pos = start, correct = 0
+    cdef Py_ssize_t nb, pos = start, correct = 0
     cdef double batch_loss, wsum, total = 0
-    cdef int status = OK
+    cdef int status = STATUS_OK
     with nogil:
         while pos < stop:
             nb = min(B, stop - pos)
-            wsum = 0
-            for i in range(nb):
-                r = order[pos + i]
-                memcpy(Xb + i * d, &X[r, 0], d * sizeof(floating))
-                memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
-                wb[i] = w[r] if weighted else 1
-                wsum += wb[i]
+            gather(X, Y, w, &order[pos], nb, Xb, Yb, wb, &wsum)
             batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
                                       wsum, &ws[0], B, &correct)
             if s.alpha != 0:
                 batch_loss += add_l2(&s, &theta[0], NULL)
             if not isfinite(batch_loss):
-                status = NONFINITE_LOSS
+                status = STATUS_NONFINITE_LOSS
                 break
             step_count[0] += 1
             backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
@@ -373,14 +346,45 @@ def train_batches(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
     return total, pos - start, correct, status
 
 
-def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, double delta,
-                  double alpha, const floating[::1] theta, floating[::1] grad,
+def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
+                   const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] w,
+                   const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t B,
+                   floating[::1] ws, uint64_t[::1] rng):
+    """∇L(θ) of the one batch order[start:start + B] (fewer at the end) into grad:
+    the weighted mean over its rows plus the L2 term, with dropout as in
+    training, and no update. Returns (batch loss, rows, rows classified right,
+    Σ of the batch's weights, status)."""
+    cdef Spec s = layout.training_spec(&rng[0])
+    cdef Py_ssize_t d = s.sizes[0], k = s.sizes[s.n_layers], correct = 0
+    cdef Py_ssize_t nb = min(B, order.shape[0] - start)
+    cdef floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
+    cdef floating* Yb = Xb + B * d
+    cdef floating* wb = Yb + B * k
+    cdef bint weighted = w.shape[0] > 0
+    cdef double batch_loss, wsum
+    cdef int status = STATUS_OK
+    with nogil:
+        gather(X, Y, w, &order[start], nb, Xb, Yb, wb, &wsum)
+        batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
+                                  wsum, &ws[0], B, &correct)
+        if s.alpha != 0:
+            batch_loss += add_l2(&s, &theta[0], NULL)
+        if not isfinite(batch_loss):
+            status = STATUS_NONFINITE_LOSS
+        else:
+            backward(&s, &theta[0], &grad[0], Xb, nb, &ws[0], B, 0)
+            if s.alpha != 0:
+                add_l2(&s, &theta[0], &grad[0])
+    return batch_loss, nb, correct, wsum, status
+
+
+def loss_and_grad(Layout layout, const floating[::1] theta, floating[::1] grad,
                   const floating[:, ::1] X, const floating[:, ::1] Y,
                   const floating[::1] w, Py_ssize_t B, floating[::1] ws, bint with_grad):
     """L(θ) over all rows (weighted mean, plus α/2 Σ‖W‖²) and, with_grad,
-    ∇L(θ) into grad (which may be empty otherwise), in chunks of B rows.
-    Returns (L(θ), rows classified right)."""
-    cdef Spec s = make_spec(sizes, acts, loss, delta, alpha)
+    ∇L(θ) into grad (which may be empty otherwise), in chunks of B rows, with
+    no dropout. Returns (L(θ), rows classified right)."""
+    cdef Spec s = layout.spec
     cdef Py_ssize_t n = X.shape[0], pos, nb, i, correct = 0
     cdef bint weighted = w.shape[0] > 0
     cdef double wtotal = 0, total = 0
@@ -406,10 +410,10 @@ def loss_and_grad(const Py_ssize_t[::1] sizes, const int[::1] acts, int loss, do
     return total, correct
 
 
-def predict(const Py_ssize_t[::1] sizes, const int[::1] acts, const floating[::1] theta,
-            const floating[:, ::1] X, floating[:, ::1] out, Py_ssize_t B, floating[::1] ws):
+def predict(Layout layout, const floating[::1] theta, const floating[:, ::1] X,
+            floating[:, ::1] out, Py_ssize_t B, floating[::1] ws):
     """out = the network's output for every row of X, in chunks of B rows."""
-    cdef Spec s = make_spec(sizes, acts, 0, 0, 0)
+    cdef Spec s = layout.spec
     cdef Py_ssize_t n = X.shape[0], k = out.shape[1], pos = 0, nb
     cdef floating* A = &ws[0] + layer_offset(&s, B, s.n_layers - 1) + B * k
     with nogil:

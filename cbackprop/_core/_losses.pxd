@@ -1,7 +1,8 @@
 from cython cimport floating
 
-# Codes shared with Python through NAMES in _losses.pyx (same order).
-cdef enum:
+# The one declaration of the loss codes: Python reads the names from this
+# enum (`cbackprop.losses.LOSSES`).
+cpdef enum LossCode:
     CROSS_ENTROPY = 0
     BINARY_CROSS_ENTROPY = 1
     MSE = 2

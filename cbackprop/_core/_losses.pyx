@@ -13,8 +13,6 @@
 from libc.math cimport log, exp, fabs, log1p
 from cbackprop._core._activations cimport activation_backward
 
-# Python-visible names, indexed by the codes of the enum in _losses.pxd.
-NAMES = ("cross_entropy", "binary_cross_entropy", "mse", "huber")
 
 
 cdef double loss_backward(int loss, int out_act, const floating* Z, const floating* A,

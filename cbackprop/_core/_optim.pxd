@@ -1,14 +1,15 @@
 from cython cimport floating
 
-# Codes shared with Python through NAMES in _optim.pyx (same order).
-cdef enum:
+# The one declaration of the optimizer codes, read by `cbackprop.optimizers`.
+cpdef enum OptimizerKind:
     SGD = 0
     ADAM = 1
     ADAMW = 2
     RMSPROP = 3
 
-# Hyper-parameters travel as one double array, indexed by these slots.
-cdef enum:
+# Hyper-parameters travel as one double array, indexed by these slots
+# (`Optimizer.hyperparameters` fills it by these names).
+cpdef enum:
     HP_LR = 0
     HP_MOMENTUM = 1      # SGD, RMSprop
     HP_NESTEROV = 2      # SGD: 0 or 1
@@ -16,7 +17,6 @@ cdef enum:
     HP_BETA1 = 4         # Adam(W)
     HP_BETA2 = 5         # Adam(W); RMSprop's smoothing constant alpha
     HP_EPS = 6
-    N_HP = 7
 
 
 cdef void update(int kind, const double* hp, long long t, floating* theta,
@@ -24,3 +24,7 @@ cdef void update(int kind, const double* hp, long long t, floating* theta,
 cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
                        const floating* grad, floating* s1, floating* s2,
                        Py_ssize_t n) noexcept nogil
+cdef void layer_step(int kind, const double* hp, long long t, double alpha,
+                     const floating* a_prev, const floating* dZ, Py_ssize_t n,
+                     Py_ssize_t n_in, Py_ssize_t n_out, floating* W, floating* g,
+                     floating* s1, floating* s2) noexcept nogil

@@ -4,12 +4,18 @@
 # (torch.optim), so results can be compared step for step. Per-step scalars are
 # computed in double, the per-element arithmetic in the network's dtype (as
 # torch does), in branch-free loops the C compiler vectorises.
+#
+# Each rule has two forms, side by side (as torch/optim/sgd.py keeps its
+# single-tensor and fused forms together): `update` on a flat vector, and
+# `layer_step`, which the engine calls inside the backward pass for one layer
+# whose ∂C/∂W is not yet formed (SGD folds it into the ∂W GEMM).
 
 from libc.math cimport sqrt, sqrtf, pow
 
-NAMES = ("sgd", "adam", "adamw", "rmsprop")
-N_STATE = (1, 2, 2, 2)     # state buffers per optimizer, in units of n
-HP_SLOTS = ("lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps")
+from cbackprop._core._blas cimport gemm
+
+#: State buffers per optimizer, in units of θ's size.
+N_STATE = {SGD: 1, ADAM: 2, ADAMW: 2, RMSPROP: 2}
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
@@ -99,6 +105,64 @@ cdef void update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil:
     """One optimizer step t (counted from 1) on θ in place."""
     update_slice(kind, hp, t, theta, grad, state, state + n, n)
+
+
+cdef void layer_step(int kind, const double* hp, long long t, double alpha,
+                     const floating* a_prev, const floating* dZ, Py_ssize_t n,
+                     Py_ssize_t n_in, Py_ssize_t n_out, floating* W, floating* g,
+                     floating* s1, floating* s2) noexcept nogil:
+    """Step t for one layer, inside the backward pass: W (n_in × n_out, its bias
+    b at W + n_in·n_out) from the layer's input a_prev and δ = dZ (n rows each),
+    with g + n_in·n_out already holding ∂C/∂b = Σ_rows dZ. g is the layer's
+    slice of the gradient buffer, s1 and s2 its slices of the state buffers.
+
+    Plain SGD writes the step into W inside the ∂W GEMM: W ← (1 − lr·λ)W −
+    lr·a_prevᵀ·dZ; SGD with momentum accumulates into the velocity there:
+    v ← μv + a_prevᵀ·dZ (at n = 1 an outer product folded into the velocity
+    loop). Other optimizers get ∂W in g, then `update_slice`. λ = weight_decay
+    + alpha (the L2 term's gradient αW); biases get no alpha. The result is
+    the flat rule's, in another order of rounding."""
+    cdef Py_ssize_t i, j, nw = n_in * n_out
+    cdef floating ai
+    cdef floating* gb = g + nw
+    cdef floating* v = s1
+    cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], a = <floating> alpha
+    cdef floating lam = wd + a
+    cdef bint plain_sgd = kind == SGD and hp[HP_NESTEROV] == 0
+    if plain_sgd and mu == 0:
+        gemm(True, False, <int> n_in, <int> n_out, <int> n, -lr, a_prev, <int> n_in,
+             dZ, <int> n_out, 1 - lr * lam, W, <int> n_out)
+        for i in range(n_out):
+            W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
+    elif plain_sgd and n == 1:
+        # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
+        # momentum loop (one pass over v and W instead of two).
+        for i in range(n_in):
+            ai = a_prev[i]
+            for j in range(n_out):
+                v[i * n_out + j] = (mu * v[i * n_out + j] + ai * dZ[j]
+                                    + lam * W[i * n_out + j])
+                W[i * n_out + j] -= lr * v[i * n_out + j]
+        for i in range(nw, nw + n_out):
+            v[i] = mu * v[i] + dZ[i - nw] + wd * W[i]
+            W[i] -= lr * v[i]
+    elif plain_sgd:
+        gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
+             <int> n_in, dZ, <int> n_out, mu, v, <int> n_out)
+        for i in range(nw):
+            v[i] += lam * W[i]
+            W[i] -= lr * v[i]
+        for i in range(nw, nw + n_out):
+            v[i] = mu * v[i] + gb[i - nw] + wd * W[i]
+            W[i] -= lr * v[i]
+    else:
+        gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
+             <int> n_in, dZ, <int> n_out, <floating> 0, g, <int> n_out)
+        if a != 0:
+            for i in range(nw):
+                g[i] += a * W[i]
+        update_slice(kind, hp, t, W, g, s1, s2, nw + n_out)
 
 
 def step(int kind, const double[::1] hp, long long t, floating[::1] theta,

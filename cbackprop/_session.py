@@ -1,0 +1,359 @@
+"""One fit of one network: the training session.
+
+A session owns everything one fit needs, set up once and never per epoch: the
+checked arrays, the row order and the network's random stream, the workspace,
+the gradient buffer, the BLAS thread choice, the snapshot that a diverged fit
+returns to, and the step loop. `Network.fit`, `Network.evaluate`,
+`Network.loss_and_grad`, `gradcheck` and the estimators (every solver and
+`partial_fit`) all go through it; it reads the network only through public
+names, and never imports `network`.
+
+The step boundary, named once:
+
+    compute ∇L(θ) of a batch  ->  reduce_gradient(grad, weight)  ->  apply the update
+
+Without a `reduce_gradient` hook the engine fuses the three, chunk by chunk
+without the GIL: each layer's update runs inside the backward pass (SGD even
+inside the ∂W GEMM). With a hook, each batch comes back to Python between the
+gradient and the update; see `TrainingSession` for the hook's contract.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from cbackprop import _threads
+from cbackprop import _validation as V
+from cbackprop._concurrency import DeferredInterrupt
+from cbackprop._core import _engine, _optim
+from cbackprop.history import History
+from cbackprop.losses import REQUIRED_OUTPUT
+from cbackprop.optimizers import Optimizer
+from cbackprop.progress import Progress, check_verbose
+
+#: Rows per full-pass chunk are chosen so the workspace stays near this size.
+CHUNK_ELEMENTS = 1 << 21
+#: Seconds of work between two returns to Python during fit (signals, stop()).
+CHUNK_SECONDS = 0.1
+
+# Networks and optimizers inside a running session, by id: one fit per
+# network, and two fits must not share an optimizer's state.
+_busy: set[int] = set()
+_running: dict[int, TrainingSession] = {}
+_busy_lock = threading.Lock()
+# Each network's measured thread choices, so later fits start from them.
+_thread_choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class DivergenceError(FloatingPointError):
+    """fit stopped because the loss or the parameters became NaN or infinite.
+
+    The network keeps the parameters (and optimizer state) it had before the fit.
+    """
+
+
+def chunk_rows(layout: _engine.Layout, n_rows: int) -> int:
+    """Rows per chunk of a full pass (predict, evaluate) over n_rows rows."""
+    per_row = _engine.workspace_size(layout, 1)
+    return max(1, min(n_rows, CHUNK_ELEMENTS // per_row))
+
+
+def blas_threads(network, rows: int) -> _threads.BlasThreads:
+    """The BLAS threads for passes of `rows` rows through network (1 for small shapes)."""
+    most = _threads.most_threads(network.n_threads)
+    return _threads.BlasThreads(_threads.threads_for_shape(network.sizes, rows, most))
+
+
+def request_stop(network) -> None:
+    """Ask the session running on network, if any, to stop after its current chunk."""
+    session = _running.get(id(network))
+    if session is not None:
+        session.stop()
+
+
+class TrainingSession:
+    """One fit of `network` on (X, y): everything checked here, before anything changes.
+
+    Parameters
+    ----------
+    network : Network
+    X, y, sample_weight : the data, as for `Network.fit`
+    optimizer : Optimizer, optional
+        Needed to train (`run_epoch`, `fit`); a session without one only
+        evaluates (`evaluate`, `loss_and_grad`).
+    batch_size : int, default 32
+    shuffle : bool, default True
+        Reshuffle the rows every epoch, from the network's random stream.
+    fresh_order : bool, default False
+        Shuffle each epoch from the rows' own order (as scikit-learn's
+        estimators do) instead of from the previous epoch's order.
+    validation_data : (X_val, y_val), optional
+        Evaluated after each epoch ("val_loss", "val_accuracy").
+    reduce_gradient : callable, optional
+        The step boundary's hook: ``reduce_gradient(grad, weight)`` is called
+        after each batch's gradient is computed and before the update. `grad`
+        is the flat ∇L(θ) of the batch (the weighted mean over its rows plus
+        the L2 term, in θ's layout and dtype); `weight` is the batch's total
+        row weight (its row count when unweighted), which a data-parallel
+        reduction uses to weight each process's mean. The hook may change
+        grad in place (e.g. an Allreduce to the global batch's mean); it must
+        not keep it or change θ. The optimizer then steps with grad. Without a
+        hook, gradient and update are fused in the engine.
+    names : (str, str)
+        How errors name X and y.
+    """
+
+    def __init__(self, network, X, y, sample_weight=None, *, optimizer: Optimizer | None = None,
+                 batch_size: int = 32, shuffle: bool = True, fresh_order: bool = False,
+                 validation_data=None, reduce_gradient=None, names=("X", "y")):
+        self.network = network
+        self.layout = network.engine_layout()
+        X = V.check_X(X, network.n_inputs, network.dtype, names[0])
+        Y = V.check_targets(y, X.shape[0], network.loss.name, network.n_outputs,
+                            network.dtype, names[1])
+        w = V.check_sample_weight(sample_weight, X.shape[0], network.dtype)
+        self.classifier = network.loss.name in REQUIRED_OUTPUT
+        self.optimizer = optimizer
+        self.validation = None
+        if optimizer is not None:
+            if w.size and not w.all():
+                # Rows of weight 0 are dropped, as if absent: a batch of only such
+                # rows would have no weighted mean loss.
+                keep = w != 0
+                X, Y, w = X[keep], Y[keep], w[keep]
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(
+                    f"optimizer must be a cb.Optimizer (e.g. cb.SGD), got {optimizer!r}")
+            self.batch_size = min(V.check_int(batch_size, "batch_size", 1), X.shape[0])
+            self.hp = optimizer.hyperparameters()
+            self._state = optimizer.prepare(network.theta)
+            if validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                    raise TypeError("validation_data must be a pair (X_val, y_val)")
+                self.validation = TrainingSession(network, *validation_data,
+                                                  names=("validation X", "validation y"))
+            self.shuffle = V.check_bool(shuffle, "shuffle")
+            self.fresh_order = V.check_bool(fresh_order, "fresh_order")
+            if reduce_gradient is not None and not callable(reduce_gradient):
+                raise TypeError(f"reduce_gradient must be callable, got {reduce_gradient!r}")
+            self.reduce_gradient = reduce_gradient
+        self.X, self.Y, self.w = X, Y, w
+        self.n_rows = X.shape[0]
+        self._entered = False
+        self._stop_requested = False
+
+    # ---- passes over all rows (no dropout, θ unchanged) ---------------------------
+
+    def loss_and_grad(self, with_grad: bool = True) -> tuple[float, int, np.ndarray | None]:
+        """(L(θ), rows classified right, ∇L(θ) in a new array or None) over all rows."""
+        net = self.network
+        rows = chunk_rows(self.layout, self.n_rows)
+        ws = np.empty(_engine.workspace_size(self.layout, rows), dtype=net.dtype)
+        # Private (concurrent calls must not share one); unused without with_grad.
+        grad = np.empty_like(net.theta) if with_grad else np.empty(0, net.dtype)
+        with blas_threads(net, rows), net.params_lock.read():
+            loss, correct = _engine.loss_and_grad(self.layout, net.theta, grad, self.X, self.Y,
+                                                  self.w, rows, ws, with_grad)
+        return float(loss), correct, grad if with_grad else None
+
+    def evaluate(self) -> dict[str, float]:
+        """{"loss": L(θ)} plus "accuracy" for classification losses."""
+        loss, correct, _ = self.loss_and_grad(with_grad=False)
+        result = {"loss": loss}
+        if self.classifier:
+            result["accuracy"] = correct / self.n_rows
+        return result
+
+    # ---- training ----------------------------------------------------------------
+
+    def __enter__(self) -> TrainingSession:
+        if self.optimizer is None:
+            raise TypeError("a session without an optimizer cannot train")
+        net, optimizer = self.network, self.optimizer
+        with _busy_lock:
+            if id(net) in _busy:
+                raise RuntimeError("this network is already being fitted in another thread")
+            if id(optimizer) in _busy:
+                raise RuntimeError("this optimizer is in use by another fit; "
+                                   "give each network its own optimizer")
+            _busy.update((id(net), id(optimizer)))
+            _running[id(net)] = self
+        try:
+            optimizer.state = self._state
+            self.commit()
+            B = self.batch_size
+            self.order = np.arange(self.n_rows, dtype=np.intp)
+            self.ws = np.empty(_engine.workspace_size(self.layout, B), dtype=net.dtype)
+            self.grad = np.zeros_like(net.theta)
+            self._rows_per_chunk = B
+            self.threads = self._fit_threads(B)
+            # Ctrl-C stops the session at the next chunk boundary; leaving it then
+            # raises KeyboardInterrupt.
+            self.interrupt = DeferredInterrupt(self.stop).__enter__()
+            self.threads.__enter__()
+        except BaseException:
+            self._release()
+            raise
+        self._entered = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._entered = False
+        try:
+            self.threads.__exit__(exc_type, exc, tb)
+            self.interrupt.__exit__(exc_type, exc, tb)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with _busy_lock:
+            _busy.discard(id(self.network))
+            _busy.discard(id(self.optimizer))
+            if _running.get(id(self.network)) is self:
+                del _running[id(self.network)]
+
+    def _fit_threads(self, rows: int) -> _threads.FitThreads:
+        """The thread choice for batches of `rows` rows; later fits of the network
+        start from what earlier ones measured (see cbackprop/_threads.py)."""
+        net = self.network
+        most = _threads.most_threads(net.n_threads)
+        choices = _thread_choices.setdefault(net, {})
+        if (rows, most) not in choices:
+            start = _threads.threads_for_shape(net.sizes, rows, most)
+            sure = _threads.forward_flops(net.sizes, rows) >= _threads.SURE_FLOPS_FOR_THREADS
+            choices[(rows, most)] = _threads.FitThreads(start, most, sure)
+        return choices[(rows, most)]
+
+    def stop(self) -> None:
+        """Stop after the current chunk (from any thread)."""
+        self._stop_requested = True
+
+    @property
+    def stopped(self) -> bool:
+        """True once stop() or Ctrl-C asked this session to end."""
+        return self._stop_requested or self.interrupt.pending
+
+    def commit(self) -> None:
+        """Keep what was trained so far: a later divergence restores θ, the
+        optimizer and the random stream to this point (set on entering)."""
+        net = self.network
+        with net.params_lock.read():
+            self._saved = (net.theta.copy(), self.optimizer.state_dict(),
+                           net.rng_state.copy())
+
+    def _diverged(self, what: str) -> DivergenceError:
+        net = self.network
+        net.theta[...] = self._saved[0]
+        # The state and step count go back; the hyper-parameters stay as they are now.
+        self.optimizer.load_state_dict({**self._saved[1],
+                                        "hyperparameters": self.optimizer.get_config()})
+        net.rng_state[...] = self._saved[2]
+        return DivergenceError(
+            f"fit stopped: {what} became NaN or infinite (try a smaller learning rate); "
+            "the parameters before this fit were restored")
+
+    def run_epoch(self) -> dict[str, float] | None:
+        """One pass over the rows in batches; returns the epoch's logs ("loss",
+        "accuracy" for classifiers, "val_*" with validation data, "time"), or
+        None when it was stopped before its first chunk. A stopped epoch may
+        cover only part of the rows (`stopped` is then True).
+
+        Raises DivergenceError (after restoring the last `commit`) when the loss
+        or θ becomes non-finite.
+        """
+        if not self._entered:
+            raise RuntimeError("run_epoch needs an entered session: `with session: ...`")
+        net, n, B = self.network, self.n_rows, self.batch_size
+        self.hp[...] = self.optimizer.hyperparameters()   # callbacks may have changed lr
+        start_time = time.perf_counter()
+        if self.shuffle:
+            with net.params_lock.write():
+                if self.fresh_order:
+                    self.order[...] = np.arange(n)
+                _engine.shuffle(self.order, net.rng_state)
+        total = correct = 0.0
+        pos = 0
+        while pos < n and not self.stopped:
+            stop = min(n, pos + self.threads.chunk_rows(self._rows_per_chunk, B))
+            t0 = time.perf_counter()
+            # Readers see θ only between chunks, and only finite.
+            with net.params_lock.write():
+                loss_sum, done, ok_rows, status = self._train_chunk(pos, stop)
+                error = (self._diverged("the loss") if status != _engine.STATUS_OK
+                         else None if V.all_finite(net.theta)
+                         else self._diverged("the parameters"))
+            if error is not None:
+                raise error
+            elapsed = time.perf_counter() - t0
+            self.threads.observe(elapsed, done)
+            # Aim each chunk at about CHUNK_SECONDS of work, in whole batches.
+            scale = CHUNK_SECONDS / max(elapsed, 1e-6)
+            self._rows_per_chunk = int(min(max(done * scale, B), 1 << 40)) // B * B
+            total += loss_sum
+            correct += ok_rows
+            pos += done
+        if pos == 0 or self.interrupt.pending:
+            return None
+        if pos < n:
+            self._stop_requested = True
+        logs = {"loss": total / pos}
+        if self.classifier:
+            logs["accuracy"] = correct / pos
+        if self.validation is not None:
+            for key, value in self.validation.evaluate().items():
+                logs["val_" + key] = value
+        logs["time"] = time.perf_counter() - start_time
+        return logs
+
+    def _train_chunk(self, pos: int, stop: int) -> tuple[float, int, int, int]:
+        """Train rows order[pos:stop]: (loss sum, rows, rows right, status)."""
+        net, opt = self.network, self.optimizer
+        if self.reduce_gradient is None:
+            return _engine.train_batches(
+                self.layout, net.theta, self.grad, opt.state, opt.code, self.hp,
+                opt.step_counter, self.X, self.Y, self.w, self.order, pos, stop,
+                self.batch_size, self.ws, net.rng_state)
+        total = correct = 0.0
+        start = pos
+        while pos < stop:
+            loss, rows, ok_rows, weight, status = _engine.batch_gradient(
+                self.layout, net.theta, self.grad, self.X, self.Y, self.w, self.order, pos,
+                self.batch_size, self.ws, net.rng_state)
+            if status != _engine.STATUS_OK:
+                return total, pos - start, correct, status
+            self.reduce_gradient(self.grad, weight)
+            opt.step_counter[0] += 1
+            _optim.step(opt.code, self.hp, opt.t, net.theta, self.grad, opt.state)
+            total += loss * rows
+            correct += ok_rows
+            pos += rows
+        return total, pos - start, correct, _engine.STATUS_OK
+
+    def fit(self, epochs: int, verbose=False, callbacks=None) -> History:
+        """Train for `epochs` epochs, as `Network.fit` documents; returns the History."""
+        epochs = V.check_int(epochs, "epochs", 0)
+        check_verbose(verbose)
+        if callable(callbacks):
+            raise TypeError("callbacks must be a list of callables, got a single callable")
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables, got {cb!r}")
+        history = History()
+        with self, Progress(epochs, self.n_rows, verbose) as progress:
+            for epoch in range(epochs):
+                logs = self.run_epoch()
+                if logs is None:
+                    break
+                history.record(epoch, logs)
+                progress.update(epoch, logs)
+                stop_now = self.stopped
+                for cb in callbacks:
+                    stop_now |= bool(cb(epoch, logs))
+                if stop_now:
+                    break
+        return history
