@@ -130,7 +130,7 @@ class TrainingSession:
                     f"optimizer must be a cb.Optimizer (e.g. cb.SGD), got {optimizer!r}")
             self.batch_size = min(V.check_int(batch_size, "batch_size", 1), X.shape[0])
             self.hp = optimizer.hyperparameters()
-            self._state = optimizer.prepare(network.theta)
+            optimizer.prepare(network.theta)          # checked now, taken when entered
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                     raise TypeError("validation_data must be a pair (X_val, y_val)")
@@ -183,7 +183,9 @@ class TrainingSession:
             _busy.update((id(net), id(optimizer)))
             _running[id(net)] = self
         try:
-            optimizer.state = self._state
+            # Taken only once claimed: a fit waiting for the optimizer must not
+            # replace the running fit's state.
+            optimizer.state = optimizer.prepare(net.theta)
             self.commit()
             B = self.batch_size
             self.order = np.arange(self.n_rows, dtype=np.intp)
@@ -256,11 +258,14 @@ class TrainingSession:
             f"fit stopped: {what} became NaN or infinite (try a smaller learning rate); "
             "the parameters before this fit were restored")
 
-    def run_epoch(self) -> dict[str, float] | None:
+    def run_epoch(self, on_chunk=None) -> dict[str, float] | None:
         """One pass over the rows in batches; returns the epoch's logs ("loss",
         "accuracy" for classifiers, "val_*" with validation data, "time"), or
         None when it was stopped before its first chunk. A stopped epoch may
         cover only part of the rows (`stopped` is then True).
+
+        on_chunk, if given, is called as on_chunk(rows_done, n_rows, mean_loss)
+        after each chunk (about every 0.1 s): a live progress display.
 
         Raises DivergenceError (after restoring the last `commit`) when the loss
         or θ becomes non-finite.
@@ -296,6 +301,8 @@ class TrainingSession:
             total += loss_sum
             correct += ok_rows
             pos += done
+            if on_chunk is not None:
+                on_chunk(pos, n, total / pos)
         if pos == 0 or self.interrupt.pending:
             return None
         if pos < n:
