@@ -5,6 +5,8 @@ The formulas are torch.optim's; each class states its rule.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from cbackprop._core import _optim
@@ -27,9 +29,12 @@ class Optimizer:
     """
 
     name: str = ""
+    #: The real hyper-parameters and their intervals (check_real's arguments).
+    _intervals: dict = {"lr": dict(low=0, low_open=True)}
 
-    def __init__(self, lr: float):
-        self.lr = lr
+    def __init__(self, **hyperparameters):
+        for key, value in hyperparameters.items():
+            setattr(self, key, value)
         self.state: np.ndarray | None = None
         self.step_counter = np.zeros(1, dtype=np.int64)
         self._validate()
@@ -40,7 +45,8 @@ class Optimizer:
         return int(self.step_counter[0])
 
     def _validate(self) -> None:
-        self.lr = check_real(self.lr, "lr", 0, low_open=True)
+        for key, interval in self._intervals.items():
+            setattr(self, key, check_real(getattr(self, key), key, **interval))
 
     def _slots(self) -> dict:
         return {}
@@ -142,7 +148,14 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
     def get_config(self) -> dict:
-        return {"lr": self.lr}
+        """The constructor's arguments, as they are now."""
+        names = list(inspect.signature(type(self)).parameters)
+        return {key: getattr(self, key) for key in names}
+
+
+_FRACTION = dict(low=0, high=1, high_open=True)     # [0, 1)
+_POSITIVE = dict(low=0, low_open=True)              # eps: 0 would give 0/0
+_NON_NEGATIVE = dict(low=0)
 
 
 class SGD(Optimizer):
@@ -156,29 +169,22 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    _intervals = {**Optimizer._intervals, "momentum": _FRACTION, "weight_decay": _NON_NEGATIVE}
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.weight_decay = weight_decay
-        super().__init__(lr)
+        super().__init__(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
     def _validate(self) -> None:
         super()._validate()
-        self.momentum = check_real(self.momentum, "momentum", 0, 1, high_open=True)
-        self.weight_decay = check_real(self.weight_decay, "weight_decay", 0)
         if not isinstance(self.nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be True or False, got {self.nesterov!r}")
+        self.nesterov = bool(self.nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
 
     def _slots(self) -> dict:
         return {"momentum": self.momentum, "nesterov": float(self.nesterov),
-                "weight_decay": self.weight_decay}
-
-    def get_config(self) -> dict:
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": bool(self.nesterov),
                 "weight_decay": self.weight_decay}
 
 
@@ -193,29 +199,21 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    _intervals = {**Optimizer._intervals, "eps": _POSITIVE, "weight_decay": _NON_NEGATIVE}
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0):
-        self.betas = betas
-        self.eps = eps
-        self.weight_decay = weight_decay
-        super().__init__(lr)
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def _validate(self) -> None:
-        super()._validate()
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        self.betas = (check_real(self.betas[0], "beta1", 0, 1, high_open=True),
-                      check_real(self.betas[1], "beta2", 0, 1, high_open=True))
-        self.eps = check_real(self.eps, "eps", 0, low_open=True)   # 0 would give 0/0
-        self.weight_decay = check_real(self.weight_decay, "weight_decay", 0)
+        self.betas = (check_real(self.betas[0], "beta1", **_FRACTION),
+                      check_real(self.betas[1], "beta2", **_FRACTION))
+        super()._validate()
 
     def _slots(self) -> dict:
         return {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
-                "weight_decay": self.weight_decay}
-
-    def get_config(self) -> dict:
-        return {"lr": self.lr, "betas": tuple(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
 
@@ -244,26 +242,14 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
+    _intervals = {**Optimizer._intervals, "alpha": _FRACTION, "eps": _POSITIVE,
+                  "momentum": _FRACTION, "weight_decay": _NON_NEGATIVE}
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0):
-        self.alpha = alpha
-        self.eps = eps
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        super().__init__(lr)
-
-    def _validate(self) -> None:
-        super()._validate()
-        self.alpha = check_real(self.alpha, "alpha", 0, 1, high_open=True)
-        self.eps = check_real(self.eps, "eps", 0, low_open=True)   # 0 would give 0/0
-        self.momentum = check_real(self.momentum, "momentum", 0, 1, high_open=True)
-        self.weight_decay = check_real(self.weight_decay, "weight_decay", 0)
+        super().__init__(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                         weight_decay=weight_decay)
 
     def _slots(self) -> dict:
         return {"beta2": self.alpha, "eps": self.eps, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}
-
-    def get_config(self) -> dict:
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
-                "momentum": self.momentum, "weight_decay": self.weight_decay}

@@ -82,6 +82,14 @@ cdef inline Py_ssize_t layer_offset(const Spec* s, Py_ssize_t B, Py_ssize_t l) n
     return off
 
 
+cdef inline Py_ssize_t param_count(const Spec* s) noexcept nogil:
+    """Elements of θ: Σ over layers of mₗ₋₁·mₗ + mₗ."""
+    cdef Py_ssize_t l, p = 0
+    for l in range(s.n_layers):
+        p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
+    return p
+
+
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
     """The next number of a splitmix64 stream (Steele, Lea, Flood 2014)."""
     state[0] += 0x9E3779B97F4A7C15ULL
@@ -181,17 +189,14 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
     """From dZᴸ (already set) back: dW = A_prevᵀ·dZ, db = Σ_rows dZ,
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ). grad = beta·grad + these. The first layer
     computes no δ for the input."""
-    cdef Py_ssize_t l, n_in, n_out, p = 0, off
+    cdef Py_ssize_t l, n_in, n_out, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
-    for l in range(s.n_layers):
-        p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
     for l in range(s.n_layers - 1, -1, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
         p -= n_in * n_out + n_out
-        off = layer_offset(s, B, l)
-        dZ = ws + off + 2 * B * n_out
+        dZ = ws + layer_offset(s, B, l) + 2 * B * n_out
         a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
         gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1,
              a_prev, <int> n_in, dZ, <int> n_out, beta, grad + p, <int> n_out)
@@ -268,11 +273,9 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
     full backward pass then one update, while the layer's gradient is still
     in cache."""
-    cdef Py_ssize_t l, n_in, n_out, nw, p = 0
+    cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
-    for l in range(s.n_layers):
-        p += s.sizes[l] * s.sizes[l + 1] + s.sizes[l + 1]
     for l in range(s.n_layers - 1, -1, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
@@ -287,12 +290,20 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
                    state + p, state + n_params + p)
 
 
-cdef void gather(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] w,
-                 const Py_ssize_t* rows, Py_ssize_t nb, floating* Xb, floating* Yb,
-                 floating* wb, double* wsum) noexcept nogil:
-    """Copy rows X[rows], Y[rows] (and their weights, 1 without w) into the batch buffers."""
+cdef double batch_forward(const Spec* s, const floating* theta, const floating[:, ::1] X,
+                          const floating[:, ::1] Y, const floating[::1] w,
+                          const Py_ssize_t* rows, Py_ssize_t nb, floating* ws, Py_ssize_t B,
+                          double* wsum, Py_ssize_t* correct) noexcept nogil:
+    """Gather rows X[rows], Y[rows] (and their weights, 1 without w) into the
+    batch buffers, then forward and loss, leaving δᴸ in dZᴸ. Returns the batch
+    loss plus the L2 term; *wsum gets the batch's weight, *correct its rows
+    classified right (added)."""
     cdef Py_ssize_t i, r, d = X.shape[1], k = Y.shape[1]
+    cdef floating* Xb = ws + layer_offset(s, B, s.n_layers)
+    cdef floating* Yb = Xb + B * d
+    cdef floating* wb = Yb + B * k
     cdef bint weighted = w.shape[0] > 0
+    cdef double loss
     wsum[0] = 0
     for i in range(nb):
         r = rows[i]
@@ -300,6 +311,11 @@ cdef void gather(const floating[:, ::1] X, const floating[:, ::1] Y, const float
         memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
         wb[i] = w[r] if weighted else 1
         wsum[0] += wb[i]
+    loss = forward_loss(s, theta, Xb, Yb, wb if weighted else NULL, nb, wsum[0], ws, B,
+                        correct)
+    if s.alpha != 0:
+        loss += add_l2(s, theta, NULL)
+    return loss
 
 
 def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
@@ -319,22 +335,15 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     stops before that batch's update.
     """
     cdef Spec s = layout.training_spec(&rng[0])
-    cdef Py_ssize_t d = s.sizes[0], k = s.sizes[s.n_layers]
-    cdef floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
-    cdef floating* Yb = Xb + B * d
-    cdef floating* wb = Yb + B * k
-    cdef bint weighted = w.shape[0] > 0
+    cdef const floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
     cdef Py_ssize_t nb, pos = start, correct = 0
     cdef double batch_loss, wsum, total = 0
     cdef int status = STATUS_OK
     with nogil:
         while pos < stop:
             nb = min(B, stop - pos)
-            gather(X, Y, w, &order[pos], nb, Xb, Yb, wb, &wsum)
-            batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
-                                      wsum, &ws[0], B, &correct)
-            if s.alpha != 0:
-                batch_loss += add_l2(&s, &theta[0], NULL)
+            batch_loss = batch_forward(&s, &theta[0], X, Y, w, &order[pos], nb, &ws[0], B,
+                                       &wsum, &correct)
             if not isfinite(batch_loss):
                 status = STATUS_NONFINITE_LOSS
                 break
@@ -355,20 +364,13 @@ def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
     training, and no update. Returns (batch loss, rows, rows classified right,
     Σ of the batch's weights, status)."""
     cdef Spec s = layout.training_spec(&rng[0])
-    cdef Py_ssize_t d = s.sizes[0], k = s.sizes[s.n_layers], correct = 0
-    cdef Py_ssize_t nb = min(B, order.shape[0] - start)
-    cdef floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
-    cdef floating* Yb = Xb + B * d
-    cdef floating* wb = Yb + B * k
-    cdef bint weighted = w.shape[0] > 0
+    cdef const floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
+    cdef Py_ssize_t nb = min(B, order.shape[0] - start), correct = 0
     cdef double batch_loss, wsum
     cdef int status = STATUS_OK
     with nogil:
-        gather(X, Y, w, &order[start], nb, Xb, Yb, wb, &wsum)
-        batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
-                                  wsum, &ws[0], B, &correct)
-        if s.alpha != 0:
-            batch_loss += add_l2(&s, &theta[0], NULL)
+        batch_loss = batch_forward(&s, &theta[0], X, Y, w, &order[start], nb, &ws[0], B,
+                                   &wsum, &correct)
         if not isfinite(batch_loss):
             status = STATUS_NONFINITE_LOSS
         else:

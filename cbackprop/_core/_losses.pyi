@@ -3,9 +3,5 @@
 import enum
 
 class LossCode(enum.IntEnum):
-    """The kernels' loss codes (declared once, in _losses.pxd)."""
-
-    CROSS_ENTROPY = 0
-    BINARY_CROSS_ENTROPY = 1
-    MSE = 2
-    HUBER = 3
+    """The kernels' loss codes (declared once, in _losses.pxd, with its
+    members and values)."""

@@ -9,12 +9,8 @@ from numpy.typing import NDArray
 _F = TypeVar("_F", np.float32, np.float64)
 
 class OptimizerKind(enum.IntEnum):
-    """The kernels' optimizer codes (declared once, in _optim.pxd)."""
-
-    SGD = 0
-    ADAM = 1
-    ADAMW = 2
-    RMSPROP = 3
+    """The kernels' optimizer codes (declared once, in _optim.pxd, with its
+    members and values)."""
 
 #: Slots of the hyper-parameter vector hp (the HP_* enum of _optim.pxd).
 HP_LR: int
