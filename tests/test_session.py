@@ -1,0 +1,174 @@
+"""The training session: its step boundary (gradient -> reduce hook -> update),
+optimizer state it owns through state_dict, and the claim on an optimizer."""
+
+import numpy as np
+import pytest
+
+import cbackprop as cb
+from cbackprop._session import TrainingSession
+
+OPTIMIZERS = [
+    lambda: cb.SGD(lr=0.1),
+    lambda: cb.SGD(lr=0.05, momentum=0.9, weight_decay=0.01),
+    lambda: cb.SGD(lr=0.05, momentum=0.8, nesterov=True),
+    lambda: cb.Adam(lr=0.01),
+    lambda: cb.AdamW(lr=0.01, weight_decay=0.1),
+    lambda: cb.RMSprop(lr=0.01, momentum=0.5),
+]
+TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
+
+
+def problem(dtype, n=37):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, 5)).astype(dtype)
+    y = rng.integers(0, 3, n)
+    net = cb.Network(5, [cb.Dense(8, "tanh", dropout=0.25), cb.Dense(3, "softmax")],
+                     dtype=dtype, seed=2, alpha=0.01, n_threads=1)
+    return net, X, y
+
+
+@pytest.mark.parametrize("make_opt", OPTIMIZERS, ids=lambda f: repr(f()))
+def test_an_identity_hook_gives_the_fused_result(make_opt, dtype):
+    """With a hook each batch goes gradient -> hook -> update in Python; a hook
+    that leaves the gradient alone must train as the fused engine does (to
+    rounding), dropout stream and step count included."""
+    net, X, y = problem(dtype)
+    ref, _, _ = problem(dtype)
+    seen = []
+
+    def hook(grad, weight):
+        seen.append(weight)
+
+    opt, ref_opt = make_opt(), make_opt()
+    with TrainingSession(net, X, y, optimizer=opt, batch_size=8, reduce_gradient=hook) as s:
+        for _ in range(3):
+            s.run_epoch()
+    ref.fit(X, y, optimizer=ref_opt, epochs=3, batch_size=8)
+    assert seen == [8, 8, 8, 8, 5] * 3          # the batches' weights (rows here)
+    assert opt.t == ref_opt.t == 15
+    np.testing.assert_array_equal(net.rng_state, ref.rng_state)
+    np.testing.assert_allclose(net.theta, ref.theta, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(opt.state, ref_opt.state, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_the_hook_sees_the_batch_gradient_and_its_changes_are_applied():
+    """The hook gets ∇L(θ) of the batch (as loss_and_grad computes it) before the
+    update, and the update uses what the hook leaves: zeroing it freezes θ."""
+    net, X, y = problem(np.float64)
+    net = cb.Network(5, [cb.Dense(8, "tanh"), cb.Dense(3, "softmax")], dtype="float64",
+                     seed=2, alpha=0.01)
+    theta0 = net.theta.copy()
+    expected = net.loss_and_grad(X[:8], y[:8])[1]
+    got = []
+
+    def zero(grad, weight):
+        got.append(grad.copy())
+        grad[...] = 0
+
+    with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8, shuffle=False,
+                         reduce_gradient=zero) as s:
+        s.run_epoch()
+    np.testing.assert_allclose(got[0], expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(net.theta, theta0)
+
+
+def test_a_hook_gets_the_weight_of_weighted_batches():
+    net, X, y = problem(np.float64)
+    w = np.linspace(0.5, 2.0, X.shape[0])
+    weights = []
+    with TrainingSession(net, X, y, w, optimizer=cb.SGD(lr=0.1), batch_size=10, shuffle=False,
+                         reduce_gradient=lambda g, weight: weights.append(weight)) as s:
+        s.run_epoch()
+    np.testing.assert_allclose(weights, [w[i:i + 10].sum() for i in range(0, 37, 10)])
+
+
+def test_a_hook_that_is_not_callable_is_refused():
+    net, X, y = problem(np.float64)
+    with pytest.raises(TypeError, match="reduce_gradient must be callable"):
+        TrainingSession(net, X, y, optimizer=cb.SGD(), reduce_gradient=3)
+
+
+@pytest.mark.parametrize("make_opt", OPTIMIZERS, ids=lambda f: repr(f()))
+def test_state_dict_round_trip_continues_bitwise(make_opt):
+    """An optimizer restored from state_dict (and θ) continues exactly as the
+    original does."""
+    net, X, y = problem(np.float64)
+    opt = make_opt()
+    net.fit(X, y, optimizer=opt, epochs=2, batch_size=8)
+    saved_theta, saved_rng, saved = net.theta.copy(), net.rng_state.copy(), opt.state_dict()
+    net.fit(X, y, optimizer=opt, epochs=2, batch_size=8)
+    other, _, _ = problem(np.float64)
+    other.theta = saved_theta
+    other.rng_state[...] = saved_rng
+    restored = make_opt()
+    restored.load_state_dict(saved)
+    assert restored.t == saved["t"] > 0
+    other.fit(X, y, optimizer=restored, epochs=2, batch_size=8)
+    np.testing.assert_array_equal(other.theta, net.theta)
+    np.testing.assert_array_equal(restored.state, opt.state)
+
+
+def test_state_dict_is_a_copy_and_load_checks_what_it_gets():
+    net, X, y = problem(np.float64)
+    opt = cb.Adam(lr=0.01)
+    assert opt.state_dict()["state"] is None
+    net.fit(X, y, optimizer=opt, epochs=1)
+    d = opt.state_dict()
+    d["state"][...] = 7
+    assert not np.any(opt.state == 7)
+    buffer = opt.state
+    opt.load_state_dict(d)
+    assert opt.state is buffer and np.all(buffer == 7)   # copied in place
+    with pytest.raises(ValueError, match="'sgd' optimizer"):
+        opt.load_state_dict(cb.SGD().state_dict())
+    with pytest.raises(ValueError, match="NaN"):
+        opt.load_state_dict({**d, "state": np.full_like(d["state"], np.nan)})
+    with pytest.raises(ValueError, match="t"):
+        opt.load_state_dict({**d, "t": -1})
+    with pytest.raises(TypeError, match="state_dict"):
+        opt.load_state_dict({"state": None})
+    with pytest.raises(ValueError, match="lr"):
+        opt.load_state_dict({**d, "hyperparameters": {**d["hyperparameters"], "lr": -1}})
+
+
+def test_the_optimizer_state_is_taken_once_the_fit_has_claimed_it():
+    """A session set up while the optimizer had no state, entered after another
+    fit trained with that optimizer, continues from that fit's momentum (it does
+    not put back the zeros it saw when it was set up)."""
+    net, X, y = problem(np.float64)
+    opt = cb.SGD(lr=0.05, momentum=0.9)
+    later = TrainingSession(net, X, y, optimizer=opt, batch_size=8)   # state still None
+    net.fit(X, y, optimizer=opt, epochs=1, batch_size=8)
+    momentum = opt.state.copy()
+    assert np.any(momentum != 0)
+    with later:
+        np.testing.assert_array_equal(opt.state, momentum)
+
+
+def test_a_second_session_on_a_busy_network_or_optimizer_is_refused():
+    net, X, y = problem(np.float64)
+    other, _, _ = problem(np.float64)
+    opt = cb.SGD()
+    with TrainingSession(net, X, y, optimizer=opt):
+        with pytest.raises(RuntimeError, match="already being fitted"):
+            TrainingSession(net, X, y, optimizer=cb.SGD()).__enter__()
+        with pytest.raises(RuntimeError, match="optimizer is in use"):
+            TrainingSession(other, X, y, optimizer=opt).__enter__()
+    with TrainingSession(other, X, y, optimizer=opt):     # released again
+        pass
+
+
+def test_a_diverging_epoch_falls_back_to_the_last_commit():
+    net, X, y = problem(np.float64)
+    opt = cb.SGD(lr=0.1, momentum=0.9)
+    with TrainingSession(net, X, y, optimizer=opt, batch_size=8) as s:
+        s.run_epoch()
+        s.commit()
+        kept = (net.theta.copy(), opt.state.copy(), opt.t, net.rng_state.copy())
+        opt.lr = 1e300
+        with pytest.raises(cb.DivergenceError):
+            s.run_epoch()
+    np.testing.assert_array_equal(net.theta, kept[0])
+    np.testing.assert_array_equal(opt.state, kept[1])
+    assert opt.t == kept[2] and opt.lr == 1e300
+    np.testing.assert_array_equal(net.rng_state, kept[3])
