@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,6 +40,7 @@ import _peers  # noqa: E402
 from _peers import OptimizerSpec, Workload  # noqa: E402
 
 import cbackprop as cb  # noqa: E402
+from cbackprop import _threads  # noqa: E402
 from cbackprop._core._blas import py_gemm  # noqa: E402
 
 WORKLOADS = {
@@ -66,13 +66,7 @@ def median(xs):
 def cpu_snapshot() -> tuple[float, float, float]:
     """(wall time, CPU seconds busy on the whole machine, CPU seconds of this
     process): two snapshots tell how many cores other processes kept busy."""
-    try:
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        busy = float("nan")
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter(), busy, own.ru_utime + own.ru_stime
+    return _threads.cpu_seconds() or (time.perf_counter(), float("nan"), time.process_time())
 
 
 def other_load(before, after) -> float:
@@ -82,11 +76,11 @@ def other_load(before, after) -> float:
 
 
 def blas_report() -> list[dict]:
-    """The BLAS libraries loaded in this process (vendor, version, kernel, threads)."""
+    """The BLAS libraries loaded in this process (vendor, version, kernel, threads),
+    the one cbackprop calls marked "used"."""
     keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer",
-            "filepath")
-    return [{k: lib.get(k) for k in keep} for lib in threadpool_info()
-            if lib.get("user_api") == "blas"]
+            "filepath", "used")
+    return [{k: lib.get(k) for k in keep} for lib in _threads.blas_info()]
 
 
 def gemm_limit(dtype, threads: int, n: int, repeats: int) -> float:

@@ -1,0 +1,97 @@
+"""Two source trees of cbackprop side by side: is a change faster or slower?
+
+    python bench/compare.py OTHER_TREE [--workloads tiny,online,small] [--repeats 7]
+
+Each repeat times every workload in this tree and in OTHER_TREE (an older
+checkout with its extensions built in place, e.g. by `git worktree add` and
+`python setup.py build_ext --inplace`), alternating, each in a fresh process
+with PYTHONPATH set to its tree; so a change in the machine's speed hits both
+alike. Prints the median time per training step (float32, SGD, 1 BLAS
+thread, one fit of several epochs) and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import WORKLOADS, cpu_snapshot, other_load  # noqa: E402
+
+# Runs inside each tree: prints {workload: seconds per step}.
+_TIMER = r"""
+import json, sys, time
+import numpy as np
+import cbackprop as cb
+from threadpoolctl import threadpool_limits
+
+out = {}
+for name, sizes, batch, loss, seconds in json.loads(sys.argv[1]):
+    rng = np.random.default_rng(0)
+    n = max(batch * 64, 2048)
+    X = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    y = (rng.integers(0, sizes[-1], n) if loss == "cross_entropy"
+         else rng.standard_normal((n, sizes[-1])).astype(np.float32))
+    acts = ["relu"] * (len(sizes) - 2) + ["softmax" if loss == "cross_entropy" else "identity"]
+    net = cb.Network(sizes[0], [cb.Dense(m, a) for m, a in zip(sizes[1:], acts)], loss=loss,
+                     seed=0, n_threads=1)
+    opt = cb.SGD(lr=1e-3, momentum=0.9)
+    steps_per_epoch = -(-n // batch)
+    with threadpool_limits(1, user_api="blas"):
+        net.fit(X, y, optimizer=opt, epochs=1, batch_size=batch)          # warm-up
+        epochs, elapsed = 1, 0.0
+        while elapsed < seconds:
+            t0 = time.perf_counter()
+            net.fit(X, y, optimizer=opt, epochs=epochs, batch_size=batch)
+            elapsed = time.perf_counter() - t0
+            if elapsed < seconds:
+                epochs *= 2
+    out[name] = elapsed / (epochs * steps_per_epoch)
+print(json.dumps(out))
+"""
+
+
+def time_tree(tree: Path, workloads, seconds: float) -> dict[str, float]:
+    spec = json.dumps([(w.name, list(w.sizes), w.batch, w.loss, seconds) for w in workloads])
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run([sys.executable, "-c", _TIMER, spec], cwd=tree, env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("other", type=Path, help="the other source tree")
+    parser.add_argument("--workloads", default="tiny,online,small")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.3,
+                        help="least seconds per timed fit")
+    args = parser.parse_args()
+    workloads = [WORKLOADS[name] for name in args.workloads.split(",")]
+    trees = {"this": ROOT, "other": args.other.resolve()}
+    times = {label: {w.name: [] for w in workloads} for label in trees}
+    before = cpu_snapshot()
+    for repeat in range(args.repeats):
+        for label, tree in (trees.items() if repeat % 2 == 0 else reversed(trees.items())):
+            for name, t in time_tree(tree, workloads, args.seconds).items():
+                times[label][name].append(t)
+    load = other_load(before, cpu_snapshot())
+    print(f"this tree: {trees['this']}\nother tree: {trees['other']}")
+    print(f"float32, SGD momentum 0.9, 1 BLAS thread; medians of {args.repeats} repeats, "
+          f"other processes kept {load:.2f} cores busy")
+    print(f"{'workload':<10} {'this':>12} {'other':>12} {'this/other':>11}")
+    for w in workloads:
+        a, b = (statistics.median(times[label][w.name]) for label in ("this", "other"))
+        print(f"{w.name:<10} {a * 1e6:>10.2f}µs {b * 1e6:>10.2f}µs {a / b:>11.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
