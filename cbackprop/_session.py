@@ -10,12 +10,13 @@ names, and never imports `network`.
 
 The step boundary, named once:
 
-    compute ∇L(θ) of a batch  ->  reduce_gradient(grad, weight)  ->  apply the update
+    compute ∇L(θ) of a batch  ->  reducer.reduce_gradient(grad, …)  ->  apply the update
 
-Without a `reduce_gradient` hook the engine fuses the three, chunk by chunk
-without the GIL: each layer's update runs inside the backward pass (SGD even
-inside the ∂W GEMM). With a hook, each batch comes back to Python between the
-gradient and the update; see `TrainingSession` for the hook's contract.
+Without a reducer the engine fuses the three, chunk by chunk without the GIL:
+each layer's update runs inside the backward pass (SGD even inside the ∂W
+GEMM). With one (data-parallel training, `cbackprop.distributed`), each batch
+comes back to Python between the gradient and the update; `Reducer` states
+the hook's contract.
 """
 
 from __future__ import annotations
@@ -56,6 +57,40 @@ class DivergenceError(FloatingPointError):
     """
 
 
+class Reducer:
+    """The step boundary's hook: what a session with a reducer calls, for
+    training one network over several processes (`cbackprop.distributed`).
+    This base class is the one-process reducer: it changes nothing.
+
+    A session with a reducer trains each batch as: its gradient (engine) ->
+    `reduce_gradient` -> the optimizer's update, and asks `reduce_sums` to
+    total its epoch figures. Every process must make the same calls in the
+    same order, so stops and failures are agreed through `reduce_gradient`.
+    """
+
+    def start(self, session: TrainingSession) -> None:
+        """Called once the session is entered, before its first step (e.g. to
+        give every process rank 0's θ and optimizer state)."""
+
+    def reduce_gradient(self, grad: np.ndarray, weight: float, loss: float, rows: int,
+                        stop: bool, failed: bool) -> tuple[float, int, bool, bool]:
+        """Turn this process's batch gradient into the one every process applies.
+
+        grad is the flat ∇L(θ) of this process's batch (the weighted mean over
+        its rows plus the L2 term, θ's layout and dtype; zeros when failed);
+        weight is the batch's total row weight (its row count when unweighted),
+        loss its loss and rows its rows; stop says this process was asked to
+        stop (stop(), Ctrl-C); failed that its batch loss was not finite.
+        Change grad in place and return what every process agrees: the step's
+        (loss, rows) over all processes, stop (the fit ends after this step)
+        and failed (DivergenceError everywhere). Keep no reference to grad.
+        """
+        return loss, rows, stop, failed
+
+    def reduce_sums(self, values: np.ndarray) -> None:
+        """Replace values (float64) by their sums over the processes, in place."""
+
+
 def chunk_rows(layout: _engine.Layout, n_rows: int) -> int:
     """Rows per chunk of a full pass (predict, evaluate) over n_rows rows."""
     per_row = _engine.workspace_size(layout, 1)
@@ -66,6 +101,19 @@ def blas_threads(network, rows: int) -> _threads.BlasThreads:
     """The BLAS threads for passes of `rows` rows through network (1 for small shapes)."""
     most = _threads.most_threads(network.n_threads)
     return _threads.BlasThreads(_threads.threads_for_shape(network.sizes, rows, most))
+
+
+def check_fit_options(epochs, verbose, callbacks) -> tuple[int, list]:
+    """(epochs, list of callbacks) for `TrainingSession.fit`, checked."""
+    epochs = V.check_int(epochs, "epochs", 0)
+    check_verbose(verbose)
+    if callable(callbacks):
+        raise TypeError("callbacks must be a list of callables, got a single callable")
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables, got {cb!r}")
+    return epochs, callbacks
 
 
 def request_stop(network) -> None:
@@ -93,23 +141,18 @@ class TrainingSession:
         estimators do) instead of from the previous epoch's order.
     validation_data : (X_val, y_val), optional
         Evaluated after each epoch ("val_loss", "val_accuracy").
-    reduce_gradient : callable, optional
-        The step boundary's hook: ``reduce_gradient(grad, weight)`` is called
-        after each batch's gradient is computed and before the update. `grad`
-        is the flat ∇L(θ) of the batch (the weighted mean over its rows plus
-        the L2 term, in θ's layout and dtype); `weight` is the batch's total
-        row weight (its row count when unweighted), which a data-parallel
-        reduction uses to weight each process's mean. The hook may change
-        grad in place (e.g. an Allreduce to the global batch's mean); it must
-        not keep it or change θ. The optimizer then steps with grad. Without a
-        hook, gradient and update are fused in the engine.
+    reducer : Reducer, optional
+        The step boundary's hook (see `Reducer`): each batch then runs as
+        gradient -> reducer.reduce_gradient -> update, and the epoch's figures
+        (training and validation) are totals over the reducer's processes.
+        Without one, gradient and update are fused in the engine.
     names : (str, str)
         How errors name X and y.
     """
 
     def __init__(self, network, X, y, sample_weight=None, *, optimizer: Optimizer | None = None,
                  batch_size: int = 32, shuffle: bool = True, fresh_order: bool = False,
-                 validation_data=None, reduce_gradient=None, names=("X", "y")):
+                 validation_data=None, reducer: Reducer | None = None, names=("X", "y")):
         self.network = network
         self.layout = network.engine_layout()
         X = V.check_X(X, network.n_inputs, network.dtype, names[0])
@@ -138,13 +181,14 @@ class TrainingSession:
                                                   names=("validation X", "validation y"))
             self.shuffle = V.check_bool(shuffle, "shuffle")
             self.fresh_order = V.check_bool(fresh_order, "fresh_order")
-            if reduce_gradient is not None and not callable(reduce_gradient):
-                raise TypeError(f"reduce_gradient must be callable, got {reduce_gradient!r}")
-            self.reduce_gradient = reduce_gradient
+            if reducer is not None and not isinstance(reducer, Reducer):
+                raise TypeError(f"reducer must be a Reducer, got {reducer!r}")
+            self.reducer = reducer
         self.X, self.Y, self.w = X, Y, w
         self.n_rows = X.shape[0]
         self._entered = False
         self._stop_requested = False
+        self._halted = False        # with a reducer: the stop every process agreed
 
     # ---- passes over all rows (no dropout, θ unchanged) ---------------------------
 
@@ -197,6 +241,9 @@ class TrainingSession:
             # raises KeyboardInterrupt.
             self.interrupt = DeferredInterrupt(self.stop).__enter__()
             self.threads.__enter__()
+            if self.reducer is not None:
+                self.reducer.start(self)
+                self.commit()
         except BaseException:
             self._release()
             raise
@@ -236,7 +283,10 @@ class TrainingSession:
 
     @property
     def stopped(self) -> bool:
-        """True once stop() or Ctrl-C asked this session to end."""
+        """True once stop() or Ctrl-C asked this session to end (with a reducer:
+        once all processes agreed to, at the same step)."""
+        if self.reducer is not None:
+            return self._halted
         return self._stop_requested or self.interrupt.pending
 
     def commit(self) -> None:
@@ -281,7 +331,7 @@ class TrainingSession:
                     self.order[...] = np.arange(n)
                 _engine.shuffle(self.order, net.rng_state)
         total = correct = 0.0
-        pos = 0
+        pos = self._rows_done = 0
         while pos < n and not self.stopped:
             stop = min(n, pos + self.threads.chunk_rows(self._rows_per_chunk, B))
             t0 = time.perf_counter()
@@ -302,54 +352,77 @@ class TrainingSession:
             correct += ok_rows
             pos += done
             if on_chunk is not None:
-                on_chunk(pos, n, total / pos)
-        if pos == 0 or self.interrupt.pending:
+                on_chunk(pos, n, total / (pos if self.reducer is None else self._rows_done))
+        if pos == 0 or (self.reducer is None and self.interrupt.pending):
             return None
         if pos < n:
-            self._stop_requested = True
-        logs = {"loss": total / pos}
-        if self.classifier:
-            logs["accuracy"] = correct / pos
-        if self.validation is not None:
-            for key, value in self.validation.evaluate().items():
-                logs["val_" + key] = value
+            self._stop_requested = self._halted = True
+        logs = self._epoch_logs(total, correct, pos if self.reducer is None else self._rows_done)
         logs["time"] = time.perf_counter() - start_time
         return logs
+
+    def _epoch_logs(self, total: float, correct: float, rows: int) -> dict[str, float]:
+        """The epoch's figures from its loss sum, rows right and rows (totals over
+        the reducer's processes), with the validation figures."""
+        if self.reducer is None:
+            logs = {"loss": total / rows}
+            if self.classifier:
+                logs["accuracy"] = correct / rows
+            if self.validation is not None:
+                for key, value in self.validation.evaluate().items():
+                    logs["val_" + key] = value
+            return logs
+        # The loss sum and rows are the steps' totals already (reduce_gradient).
+        sums = [correct]
+        if self.validation is not None:
+            loss, right, _ = self.validation.loss_and_grad(with_grad=False)
+            sums += [loss * self.validation.n_rows, right, self.validation.n_rows]
+        sums = np.array(sums, dtype=np.float64)
+        self.reducer.reduce_sums(sums)
+        logs = {"loss": total / rows}
+        if self.classifier:
+            logs["accuracy"] = sums[0] / rows
+        if self.validation is not None:
+            logs["val_loss"] = sums[1] / sums[3]
+            if self.classifier:
+                logs["val_accuracy"] = sums[2] / sums[3]
+        return {key: float(value) for key, value in logs.items()}
 
     def _train_chunk(self, pos: int, stop: int) -> tuple[float, int, int, int]:
         """Train rows order[pos:stop]: (loss sum, rows, rows right, status)."""
         net, opt = self.network, self.optimizer
-        if self.reduce_gradient is None:
+        if self.reducer is None:
             return _engine.train_batches(
                 self.layout, net.theta, self.grad, opt.state, opt.code, self.hp,
                 opt.step_counter, self.X, self.Y, self.w, self.order, pos, stop,
                 self.batch_size, self.ws, net.rng_state)
-        total = correct = 0.0
+        # With a reducer the loss sum and rows returned are totals over the processes.
+        total = correct = rows_done = 0.0
         start = pos
-        while pos < stop:
+        while pos < stop and not self._halted:
             loss, rows, ok_rows, weight, status = _engine.batch_gradient(
                 self.layout, net.theta, self.grad, self.X, self.Y, self.w, self.order, pos,
                 self.batch_size, self.ws, net.rng_state)
-            if status != _engine.STATUS_OK:
-                return total, pos - start, correct, status
-            self.reduce_gradient(self.grad, weight)
+            failed = status != _engine.STATUS_OK
+            if failed:
+                self.grad[...] = 0
+            all_loss, all_rows, self._halted, failed = self.reducer.reduce_gradient(
+                self.grad, weight, loss, rows, self._stop_requested or self.interrupt.pending,
+                failed)
+            if failed:
+                return total, pos - start, correct, _engine.STATUS_NONFINITE_LOSS
             opt.step_counter[0] += 1
             _optim.step(opt.code, self.hp, opt.t, net.theta, self.grad, opt.state)
-            total += loss * rows
+            total += all_loss * all_rows
+            rows_done += all_rows
             correct += ok_rows
             pos += rows
+        self._rows_done += rows_done
         return total, pos - start, correct, _engine.STATUS_OK
 
     def fit(self, epochs: int, verbose=False, callbacks=None) -> History:
         """Train for `epochs` epochs, as `Network.fit` documents; returns the History."""
-        epochs = V.check_int(epochs, "epochs", 0)
-        check_verbose(verbose)
-        if callable(callbacks):
-            raise TypeError("callbacks must be a list of callables, got a single callable")
-        callbacks = list(callbacks or [])
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables, got {cb!r}")
+        epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
         history = History()
         with self, Progress(epochs, self.n_rows, verbose) as progress:
             for epoch in range(epochs):

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cbackprop import _session, interop, serialization
+from cbackprop import _session, distributed, interop, serialization
 from cbackprop import _validation as V
 from cbackprop._concurrency import ReadWriteLock
 from cbackprop._core import _engine
@@ -299,7 +299,8 @@ class Network:
 
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
-            verbose: bool | str = False, sample_weight=None, callbacks=None) -> History:
+            verbose: bool | str = False, sample_weight=None, callbacks=None,
+            comm=None) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -323,6 +324,11 @@ class Network:
         callbacks : list of callables, optional
             Each is called as callback(epoch, logs) after every epoch; one
             that returns True stops training.
+        comm : mpi4py communicator, optional
+            Train data-parallel over its ranks (`mpirun -n R python …`): each
+            rank passes only its own rows, batch_size is per rank, and θ stays
+            equal on every rank (see `cbackprop.distributed`). Needs the
+            `[mpi]` extra.
 
         Returns
         -------
@@ -340,8 +346,13 @@ class Network:
             boundary (about 0.1 s), with θ and the optimizer as that chunk
             left them, whole and finite.
         """
-        session = TrainingSession(self, X, y, sample_weight,
-                                  optimizer=Adam() if optimizer is None else optimizer,
+        optimizer = Adam() if optimizer is None else optimizer
+        if comm is not None:
+            return distributed.fit(self, X, y, comm, optimizer=optimizer, epochs=epochs,
+                                   batch_size=batch_size, validation_data=validation_data,
+                                   shuffle=shuffle, verbose=verbose,
+                                   sample_weight=sample_weight, callbacks=callbacks)
+        session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
                                   validation_data=validation_data)
         return session.fit(epochs, verbose, callbacks)

@@ -5,7 +5,21 @@ import numpy as np
 import pytest
 
 import cbackprop as cb
-from cbackprop._session import TrainingSession
+from cbackprop._session import Reducer, TrainingSession
+
+
+class Recording(Reducer):
+    """A one-process reducer that records what it is given and may change grad."""
+
+    def __init__(self, change=None):
+        self.weights, self.grads, self.change = [], [], change
+
+    def reduce_gradient(self, grad, weight, loss, rows, stop, failed):
+        self.weights.append(weight)
+        self.grads.append(grad.copy())
+        if self.change is not None:
+            self.change(grad)
+        return loss, rows, stop, failed
 
 OPTIMIZERS = [
     lambda: cb.SGD(lr=0.1),
@@ -34,17 +48,14 @@ def test_an_identity_hook_gives_the_fused_result(make_opt, dtype):
     rounding), dropout stream and step count included."""
     net, X, y = problem(dtype)
     ref, _, _ = problem(dtype)
-    seen = []
-
-    def hook(grad, weight):
-        seen.append(weight)
-
+    reducer = Recording()
     opt, ref_opt = make_opt(), make_opt()
-    with TrainingSession(net, X, y, optimizer=opt, batch_size=8, reduce_gradient=hook) as s:
-        for _ in range(3):
-            s.run_epoch()
-    ref.fit(X, y, optimizer=ref_opt, epochs=3, batch_size=8)
-    assert seen == [8, 8, 8, 8, 5] * 3          # the batches' weights (rows here)
+    with TrainingSession(net, X, y, optimizer=opt, batch_size=8, reducer=reducer) as s:
+        logs = [s.run_epoch() for _ in range(3)]
+    history = ref.fit(X, y, optimizer=ref_opt, epochs=3, batch_size=8)
+    assert reducer.weights == [8, 8, 8, 8, 5] * 3          # the batches' weights (rows)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose([e[key] for e in logs], history[key], rtol=TOL[dtype])
     assert opt.t == ref_opt.t == 15
     np.testing.assert_array_equal(net.rng_state, ref.rng_state)
     np.testing.assert_allclose(net.theta, ref.theta, rtol=TOL[dtype], atol=TOL[dtype])
@@ -59,33 +70,58 @@ def test_the_hook_sees_the_batch_gradient_and_its_changes_are_applied():
                      seed=2, alpha=0.01)
     theta0 = net.theta.copy()
     expected = net.loss_and_grad(X[:8], y[:8])[1]
-    got = []
-
-    def zero(grad, weight):
-        got.append(grad.copy())
-        grad[...] = 0
-
+    reducer = Recording(change=lambda grad: grad.fill(0))
     with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8, shuffle=False,
-                         reduce_gradient=zero) as s:
+                         reducer=reducer) as s:
         s.run_epoch()
-    np.testing.assert_allclose(got[0], expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(reducer.grads[0], expected, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(net.theta, theta0)
 
 
 def test_a_hook_gets_the_weight_of_weighted_batches():
     net, X, y = problem(np.float64)
     w = np.linspace(0.5, 2.0, X.shape[0])
-    weights = []
+    reducer = Recording()
     with TrainingSession(net, X, y, w, optimizer=cb.SGD(lr=0.1), batch_size=10, shuffle=False,
-                         reduce_gradient=lambda g, weight: weights.append(weight)) as s:
+                         reducer=reducer) as s:
         s.run_epoch()
-    np.testing.assert_allclose(weights, [w[i:i + 10].sum() for i in range(0, 37, 10)])
+    np.testing.assert_allclose(reducer.weights, [w[i:i + 10].sum() for i in range(0, 37, 10)])
 
 
-def test_a_hook_that_is_not_callable_is_refused():
+def test_a_reducer_decides_stops_and_failures_for_every_process():
+    """stop() only asks; the reducer's answer stops the session, after that step.
+    A failure it reports raises DivergenceError and restores θ."""
     net, X, y = problem(np.float64)
-    with pytest.raises(TypeError, match="reduce_gradient must be callable"):
-        TrainingSession(net, X, y, optimizer=cb.SGD(), reduce_gradient=3)
+
+    class StopAtThird(Reducer):
+        calls = 0
+
+        def reduce_gradient(self, grad, weight, loss, rows, stop, failed):
+            self.calls += 1
+            return loss, rows, self.calls == 3, failed
+
+    reducer = StopAtThird()
+    with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8,
+                         reducer=reducer) as s:
+        s.stop()                       # asked, not agreed: training goes on
+        s.run_epoch()
+        assert s.stopped and reducer.calls == 3
+    theta0 = net.theta.copy()
+
+    class Fail(Reducer):
+        def reduce_gradient(self, grad, weight, loss, rows, stop, failed):
+            return loss, rows, stop, True
+
+    with pytest.raises(cb.DivergenceError):
+        with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), reducer=Fail()) as s:
+            s.run_epoch()
+    np.testing.assert_array_equal(net.theta, theta0)
+
+
+def test_a_reducer_must_be_a_reducer():
+    net, X, y = problem(np.float64)
+    with pytest.raises(TypeError, match="reducer must be a Reducer"):
+        TrainingSession(net, X, y, optimizer=cb.SGD(), reducer=print)
 
 
 @pytest.mark.parametrize("make_opt", OPTIMIZERS, ids=lambda f: repr(f()))

@@ -1,0 +1,110 @@
+"""Data-parallel training over MPI: one network, several processes.
+
+    # mpirun -n 4 python train.py       (each rank passes its own rows)
+    from mpi4py import MPI
+    net.fit(X_rank, y_rank, optimizer=cb.SGD(0.1, momentum=0.9), epochs=10,
+            batch_size=64, comm=MPI.COMM_WORLD)
+
+The scheme is Horovod's and PyTorch DDP's, on the MPI that mpi4py brings
+(`pip install "cbackprop[mpi]"` gives mpi4py and MPICH's `mpirun`; a system
+Open MPI or Intel MPI works through mpi4py as well). Every rank holds the
+whole network and its own rows; `batch_size` is per rank, so a step's global
+batch is the union of the ranks' batches:
+
+* before the first step, θ and the optimizer's state are broadcast from rank 0;
+* each step, every rank computes the gradient of its own batch, ONE in-place
+  Allreduce sums [w_r·g_r, w_r, w_r·loss_r, rows_r, stop, failed] over the
+  ranks (w_r: the batch's total row weight), and every rank applies the same update with
+  Σ w_r·g_r / Σ w_r, the gradient of the global batch: uneven shards and short
+  last batches weigh exactly as one process would. θ stays equal on all ranks;
+* a stop (stop(), Ctrl-C) or a non-finite loss on any rank travels in the same
+  Allreduce, so every rank stops, or raises DivergenceError, at the same step;
+* the epoch's loss, accuracy and validation figures are totals over the ranks,
+  so callbacks and early stopping decide alike everywhere; only rank 0 prints.
+
+Every rank must train the same number of batches per epoch (checked before
+the first step). Bad input on any rank raises ValueError on every rank, naming
+the rank; any other exception on one rank aborts the whole job (MPI_Abort)
+with its message on stderr, so a job never hangs waiting for a lost rank.
+mpi4py is imported only here, only when a communicator is passed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from cbackprop._session import DivergenceError, Reducer, TrainingSession, check_fit_options
+
+
+class DataParallel(Reducer):
+    """The Reducer of data-parallel training over an mpi4py communicator."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+
+        self.comm = comm
+        self._sum = MPI.SUM
+        self._in_place = MPI.IN_PLACE
+        self.buffer: np.ndarray | None = None
+
+    def start(self, session: TrainingSession) -> None:
+        """Give every rank rank 0's θ and optimizer state; allocate the step's buffer."""
+        theta, state = session.network.theta, session.optimizer.state
+        self.comm.Bcast(theta, root=0)
+        self.comm.Bcast(state, root=0)
+        self.buffer = np.empty(theta.size + 5, dtype=theta.dtype)
+
+    def reduce_gradient(self, grad, weight, loss, rows, stop, failed):
+        n, buf = grad.size, self.buffer
+        np.multiply(grad, weight, out=buf[:n])
+        buf[n:] = (weight, weight * loss if not failed else 0, rows, stop, failed)
+        self.comm.Allreduce(self._in_place, buf, op=self._sum)
+        total_weight = buf[n]
+        np.divide(buf[:n], total_weight, out=grad)
+        return (float(buf[n + 1] / total_weight), int(buf[n + 2]), bool(buf[n + 3] > 0),
+                bool(buf[n + 4] > 0))
+
+    def reduce_sums(self, values: np.ndarray) -> None:
+        self.comm.Allreduce(self._in_place, values, op=self._sum)
+
+
+def fit(network, X, y, comm, *, optimizer, epochs, batch_size, validation_data, shuffle,
+        verbose, sample_weight, callbacks):
+    """`Network.fit(..., comm=comm)`: train network data-parallel over comm's ranks."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    session = error = None
+    try:
+        epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
+        session = TrainingSession(network, X, y, sample_weight, optimizer=optimizer,
+                                  batch_size=batch_size, shuffle=shuffle,
+                                  validation_data=validation_data,
+                                  reducer=DataParallel(comm))
+        steps = -(-session.n_rows // session.batch_size)
+    except (TypeError, ValueError) as exc:
+        error, steps = exc, None
+    # Every rank learns whether every rank could start, before any collective step.
+    reports = comm.allgather((None if error is None else f"{type(error).__name__}: {error}",
+                              steps))
+    if error is not None:
+        raise error
+    bad = [(r, message) for r, (message, _) in enumerate(reports) if message]
+    if bad:
+        r, message = bad[0]
+        raise ValueError(f"rank {r} could not start the fit: {message}")
+    counts = [s for _, s in reports]
+    if len(set(counts)) > 1:
+        raise ValueError(
+            f"every rank must train the same number of batches per epoch, but the ranks' "
+            f"rows and batch_size give {counts}: give the ranks shares of (nearly) equal size")
+    try:
+        return session.fit(epochs, verbose if rank == 0 else False, callbacks)
+    except (DivergenceError, KeyboardInterrupt):
+        raise          # agreed by every rank at the same step
+    except BaseException as exc:
+        if size > 1:   # the other ranks would wait for this one for ever
+            print(f"cbackprop: rank {rank} of {size}: {type(exc).__name__}: {exc}; "
+                  "aborting the MPI job", file=sys.stderr, flush=True)
+            comm.Abort(1)
+        raise

@@ -1,0 +1,72 @@
+"""Run under mpirun by tests/test_distributed.py: one data-parallel fit.
+
+    mpirun -n R python tests/mpi/fit_ranks.py CASE OUT.json
+
+Rank r trains on its share of the rows of global batch k (the rows of batch k
+of one process training with batch R·b, in the same order). Rank 0 writes
+the result (θ, every rank's θ digest, the History) to OUT.json.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+
+import numpy as np
+from mpi4py import MPI
+
+import cbackprop as cb
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+case, out = sys.argv[1], sys.argv[2]
+spec = json.loads(os.environ["CB_MPI_SPEC"])
+
+rng = np.random.default_rng(0)
+n, b = spec["n"], spec["b"]
+X = rng.standard_normal((n, 6))
+y = rng.integers(0, 3, n)
+w = rng.uniform(0.2, 2.0, n)
+Xv, yv = rng.standard_normal((30, 6)), rng.integers(0, 3, 30)
+# Global batch k covers rows [k·R·b, (k+1)·R·b); rank r takes its r-th part.
+mine = np.concatenate([np.array_split(np.arange(start, min(start + size * b, n)), size)[rank]
+                       for start in range(0, n, size * b)])
+net = cb.Network(6, [cb.Dense(10, "tanh"), cb.Dense(3, "softmax")], dtype="float64",
+                 seed=spec["seed"] + rank, alpha=0.01, n_threads=1)   # rank 0's θ wins
+opt = {"sgd": cb.SGD(lr=0.1, momentum=0.9), "adam": cb.Adam(lr=0.01)}[spec["optimizer"]]
+callbacks = []
+Xr, yr, wr = X[mine], y[mine], w[mine]
+if case == "bad-input" and rank == size - 1:
+    Xr = Xr.copy()
+    Xr[0, 0] = np.nan
+if case == "stop" and rank == size - 1:
+    callbacks.append(lambda epoch, logs: net.stop() if epoch == 1 else None)
+if case == "raise" and rank == size - 1:
+    def boom(epoch, logs):
+        if epoch == 1:
+            raise RuntimeError("a callback failed on the last rank")
+    callbacks.append(boom)
+if case == "kill" and rank == size - 1:
+    callbacks.append(lambda epoch, logs: os.kill(os.getpid(), signal.SIGKILL)
+                     if epoch == 1 else None)
+if case == "interrupt" and rank == size - 1:
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    history = net.fit(Xr, yr, optimizer=opt, epochs=spec["epochs"], batch_size=b,
+                      sample_weight=wr, shuffle=False, validation_data=(Xv[rank::size],
+                                                                        yv[rank::size]),
+                      callbacks=callbacks, comm=comm)
+except ValueError as exc:
+    print(f"rank {rank}: ValueError: {exc}", flush=True)
+    sys.exit(3)
+except KeyboardInterrupt:
+    history = None
+digests = comm.gather(hashlib.sha256(net.theta.tobytes()).hexdigest(), root=0)
+epochs = comm.gather(len(history.epoch) if history is not None else -1, root=0)
+if rank == 0:
+    with open(out, "w") as f:
+        json.dump({"theta": net.theta.tolist(), "digests": digests, "epochs": epochs,
+                   "history": history.history if history is not None else None,
+                   "t": opt.t}, f)

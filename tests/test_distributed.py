@@ -1,0 +1,105 @@
+"""Data-parallel training over MPI (`fit(..., comm=)`), run with mpirun -n 2 and 3."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cbackprop as cb
+
+pytest.importorskip("mpi4py", reason="the [mpi] extra (mpi4py, mpich) is not installed")
+MPIRUN = shutil.which("mpirun", path=os.path.dirname(sys.executable) + os.pathsep
+                      + os.environ.get("PATH", ""))
+pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun (pip install mpich)")
+SCRIPT = Path(__file__).parent / "mpi" / "fit_ranks.py"
+
+
+def mpirun(ranks, case, tmp_path, timeout=120, **spec):
+    spec = {"n": 100, "b": 7, "seed": 5, "optimizer": "sgd", "epochs": 3, **spec}
+    out = tmp_path / f"{case}-{ranks}.json"
+    env = dict(os.environ, CB_MPI_SPEC=json.dumps(spec), OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=str(Path(cb.__file__).parent.parent))
+    start = time.monotonic()
+    done = subprocess.run([MPIRUN, "-n", str(ranks), sys.executable, str(SCRIPT), case,
+                           str(out)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    result = json.loads(out.read_text()) if out.exists() else None
+    return done, result, time.monotonic() - start
+
+
+def one_process(ranks, n, b, seed, optimizer, epochs):
+    """The same training in one process: batches of ranks·b rows, same order."""
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((n, 6)), rng.integers(0, 3, n), rng.uniform(0.2, 2.0, n)
+    Xv, yv = rng.standard_normal((30, 6)), rng.integers(0, 3, 30)
+    net = cb.Network(6, [cb.Dense(10, "tanh"), cb.Dense(3, "softmax")], dtype="float64",
+                     seed=seed, alpha=0.01, n_threads=1)
+    opt = {"sgd": cb.SGD(lr=0.1, momentum=0.9), "adam": cb.Adam(lr=0.01)}[optimizer]
+    history = net.fit(X, y, optimizer=opt, epochs=epochs, batch_size=ranks * b,
+                      sample_weight=w, shuffle=False, validation_data=(Xv, yv))
+    return net, opt, history
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_ranks_train_as_one_process_on_the_combined_batches(ranks, optimizer, tmp_path):
+    """R ranks with shards and per-rank batch b give one process's θ with batch R·b
+    (uneven shards and a short last batch, sample weights, L2), to 1e-10; θ is
+    bitwise equal on every rank, and the History is the global one."""
+    done, result, _ = mpirun(ranks, "plain", tmp_path, optimizer=optimizer, n=100)
+    assert done.returncode == 0, done.stderr
+    net, opt, history = one_process(ranks, 100, 7, 5, optimizer, 3)
+    assert len(set(result["digests"])) == 1
+    assert result["t"] == opt.t
+    np.testing.assert_allclose(result["theta"], net.theta, rtol=1e-10, atol=1e-12)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(result["history"][key], history[key], rtol=1e-10)
+
+
+def test_bad_input_on_one_rank_is_an_error_on_every_rank(tmp_path):
+    done, result, seconds = mpirun(2, "bad-input", tmp_path)
+    assert done.returncode != 0 and result is None
+    assert "rank 0: ValueError: rank 1 could not start the fit" in done.stdout
+    assert "rank 1: ValueError: X contains NaN" in done.stdout
+    assert seconds < 60
+
+
+def test_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    done, result, _ = mpirun(2, "stop", tmp_path, epochs=50)
+    assert done.returncode == 0, done.stderr
+    assert result["epochs"] == [3, 3]           # epochs 0, 1 and one step of epoch 2
+    assert len(set(result["digests"])) == 1
+
+
+def test_ctrl_c_on_one_rank_ends_the_job_cleanly(tmp_path):
+    done, result, seconds = mpirun(2, "interrupt", tmp_path, epochs=10**7, n=400)
+    assert done.returncode == 0, done.stderr
+    assert result["epochs"][0] == -1 or result["epochs"][1] == -1   # the interrupted rank
+    assert len(set(result["digests"])) == 1 and seconds < 60
+
+
+@pytest.mark.parametrize("case,message", [
+    ("raise", "rank 1 of 2: RuntimeError: a callback failed on the last rank"),
+    ("kill", ""),
+])
+def test_a_failing_or_killed_rank_ends_the_whole_job(case, message, tmp_path):
+    done, result, seconds = mpirun(2, case, tmp_path, epochs=10**6, timeout=90)
+    assert done.returncode != 0 and result is None
+    assert message in done.stderr
+    assert seconds < 60
+
+
+def test_without_mpi_a_fit_is_unchanged():
+    """comm=None is the one-process fit (the module imports mpi4py only when used)."""
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    y = X[:, :2]
+    nets = [cb.Network(3, [cb.Dense(2)], seed=0, dtype="float64") for _ in range(2)]
+    nets[0].fit(X, y, optimizer=cb.SGD(), epochs=2)
+    nets[1].fit(X, y, optimizer=cb.SGD(), epochs=2, comm=None)
+    np.testing.assert_array_equal(nets[0].theta, nets[1].theta)
