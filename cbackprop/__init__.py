@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
 
 from cbackprop import datasets
 from cbackprop._version import __version__  # noqa: F401
+from cbackprop.checkpoint import Checkpoint, resume
 from cbackprop.gradcheck import gradcheck
 from cbackprop.history import History
 from cbackprop.layers import Dense
@@ -31,7 +32,7 @@ __all__ = [
     "Network", "Dense", "History", "LayerTrace", "DivergenceError",
     "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
     "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber",
-    "gradcheck", "load", "datasets",
+    "gradcheck", "load", "resume", "Checkpoint", "datasets",
 ]
 
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")

@@ -21,13 +21,14 @@ the hook's contract.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import weakref
 
 import numpy as np
 
-from cbackprop import _threads
+from cbackprop import _threads, serialization
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine, _optim
@@ -189,6 +190,9 @@ class TrainingSession:
         self._entered = False
         self._stop_requested = False
         self._halted = False        # with a reducer: the stop every process agreed
+        self.position = None        # (rows, loss sum, rows right) of an epoch left half done
+        self._restored_order = None
+        self._digest = None
 
     # ---- passes over all rows (no dropout, θ unchanged) ---------------------------
 
@@ -233,6 +237,8 @@ class TrainingSession:
             self.commit()
             B = self.batch_size
             self.order = np.arange(self.n_rows, dtype=np.intp)
+            if self._restored_order is not None:
+                self.order[...] = self._restored_order
             self.ws = np.empty(_engine.workspace_size(self.layout, B), dtype=net.dtype)
             self.grad = np.zeros_like(net.theta)
             self._rows_per_chunk = B
@@ -325,13 +331,18 @@ class TrainingSession:
         net, n, B = self.network, self.n_rows, self.batch_size
         self.hp[...] = self.optimizer.hyperparameters()   # callbacks may have changed lr
         start_time = time.perf_counter()
-        if self.shuffle:
-            with net.params_lock.write():
-                if self.fresh_order:
-                    self.order[...] = np.arange(n)
-                _engine.shuffle(self.order, net.rng_state)
-        total = correct = 0.0
-        pos = self._rows_done = 0
+        if self.position is not None:     # an epoch a checkpoint left half done
+            pos, total, correct = self.position
+        else:
+            if self.shuffle:
+                with net.params_lock.write():
+                    if self.fresh_order:
+                        self.order[...] = np.arange(n)
+                    _engine.shuffle(self.order, net.rng_state)
+            total = correct = 0.0
+            pos = 0
+        self._rows_done = pos
+        self.position = None
         while pos < n and not self.stopped:
             stop = min(n, pos + self.threads.chunk_rows(self._rows_per_chunk, B))
             t0 = time.perf_counter()
@@ -353,10 +364,12 @@ class TrainingSession:
             pos += done
             if on_chunk is not None:
                 on_chunk(pos, n, total / (pos if self.reducer is None else self._rows_done))
+        if pos < n:
+            # Where a checkpoint resumes: rows done and their loss sum and rows right.
+            self.position = (pos, total, correct)
+            self._stop_requested = self._halted = True
         if pos == 0 or (self.reducer is None and self.interrupt.pending):
             return None
-        if pos < n:
-            self._stop_requested = self._halted = True
         logs = self._epoch_logs(total, correct, pos if self.reducer is None else self._rows_done)
         logs["time"] = time.perf_counter() - start_time
         return logs
@@ -420,20 +433,84 @@ class TrainingSession:
         self._rows_done += rows_done
         return total, pos - start, correct, _engine.STATUS_OK
 
-    def fit(self, epochs: int, verbose=False, callbacks=None) -> History:
-        """Train for `epochs` epochs, as `Network.fit` documents; returns the History."""
+    def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
+            checkpoint_every: int = 1, history: History | None = None) -> History:
+        """Train until `epochs` epochs are done, as `Network.fit` documents;
+        returns the History (`history`, continued, when resuming).
+
+        With `checkpoint` (a path), every `checkpoint_every` epochs and when the
+        fit ends (finished, stopped or interrupted, at the last finished chunk)
+        the run is written there atomically (`write_checkpoint`).
+        """
         epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
-        history = History()
+        checkpoint_every = V.check_int(checkpoint_every, "checkpoint_every", 1)
+        history = History() if history is None else history
+        if checkpoint is not None:
+            serialization.check_writable(checkpoint)
+        first = len(history.epoch) if history.epoch else 0
         with self, Progress(epochs, self.n_rows, verbose) as progress:
-            for epoch in range(epochs):
+            for epoch in range(first, epochs):
                 logs = self.run_epoch()
                 if logs is None:
                     break
+                if self.position is not None and checkpoint is not None:
+                    break          # a part epoch: the checkpoint resumes inside it
                 history.record(epoch, logs)
                 progress.update(epoch, logs)
                 stop_now = self.stopped
                 for cb in callbacks:
                     stop_now |= bool(cb(epoch, logs))
+                if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
+                    self.write_checkpoint(checkpoint, history, epochs, checkpoint_every)
                 if stop_now:
                     break
+            # Finished, stopped or interrupted (then KeyboardInterrupt follows):
+            # the file holds the run up to its last finished chunk.
+            if checkpoint is not None:
+                self.write_checkpoint(checkpoint, history, epochs, checkpoint_every)
         return history
+
+    def data_digest(self) -> str:
+        """SHA-256 of the training arrays: a resumed run must see the same data."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for arr in (self.X, self.Y, self.w):
+                h.update(str(arr.shape).encode())
+                h.update(arr.tobytes())
+            self._digest = h.hexdigest()
+        return self._digest
+
+    def write_checkpoint(self, path, history: History, epochs: int, every: int) -> None:
+        """Write the run as it stands (between chunks) to path, atomically: the
+        network, the optimizer (state_dict), the random stream, the row order,
+        the epoch and position in it, the History and the fit's options."""
+        net, opt = self.network, self.optimizer
+        with net.params_lock.read():
+            config, theta, rng = net.get_config(), net.theta.copy(), int(net.rng_state[0])
+        # position None: at an epoch boundary; else the epoch is shuffled and half done.
+        pos, total, correct = self.position or (None, 0.0, 0.0)
+        optimizer = opt.state_dict()
+        entry = {
+            "epoch": len(history.epoch), "epochs": epochs, "every": every,
+            "position": pos, "loss_sum": float(total), "correct": float(correct),
+            "optimizer": {k: optimizer[k] for k in ("name", "hyperparameters", "t")},
+            "history": {"history": history.history, "epoch": history.epoch},
+            "batch_size": self.batch_size, "shuffle": self.shuffle, "n_rows": self.n_rows,
+            "data": self.data_digest(),
+        }
+        serialization.write(path, config, theta, rng, checkpoint=entry,
+                            tensors={"optimizer_state": optimizer["state"],
+                                     "order": self.order.astype(np.int64)})
+
+    def restore(self, entry: dict, order: np.ndarray) -> None:
+        """Continue the run a checkpoint holds (after `__init__`, before entering):
+        the same data (checked by digest), the row order and the epoch's position."""
+        if entry["data"] != self.data_digest() or entry["n_rows"] != self.n_rows:
+            raise ValueError("this is not the data the checkpointed run trained on: resume "
+                             "with the same X, y and sample_weight")
+        if order.shape != (self.n_rows,) or not np.array_equal(np.sort(order),
+                                                                np.arange(self.n_rows)):
+            raise ValueError("the checkpoint's row order is not a permutation of the rows")
+        self._restored_order = order
+        if entry["position"] is not None:
+            self.position = (entry["position"], entry["loss_sum"], entry["correct"])

@@ -300,7 +300,7 @@ class Network:
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
-            comm=None) -> History:
+            comm=None, checkpoint=None, checkpoint_every: int = 1) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -329,6 +329,13 @@ class Network:
             rank passes only its own rows, batch_size is per rank, and θ stays
             equal on every rank (see `cbackprop.distributed`). Needs the
             `[mpi]` extra.
+        checkpoint : path, optional
+            Write the run there every `checkpoint_every` epochs and when fit
+            ends (finished, stopped or interrupted: as of its last finished
+            chunk), atomically: network, optimizer state, random stream, row
+            order, epoch and History. `cbackprop.resume(path)` continues it
+            (bitwise as uninterrupted with n_threads=1).
+        checkpoint_every : int, default 1
 
         Returns
         -------
@@ -348,6 +355,9 @@ class Network:
         """
         optimizer = Adam() if optimizer is None else optimizer
         if comm is not None:
+            if checkpoint is not None:
+                raise ValueError("checkpoint is not supported with comm (data-parallel "
+                                 "training) yet: save from rank 0 instead")
             return distributed.fit(self, X, y, comm, optimizer=optimizer, epochs=epochs,
                                    batch_size=batch_size, validation_data=validation_data,
                                    shuffle=shuffle, verbose=verbose,
@@ -355,7 +365,7 @@ class Network:
         session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
                                   validation_data=validation_data)
-        return session.fit(epochs, verbose, callbacks)
+        return session.fit(epochs, verbose, callbacks, checkpoint, checkpoint_every)
 
     # ---- files ----------------------------------------------------------
 

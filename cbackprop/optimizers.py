@@ -253,3 +253,7 @@ class RMSprop(Optimizer):
     def _slots(self) -> dict:
         return {"beta2": self.alpha, "eps": self.eps, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}
+
+
+#: The optimizers by name (as in state_dict()["name"]).
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop)}

@@ -13,8 +13,15 @@ read trusts nothing before the checksum matches, and nothing the header
 claims about sizes: it reads at most the file, and builds a network only once
 the tensors the config implies add up to exactly the data in the file.
 
-This module works on (config, θ, random state) and never imports `network`:
-`cbackprop.load` passes it `Network.from_config` to build with.
+A checkpoint (`fit(..., checkpoint=PATH)`) is the same file with more in it:
+tensors named "checkpoint.{name}" after θ's (the optimizer's state, the row
+order) and a "checkpoint" metadata entry (JSON: the optimizer, the epoch and
+position, the History so far, the fit's options). The rule for keys: `load`
+reads a checkpoint as the model it holds and ignores those entries; any other
+tensor or metadata key it does not know is refused.
+
+This module works on (config, θ, random state, checkpoint entries) and never
+imports `network`: `cbackprop.load` passes it `Network.from_config` to build with.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ import numpy as np
 
 _FORMAT = "cbackprop-1"
 _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+#: Checkpoint tensors may also hold int64 (the row order).
+_EXTRA_DTYPES = {**_DTYPES, "I64": np.dtype("<i8")}
+_EXTRA_PREFIX = "checkpoint."
+_METADATA = {"format", "config", "rng_state", "sha256", "checkpoint"}
 _MAX_HEADER = 1 << 24
 _CHECKSUM_KEY = b'"sha256":"'
 _UNSEALED = "0" * 64
@@ -59,10 +70,14 @@ def _tensor_layout(config: dict) -> list[tuple[str, tuple[int, ...]]]:
     return layout
 
 
-def write(path, config: dict, theta: np.ndarray, rng_state: int) -> None:
+def write(path, config: dict, theta: np.ndarray, rng_state: int,
+          checkpoint: dict | None = None, tensors: dict[str, np.ndarray] | None = None) -> None:
     """Write a network (its get_config(), θ and random-stream state) to path
     atomically: a temporary file in the same directory, flushed to disk, then
-    renamed over path. Writing the same network twice gives identical bytes."""
+    renamed over path. Writing the same network twice gives identical bytes.
+
+    A checkpoint adds `checkpoint` (JSON-able) and named arrays `tensors`
+    (float32, float64 or int64)."""
     config_json = json.dumps(config, sort_keys=True, allow_nan=False)
     code = "F32" if theta.dtype == np.float32 else "F64"
     raw = np.ascontiguousarray(theta, dtype=_DTYPES[code])
@@ -74,8 +89,30 @@ def write(path, config: dict, theta: np.ndarray, rng_state: int) -> None:
         offset += nbytes
     header["__metadata__"] = {"format": _FORMAT, "config": config_json,
                               "rng_state": str(rng_state)}
-    blob = seal(header, raw.tobytes())
+    parts = [raw.tobytes()]
+    for name, arr in (tensors or {}).items():
+        code = next(c for c, dt in _EXTRA_DTYPES.items() if dt == arr.dtype.newbyteorder("<"))
+        header[_EXTRA_PREFIX + name] = {"dtype": code, "shape": list(arr.shape),
+                                        "data_offsets": [offset, offset + arr.nbytes]}
+        parts.append(np.ascontiguousarray(arr, dtype=_EXTRA_DTYPES[code]).tobytes())
+        offset += arr.nbytes
+    if checkpoint is not None:
+        header["__metadata__"]["checkpoint"] = json.dumps(checkpoint, sort_keys=True,
+                                                          allow_nan=False)
+    blob = seal(header, b"".join(parts))
     _write_atomically(os.fspath(path), blob)
+
+
+def check_writable(path) -> None:
+    """Raise now, before any work, if a file cannot be written at path."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder: give a file name to write to")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: there is no folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write {path}: the folder {folder} is not writable")
 
 
 def _write_atomically(path: str, blob: bytes) -> None:
@@ -117,9 +154,12 @@ def _corrupt(path, why: str) -> ValueError:
     return ValueError(f"{path} is not a valid cbackprop model file: {why}")
 
 
-def read(path, from_config):
+def read(path, from_config, checkpoint: bool = False):
     """Read a network written by `write`, built by `from_config(config)` (a
     Network class's from_config), with its θ and random stream restored.
+
+    With checkpoint=True, return (network, the checkpoint entry, {name: array}
+    of the checkpoint's tensors); a file without a checkpoint is then an error.
 
     Raises
     ------
@@ -180,7 +220,34 @@ def read(path, from_config):
                                 "data_offsets": [offset, offset + nbytes]}:
             raise _corrupt(path, f"tensor {name} does not match the config")
         offset += nbytes
-    if offset != len(data) or len(header) != len(layout):
+    unknown = set(meta) - _METADATA
+    if unknown:
+        raise _corrupt(path, f"unknown metadata {sorted(unknown)}")
+    extras = {}
+    names = set(header) - {name for name, _ in layout}
+    try:
+        # Checkpoint tensors follow θ's, in the order of their offsets.
+        names = sorted(names, key=lambda k: (header[k]["data_offsets"][0], k))
+        for name in names:
+            entry = header[name]
+            if not name.startswith(_EXTRA_PREFIX):
+                raise ValueError("not a checkpoint entry")
+            dtype = _EXTRA_DTYPES[entry["dtype"]]
+            shape = entry["shape"]
+            if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0
+                       for m in shape):
+                raise ValueError(f"shape {shape!r}")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if set(entry) != {"dtype", "shape", "data_offsets"} or \
+                    entry["data_offsets"] != [offset, offset + nbytes] or \
+                    offset + nbytes > len(data):
+                raise ValueError("offsets")
+            extras[name[len(_EXTRA_PREFIX):]] = np.frombuffer(
+                data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+            offset += nbytes
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise _corrupt(path, f"tensor entries ({exc})") from None
+    if offset != len(data):
         raise _corrupt(path, "the tensors do not match the config")
     try:
         net = from_config(config)
@@ -188,6 +255,17 @@ def read(path, from_config):
         raise _corrupt(path, f"bad config ({exc})") from None
     if json.loads(json.dumps(net.get_config())) != config:
         raise _corrupt(path, "the config has entries this version does not know")
-    net.theta[...] = np.frombuffer(data, dtype=_DTYPES[code])
+    net.theta[...] = np.frombuffer(data, dtype=_DTYPES[code], count=net.theta.size)
     net.rng_state[0] = rng_state
-    return net
+    if not checkpoint:
+        return net
+    if "checkpoint" not in meta:
+        raise ValueError(f"{path} is a model file, not a checkpoint (it has no training "
+                         "state to resume: load it with cbackprop.load)")
+    try:
+        entry = json.loads(meta["checkpoint"])
+        if not isinstance(entry, dict):
+            raise TypeError("not an object")
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _corrupt(path, f"bad checkpoint entry ({exc})") from None
+    return net, entry, {name: arr.copy() for name, arr in extras.items()}
