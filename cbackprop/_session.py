@@ -32,6 +32,7 @@ from cbackprop import _threads, serialization
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine, _optim
+from cbackprop.activations import RELU_FAMILY
 from cbackprop.history import History
 from cbackprop.losses import REQUIRED_OUTPUT
 from cbackprop.optimizers import Optimizer
@@ -142,6 +143,9 @@ class TrainingSession:
         estimators do) instead of from the previous epoch's order.
     validation_data : (X_val, y_val), optional
         Evaluated after each epoch ("val_loss", "val_accuracy").
+    health : bool, default False
+        Measure each layer's training health inside the engine (see
+        `health_records`); not with a reducer.
     reducer : Reducer, optional
         The step boundary's hook (see `Reducer`): each batch then runs as
         gradient -> reducer.reduce_gradient -> update, and the epoch's figures
@@ -153,7 +157,8 @@ class TrainingSession:
 
     def __init__(self, network, X, y, sample_weight=None, *, optimizer: Optimizer | None = None,
                  batch_size: int = 32, shuffle: bool = True, fresh_order: bool = False,
-                 validation_data=None, reducer: Reducer | None = None, names=("X", "y")):
+                 validation_data=None, reducer: Reducer | None = None, health: bool = False,
+                 names=("X", "y")):
         self.network = network
         self.layout = network.engine_layout()
         X = V.check_X(X, network.n_inputs, network.dtype, names[0])
@@ -185,6 +190,13 @@ class TrainingSession:
             if reducer is not None and not isinstance(reducer, Reducer):
                 raise TypeError(f"reducer must be a Reducer, got {reducer!r}")
             self.reducer = reducer
+            self.health = None
+            if V.check_bool(health, "health"):
+                if reducer is not None:
+                    raise ValueError("health figures are not measured with comm (data-parallel "
+                                     "training); measure them in a one-process run")
+                self.health = np.zeros(_engine.health_size(self.layout))
+                self.layout.watch_health(self.health)
         self.X, self.Y, self.w = X, Y, w
         self.n_rows = X.shape[0]
         self._entered = False
@@ -331,6 +343,8 @@ class TrainingSession:
         net, n, B = self.network, self.n_rows, self.batch_size
         self.hp[...] = self.optimizer.hyperparameters()   # callbacks may have changed lr
         start_time = time.perf_counter()
+        if self.health is not None and self.position is None:
+            self.health[...] = 0
         if self.position is not None:     # an epoch a checkpoint left half done
             pos, total, correct = self.position
         else:
@@ -373,6 +387,39 @@ class TrainingSession:
         logs = self._epoch_logs(total, correct, pos if self.reducer is None else self._rows_done)
         logs["time"] = time.perf_counter() - start_time
         return logs
+
+    def health_records(self, epoch: int) -> list[dict]:
+        """The epoch's training health, one record per layer (from the engine's
+        sums over every HEALTH_EVERY-th step):
+
+        - "grad_norm": mean ‖∂C/∂θˡ‖ over the measured steps (the layer's W
+          and b, with the L2 term); small in early layers = vanishing gradients;
+        - "weight_norm": ‖Wˡ‖ at the end of the epoch;
+        - "update_ratio": mean ‖Δθˡ‖/‖θˡ‖ of one step (about 1e-3 is healthy);
+        - "dead_fraction" (relu family): units whose z was never > 0;
+        - "saturated_fraction" (sigmoid, tanh): units whose mean σ'(z) was
+          below 1 % of its maximum;
+        plus "epoch", "layer", "units" and "activation"; a figure that does not
+        apply is None.
+        """
+        net, h0, records = self.network, 0, []
+        for index, (layer, m) in enumerate(zip(net.layers, net.sizes[1:])):
+            block = self.health[h0:h0 + _engine.HEALTH_SCALARS + 2 * m]
+            h0 += _engine.HEALTH_SCALARS + 2 * m
+            steps, rows = max(block[2], 1), max(block[3], 1)
+            units = block[_engine.HEALTH_SCALARS:]
+            act = layer.activation
+            records.append({
+                "epoch": epoch, "layer": index, "units": m, "activation": act,
+                "grad_norm": float(block[0] / steps),
+                "weight_norm": float(np.linalg.norm(net.params[index][0])),
+                "update_ratio": float(block[1] / steps),
+                "dead_fraction": (float(1 - units[:m].mean()) if act in RELU_FAMILY
+                                  else None),
+                "saturated_fraction": (float(np.mean(units[m:] / rows < 0.01))
+                                       if act in ("sigmoid", "tanh") else None),
+            })
+        return records
 
     def _epoch_logs(self, total: float, correct: float, rows: int) -> dict[str, float]:
         """The epoch's figures from its loss sum, rows right and rows (totals over
@@ -456,6 +503,8 @@ class TrainingSession:
                 if self.position is not None and checkpoint is not None:
                     break          # a part epoch: the checkpoint resumes inside it
                 history.record(epoch, logs)
+                if self.health is not None:
+                    history.record_health(self.health_records(epoch))
                 progress.update(epoch, logs)
                 stop_now = self.stopped
                 for cb in callbacks:

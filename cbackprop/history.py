@@ -6,7 +6,26 @@ import math
 import os
 
 #: Keys that are not learning curves (not drawn by `History.plot`).
-_NOT_CURVES = frozenset({"time"})
+_NOT_CURVES = frozenset({"time", "health"})
+
+
+def health_warnings(rows: list[dict]) -> list[str]:
+    """Advice for one epoch's health records (one per layer), in the lecture's words."""
+    out = []
+    for r in rows:
+        name = f"layer {r['layer'] + 1} ({r['activation']})"
+        if r["dead_fraction"] is not None and r["dead_fraction"] > 0.5:
+            out.append(f"warning: {r['dead_fraction']:.0%} of {name}'s units are dead (z never "
+                       "> 0, so no gradient reaches their weights): lower the learning rate "
+                       "or use leaky_relu")
+        if r["saturated_fraction"] is not None and r["saturated_fraction"] > 0.5:
+            out.append(f"warning: {r['saturated_fraction']:.0%} of {name}'s units are "
+                       "saturated (σ'(z) ≈ 0, so ∂C/∂w vanishes): scale the inputs, or use relu")
+    grads = [r["grad_norm"] for r in rows]
+    if len(grads) > 1 and grads[0] < 1e-3 * grads[-1]:
+        out.append(f"warning: the first layer's gradient is {grads[-1] / max(grads[0], 1e-300):.0e}"
+                   "× smaller than the last's (vanishing gradients): try relu or fewer layers")
+    return out
 
 
 def _minor_label(value: float, _pos) -> str:
@@ -21,7 +40,9 @@ class History:
     Keys: "loss" (mean training loss over the epoch's batches), "accuracy"
     (classification losses: running accuracy over the epoch), "val_loss" and
     "val_accuracy" (with validation data, after each epoch) and "time"
-    (seconds per epoch).
+    (seconds per epoch); with fit(health=True), "health": one record per
+    layer per epoch (grad_norm, weight_norm, update_ratio, dead_fraction,
+    saturated_fraction; see `History.health_table`).
 
     Attributes
     ----------
@@ -41,6 +62,44 @@ class History:
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
 
+    def _plot_health(self, Figure, path, title):
+        records = self.history.get("health")
+        if not records:
+            raise ValueError("nothing to plot: fit with health=True to record health figures")
+        fig = Figure(figsize=(10.4, 4.0), layout="constrained")
+        grad_ax, unit_ax = fig.subplots(1, 2)
+        layers = sorted({r["layer"] for r in records})
+        for layer in layers:
+            mine = [r for r in records if r["layer"] == layer]
+            epochs = [r["epoch"] + 1 for r in mine]
+            label = f"layer {layer + 1} ({mine[0]['activation']})"
+            grad_ax.plot(epochs, [r["grad_norm"] for r in mine], marker="o", markersize=3,
+                         label=label)
+            for key, style in (("dead_fraction", "-"), ("saturated_fraction", "--")):
+                if mine[0][key] is not None:
+                    unit_ax.plot(epochs, [r[key] for r in mine], style, marker="o",
+                                 markersize=3, label=f"{label} {key.split('_')[0]}")
+        grad_ax.set_yscale("log")
+        grad_ax.set_title("‖∂C/∂θ‖ per layer (log scale)")
+        unit_ax.set_title("dead (relu) and saturated (sigmoid, tanh) units")
+        unit_ax.set_ylim(-0.02, 1.02)
+        for ax in (grad_ax, unit_ax):
+            ax.set_xlabel("epoch")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize="small")
+        if title:
+            fig.suptitle(title)
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=110)
+        return fig
+
+    def record_health(self, records: list[dict]) -> None:
+        """Append one epoch's training-health records, one per layer
+        (`fit(..., health=True)`; fields in `TrainingSession.health_records`)."""
+        self.history.setdefault("health", []).extend(records)
+
     def __getitem__(self, name: str) -> list[float]:
         return self.history[name]
 
@@ -48,14 +107,37 @@ class History:
         return len(self.epoch)
 
     def __repr__(self) -> str:
-        last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
+        last = {k: round(v[-1], 6) for k, v in self.history.items() if v and k != "health"}
         return f"History(epochs={len(self.epoch)}, last={last})"
 
-    def plot(self, path=None, title: str | None = None):
+    def health_table(self, epoch: int = -1) -> str:
+        """One epoch's training health (default: the last), a line per layer,
+        and a line of advice for each figure past its threshold."""
+        records = self.history.get("health")
+        if not records:
+            raise ValueError("no health figures: fit with health=True")
+        epoch = self.epoch[epoch]
+        rows = [r for r in records if r["epoch"] == epoch]
+
+        def show(value, width):
+            return f"{'-':>{width}}" if value is None else f"{value:>{width}.0%}"
+
+        lines = [f"  {'layer':>5} {'units':>6} {'activation':<11} {'|dC/dW|':>9} "
+                 f"{'|W|':>8} {'|dW|/|W|':>9} {'dead':>6} {'saturated':>9}"]
+        for r in rows:
+            lines.append(f"  {r['layer'] + 1:>5} {r['units']:>6} {r['activation']:<11} "
+                         f"{r['grad_norm']:>9.2e} {r['weight_norm']:>8.3g} "
+                         f"{r['update_ratio']:>9.1e} {show(r['dead_fraction'], 6)} "
+                         f"{show(r['saturated_fraction'], 9)}")
+        return "\n".join(lines + health_warnings(rows))
+
+    def plot(self, path=None, title: str | None = None, kind: str = "curves"):
         """Draw the learning curves with matplotlib; save them to `path` if given.
 
-        One panel per quantity: loss, and accuracy when it was measured, each
-        with its validation curve beside the training curve.
+        kind="curves": one panel per quantity: loss, and accuracy when it was
+        measured, each with its validation curve beside the training curve.
+        kind="health" (fit with health=True): the gradient norm of each layer
+        per epoch on a log axis, and the dead and saturated fractions.
 
         Parameters
         ----------
@@ -84,6 +166,10 @@ class History:
                 "History.plot needs matplotlib, which is not installed: "
                 "pip install 'cbackprop[plot]' (or pip install matplotlib)"
             ) from None
+        if kind == "health":
+            return self._plot_health(Figure, path, title)
+        if kind != "curves":
+            raise ValueError(f"kind must be 'curves' or 'health', got {kind!r}")
         names = [k for k in self.history if not k.startswith("val_") and k not in _NOT_CURVES]
         names += [k[4:] for k in self.history
                   if k.startswith("val_") and k[4:] not in self.history]

@@ -300,7 +300,8 @@ class Network:
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
-            comm=None, checkpoint=None, checkpoint_every: int = 1) -> History:
+            comm=None, checkpoint=None, checkpoint_every: int = 1,
+            health: bool = False) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -336,6 +337,12 @@ class Network:
             order, epoch and History. `cbackprop.resume(path)` continues it
             (bitwise as uninterrupted with n_threads=1).
         checkpoint_every : int, default 1
+        health : bool, default False
+            Measure each layer's training health inside the engine, on every
+            8th step: history["health"] gets one record per layer per epoch
+            (gradient norm, weight norm, update-to-weight ratio, dead and
+            saturated fractions; `History.health_table`, `History.plot(kind=
+            "health")`). Off by default: it costs a few per cent.
 
         Returns
         -------
@@ -364,7 +371,7 @@ class Network:
                                    sample_weight=sample_weight, callbacks=callbacks)
         session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
-                                  validation_data=validation_data)
+                                  validation_data=validation_data, health=health)
         return session.fit(epochs, verbose, callbacks, checkpoint, checkpoint_every)
 
     # ---- files ----------------------------------------------------------

@@ -9,6 +9,10 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 STATUS_OK: int
 STATUS_NONFINITE_LOSS: int
+#: Training health is measured on every HEALTH_EVERY-th step; HEALTH_SCALARS
+#: numbers per layer come before its per-unit sums.
+HEALTH_EVERY: int
+HEALTH_SCALARS: int
 
 class Layout:
     """A network's shape for the kernels: widths, activation codes, dropout, loss, alpha."""
@@ -17,6 +21,11 @@ class Layout:
 
     def __init__(self, sizes: ArrayLike, acts: ArrayLike, dropout: ArrayLike, loss: int,
                  delta: float, alpha: float) -> None: ...
+    def watch_health(self, sums: NDArray[np.float64]) -> None:
+        """train_batches adds its training-health figures to sums from now on."""
+
+def health_size(layout: Layout) -> int:
+    """Elements of the training-health sums of a layout."""
 
 def workspace_size(layout: Layout, B: int) -> int:
     """Elements in the workspace for batches of up to B rows."""

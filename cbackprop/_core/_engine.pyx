@@ -13,7 +13,7 @@
 # returned as a status code for Python to raise.
 
 from cython cimport floating
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint32_t, uint64_t
 
@@ -21,9 +21,9 @@ import numpy as np
 
 from cbackprop._core._blas cimport gemm
 from cbackprop._core._activations cimport (
-    activate, derivative, bias_activation_forward, activation_backward)
+    activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
-from cbackprop._core._optim cimport layer_step
+from cbackprop._core._optim cimport layer_step, SGD
 
 # Status codes returned by train_batches.
 cpdef enum:
@@ -40,6 +40,7 @@ cdef struct Spec:
     double alpha                # L2 strength: loss += α/2 Σ‖W‖²
     const double* dropout       # per-layer drop rates while training, else NULL
     uint64_t* rng               # splitmix64 state for the dropout masks
+    double* health              # training-health sums (health_size), else NULL
 
 
 cdef class Layout:
@@ -52,6 +53,7 @@ cdef class Layout:
     cdef Py_ssize_t[::1] _sizes
     cdef int[::1] _acts
     cdef double[::1] _dropout
+    cdef double[::1] _health
 
     def __init__(self, sizes, acts, dropout, int loss, double delta, double alpha):
         self._sizes = np.array(sizes, dtype=np.intp)
@@ -66,6 +68,14 @@ cdef class Layout:
         self.spec.alpha = alpha
         self.spec.dropout = NULL      # on only in training passes
         self.spec.rng = NULL
+        self.spec.health = NULL
+
+    def watch_health(self, double[::1] sums):
+        """From now on train_batches adds its training-health figures to sums
+        (health_size(layout) zeros, see `health_figures`), every HEALTH_EVERY-th
+        step, and the workspace has room for them."""
+        self._health = sums
+        self.spec.health = &self._health[0]
 
     cdef Spec training_spec(self, uint64_t* rng) noexcept:
         cdef Spec s = self.spec
@@ -118,12 +128,70 @@ cdef void dropout_activation_backward(int act, const floating* Z, const floating
 
 
 def workspace_size(Layout layout, Py_ssize_t B):
-    """Elements in the workspace for batches of up to B rows."""
+    """Elements in the workspace for batches of up to B rows (and, while health
+    is watched, a copy of the widest layer's parameters)."""
     cdef const Spec* s = &layout.spec
-    cdef Py_ssize_t total = 0, j
+    cdef Py_ssize_t total = 0, widest = 0, j
     for j in range(1, s.n_layers + 1):
         total += 4 * s.sizes[j]
-    return B * (total + s.sizes[0] + s.sizes[s.n_layers] + 1)
+        widest = max(widest, s.sizes[j - 1] * s.sizes[j] + s.sizes[j])
+    return B * (total + s.sizes[0] + s.sizes[s.n_layers] + 1) + (
+        widest if s.health != NULL else 0)
+
+
+# Training-health figures are taken on every HEALTH_EVERY-th step (and the first).
+# Per layer the sums hold HEALTH_SCALARS numbers: Σ‖∂C/∂W‖, Σ‖ΔW‖/‖W‖, steps
+# measured, rows seen; then per unit whether z was ever > 0, and Σ σ'(z)/max σ'
+# (sigmoid and tanh layers).
+cpdef enum:
+    HEALTH_EVERY = 8
+    HEALTH_SCALARS = 4
+
+
+def health_size(Layout layout):
+    """Elements of the training-health sums of a layout."""
+    return sum(HEALTH_SCALARS + 2 * m for m in layout.sizes[1:])
+
+
+cdef void watch_layer(const Spec* s, Py_ssize_t l, int kind, const floating* a_prev,
+                      const floating* dZ, Py_ssize_t n, const floating* Z, floating* W,
+                      floating* g, const floating* W_old, bint before) noexcept nogil:
+    """Training health of layer l around its update: called before it (before=True:
+    form ∂C/∂W where the SGD step does not, keep W) and after it (norms, units)."""
+    cdef Py_ssize_t i, j, h0 = 0, n_in = s.sizes[l], n_out = s.sizes[l + 1]
+    cdef Py_ssize_t nw = n_in * n_out
+    cdef int act = s.acts[l]
+    cdef double gsq = 0, dsq = 0, wsq = 0, d, top
+    cdef double* h
+    cdef floating a = <floating> s.alpha, zij
+    for i in range(l):
+        h0 += HEALTH_SCALARS + 2 * s.sizes[i + 1]
+    h = s.health + h0
+    if before:
+        if kind == SGD:      # its fused step never forms ∂C/∂W: g is free scratch here
+            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
+                 <int> n_in, dZ, <int> n_out, <floating> 0, g, <int> n_out)
+            for i in range(nw):
+                g[i] += a * W[i]
+        memcpy(<floating*> W_old, W, (nw + n_out) * sizeof(floating))
+        return
+    for i in range(nw + n_out):       # g holds ∂C/∂W (+ αW) and ∂C/∂b
+        gsq += <double> g[i] * g[i]
+        d = <double> W[i] - W_old[i]
+        dsq += d * d
+        wsq += <double> W[i] * W[i]
+    h[0] += sqrt(gsq)
+    h[1] += sqrt(dsq / wsq) if wsq > 0 else 0
+    h[2] += 1
+    h[3] += n
+    top = 0.25 if act == SIGMOID else 1.0
+    for i in range(n):
+        for j in range(n_out):
+            zij = Z[i * n_out + j]
+            if zij > 0:
+                h[HEALTH_SCALARS + j] = 1
+            if act == SIGMOID or act == TANH:
+                h[HEALTH_SCALARS + n_out + j] += derivative(act, zij, activate(act, zij)) / top
 
 
 def workspace_views(floating[::1] ws, Layout layout, Py_ssize_t B, Py_ssize_t n):
@@ -276,6 +344,11 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
+    # Health is watched on some steps; the copy of W before its update goes to
+    # the end of the workspace.
+    cdef bint watch = s.health != NULL and (t - 1) % HEALTH_EVERY == 0
+    cdef floating* W_old = ws + layer_offset(s, B, s.n_layers) + B * (
+        s.sizes[0] + s.sizes[s.n_layers] + 1)
     for l in range(s.n_layers - 1, -1, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
@@ -286,8 +359,14 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
         if l > 0:
             delta_prev(s, l, theta + p, dZ, n, ws, B)
         column_sums(dZ, n, n_out, grad + p + nw, False)
+        if watch:
+            watch_layer(s, l, kind, a_prev, dZ, n, ws + layer_offset(s, B, l), theta + p,
+                        grad + p, W_old, True)
         layer_step(kind, hp, t, s.alpha, a_prev, dZ, n, n_in, n_out, theta + p, grad + p,
                    state + p, state + n_params + p)
+        if watch:
+            watch_layer(s, l, kind, a_prev, dZ, n, ws + layer_offset(s, B, l), theta + p,
+                        grad + p, W_old, False)
 
 
 cdef double batch_forward(const Spec* s, const floating* theta, const floating[:, ::1] X,
