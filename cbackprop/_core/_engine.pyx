@@ -23,7 +23,8 @@ from cbackprop._core._blas cimport gemm
 from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
-from cbackprop._core._optim cimport layer_step, SGD
+from cbackprop._core._optim cimport (
+    layer_step, SGD, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY)
 
 # Status codes returned by train_batches.
 cpdef enum:
@@ -129,14 +130,14 @@ cdef void dropout_activation_backward(int act, const floating* Z, const floating
 
 def workspace_size(Layout layout, Py_ssize_t B):
     """Elements in the workspace for batches of up to B rows (and, while health
-    is watched, a copy of the widest layer's parameters)."""
+    is watched, room for two copies of the widest layer's parameters)."""
     cdef const Spec* s = &layout.spec
     cdef Py_ssize_t total = 0, widest = 0, j
     for j in range(1, s.n_layers + 1):
         total += 4 * s.sizes[j]
         widest = max(widest, s.sizes[j - 1] * s.sizes[j] + s.sizes[j])
     return B * (total + s.sizes[0] + s.sizes[s.n_layers] + 1) + (
-        widest if s.health != NULL else 0)
+        2 * widest if s.health != NULL else 0)
 
 
 # Training-health figures are taken on every HEALTH_EVERY-th step (and the first).
@@ -153,31 +154,40 @@ def health_size(Layout layout):
     return sum(HEALTH_SCALARS + 2 * m for m in layout.sizes[1:])
 
 
-cdef void watch_layer(const Spec* s, Py_ssize_t l, int kind, const floating* a_prev,
-                      const floating* dZ, Py_ssize_t n, const floating* Z, floating* W,
-                      floating* g, const floating* W_old, bint before) noexcept nogil:
+cdef void watch_layer(const Spec* s, Py_ssize_t l, int kind, const double* hp, Py_ssize_t n,
+                      const floating* Z, floating* W, const floating* g, const floating* v,
+                      floating* old, bint before) noexcept nogil:
     """Training health of layer l around its update: called before it (before=True:
-    form ∂C/∂W where the SGD step does not, keep W) and after it (norms, units)."""
+    keep W, and SGD's velocity v, in old) and after it (norms, units).
+
+    ∂C/∂θ (the L2 term included) is g where the update formed it; plain SGD's
+    fused step never forms ∂C/∂W, so it is read off the step instead:
+    (W_old − W)/lr − λ_wd·W_old, or with momentum v − μ·v_old − λ_wd·W_old."""
     cdef Py_ssize_t i, j, h0 = 0, n_in = s.sizes[l], n_out = s.sizes[l + 1]
     cdef Py_ssize_t nw = n_in * n_out
     cdef int act = s.acts[l]
-    cdef double gsq = 0, dsq = 0, wsq = 0, d, top
+    cdef bint derived = kind == SGD and hp[HP_NESTEROV] == 0
+    cdef double lr = hp[HP_LR], mu = hp[HP_MOMENTUM], wd = hp[HP_WEIGHT_DECAY]
+    cdef double gsq = 0, dsq = 0, wsq = 0, d, gi, top
     cdef double* h
-    cdef floating a = <floating> s.alpha, zij
+    cdef floating zij
     for i in range(l):
         h0 += HEALTH_SCALARS + 2 * s.sizes[i + 1]
     h = s.health + h0
     if before:
-        if kind == SGD:      # its fused step never forms ∂C/∂W: g is free scratch here
-            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
-                 <int> n_in, dZ, <int> n_out, <floating> 0, g, <int> n_out)
-            for i in range(nw):
-                g[i] += a * W[i]
-        memcpy(<floating*> W_old, W, (nw + n_out) * sizeof(floating))
+        memcpy(old, W, (nw + n_out) * sizeof(floating))
+        if derived and mu != 0:
+            memcpy(old + nw + n_out, v, nw * sizeof(floating))
         return
-    for i in range(nw + n_out):       # g holds ∂C/∂W (+ αW) and ∂C/∂b
-        gsq += <double> g[i] * g[i]
-        d = <double> W[i] - W_old[i]
+    for i in range(nw + n_out):
+        if i >= nw or not derived:
+            gi = g[i]                 # the bias gradient is always in g
+        elif mu == 0:
+            gi = (<double> old[i] - W[i]) / lr - wd * old[i]
+        else:
+            gi = <double> v[i] - mu * old[nw + n_out + i] - wd * old[i]
+        gsq += gi * gi
+        d = <double> W[i] - old[i]
         dsq += d * d
         wsq += <double> W[i] * W[i]
     h[0] += sqrt(gsq)
@@ -344,10 +354,10 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
-    # Health is watched on some steps; the copy of W before its update goes to
-    # the end of the workspace.
+    # Health is watched on some steps; the copies of W (and SGD's velocity)
+    # before the update go to the end of the workspace.
     cdef bint watch = s.health != NULL and (t - 1) % HEALTH_EVERY == 0
-    cdef floating* W_old = ws + layer_offset(s, B, s.n_layers) + B * (
+    cdef floating* old = ws + layer_offset(s, B, s.n_layers) + B * (
         s.sizes[0] + s.sizes[s.n_layers] + 1)
     for l in range(s.n_layers - 1, -1, -1):
         n_in = s.sizes[l]
@@ -360,13 +370,13 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
             delta_prev(s, l, theta + p, dZ, n, ws, B)
         column_sums(dZ, n, n_out, grad + p + nw, False)
         if watch:
-            watch_layer(s, l, kind, a_prev, dZ, n, ws + layer_offset(s, B, l), theta + p,
-                        grad + p, W_old, True)
+            watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
+                        state + p, old, True)
         layer_step(kind, hp, t, s.alpha, a_prev, dZ, n, n_in, n_out, theta + p, grad + p,
                    state + p, state + n_params + p)
         if watch:
-            watch_layer(s, l, kind, a_prev, dZ, n, ws + layer_offset(s, B, l), theta + p,
-                        grad + p, W_old, False)
+            watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
+                        state + p, old, False)
 
 
 cdef double batch_forward(const Spec* s, const floating* theta, const floating[:, ::1] X,
