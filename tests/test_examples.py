@@ -24,7 +24,8 @@ def run_example(name, *args, timeout=180):
 
 
 def test_every_example_is_tested():
-    tested = {"xor.py", "digits.py", "mnist.py", "sklearn_gridsearch.py", "threads.py"}
+    tested = {"xor.py", "digits.py", "mnist.py", "sklearn_gridsearch.py", "threads.py",
+              "vanishing_gradients.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -91,3 +92,10 @@ def test_threads():
     # A seeded network trains to the same result in a thread as on its own.
     assert all(serial == threaded for _, serial, threaded in rows)
     assert "3 models one after another" in out
+
+
+def test_vanishing_gradients_shows_sigmoid_shrinking_and_relu_not():
+    out = run_example("vanishing_gradients.py", "--depth", "6", "--epochs", "1")
+    ratios = dict(re.findall(r"^(sigmoid|relu): .* = (\S+)$", out, re.M))
+    assert float(ratios["sigmoid"]) > 100 > 10 > float(ratios["relu"])
+    assert "vanishing gradients" in out
