@@ -50,6 +50,19 @@ _running: dict[int, TrainingSession] = {}
 _busy_lock = threading.Lock()
 # Each network's measured thread choices, so later fits start from them.
 _thread_choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Each network's θ-sized buffers (gradient, rollback copies), kept between its
+# fits: a fresh 100 MB buffer costs more in page faults than a step of a large
+# network. One fit per network at a time, so they are never shared.
+_fit_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _buffer(network, name: str, like: np.ndarray) -> np.ndarray:
+    """The network's kept buffer `name` shaped and typed like `like` (contents undefined)."""
+    kept = _fit_buffers.setdefault(network, {})
+    buf = kept.get(name)
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+        buf = kept[name] = np.empty_like(like)
+    return buf
 
 
 class DivergenceError(FloatingPointError):
@@ -252,7 +265,7 @@ class TrainingSession:
             if self._restored_order is not None:
                 self.order[...] = self._restored_order
             self.ws = np.empty(_engine.workspace_size(self.layout, B), dtype=net.dtype)
-            self.grad = np.zeros_like(net.theta)
+            self.grad = _buffer(net, "grad", net.theta)
             self._rows_per_chunk = B
             self.threads = self._fit_threads(B)
             # Ctrl-C stops the session at the next chunk boundary; leaving it then
@@ -310,9 +323,13 @@ class TrainingSession:
     def commit(self) -> None:
         """Keep what was trained so far: a later divergence restores θ, the
         optimizer and the random stream to this point (set on entering)."""
-        net = self.network
+        net, opt = self.network, self.optimizer
+        theta, state = _buffer(net, "saved theta", net.theta), _buffer(net, "saved state",
+                                                                      opt.state)
         with net.params_lock.read():
-            self._saved = (net.theta.copy(), self.optimizer.state_dict(),
+            np.copyto(theta, net.theta)
+            np.copyto(state, opt.state)
+            self._saved = (theta, {"name": opt.name, "t": opt.t, "state": state},
                            net.rng_state.copy())
 
     def _diverged(self, what: str) -> DivergenceError:
