@@ -170,10 +170,11 @@ def _corrupt(path, why: str) -> ValueError:
 def _unique_keys(pairs: list) -> dict:
     """A JSON object's pairs as a dict; a repeated key is an error (json's default
     would keep the last, so two entries could claim one name)."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        keys = [key for key, _ in pairs]
-        raise ValueError(f"key {next(k for k in keys if keys.count(k) > 1)!r} repeated")
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"key {key!r} repeated")
+        obj[key] = value
     return obj
 
 
