@@ -20,6 +20,19 @@ position, the History so far, the fit's options). The rule for keys: `load`
 reads a checkpoint as the model it holds and ignores those entries; any other
 tensor or metadata key it does not know is refused.
 
+Everything a file says passes the checks that building the network and
+setting θ apply: the config goes through the constructors' validation (and
+must come back unchanged from `get_config`, so unknown config keys are
+refused), θ must be finite, the random state a decimal integer in [0, 2⁶⁴),
+and no JSON object (header, config, checkpoint entry) may repeat a key, so no
+tensor is named twice.
+
+What the checksum is for: accidental damage (a truncated copy, a flipped
+bit). It is not a signature: anyone can write a file with a valid checksum.
+`load` never executes anything from a file and bounds every size by the
+file's own, so opening a file from someone else is safe; but its numbers are
+only as good as its author.
+
 This module works on (config, θ, random state, checkpoint entries) and never
 imports `network`: `cbackprop.load` passes it `Network.from_config` to build with.
 """
@@ -154,6 +167,21 @@ def _corrupt(path, why: str) -> ValueError:
     return ValueError(f"{path} is not a valid cbackprop model file: {why}")
 
 
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object's pairs as a dict; a repeated key is an error (json's default
+    would keep the last, so two entries could claim one name)."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"key {key!r} repeated")
+        obj[key] = value
+    return obj
+
+
+def _json(text):
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def read(path, from_config, checkpoint: bool = False):
     """Read a network written by `write`, built by `from_config(config)` (a
     Network class's from_config), with its θ and random stream restored.
@@ -181,7 +209,7 @@ def read(path, from_config, checkpoint: bool = False):
     if len(head) != n or len(data) != size - 8 - n:
         raise _corrupt(path, "the file changed size while being read")
     try:
-        header = json.loads(head)
+        header = _json(head)
         meta = header.pop("__metadata__")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {_FORMAT!r}")
@@ -202,10 +230,10 @@ def read(path, from_config, checkpoint: bool = False):
 
     # From here on the bytes are what save wrote; still check that they agree.
     try:
-        config = json.loads(meta["config"])
+        config = _json(meta["config"])
         layout = _tensor_layout(config)
         rng_state = int(meta["rng_state"])
-        if not 0 <= rng_state < 2**64:
+        if str(rng_state) != meta["rng_state"] or not 0 <= rng_state < 2**64:
             raise ValueError(f"rng_state {rng_state}")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise _corrupt(path, f"bad config ({exc})") from None
@@ -255,7 +283,11 @@ def read(path, from_config, checkpoint: bool = False):
         raise _corrupt(path, f"bad config ({exc})") from None
     if json.loads(json.dumps(net.get_config())) != config:
         raise _corrupt(path, "the config has entries this version does not know")
-    net.theta[...] = np.frombuffer(data, dtype=_DTYPES[code], count=net.theta.size)
+    try:
+        # Through the setter, as any new θ: the same checks (finite values).
+        net.theta = np.frombuffer(data, dtype=_DTYPES[code], count=net.theta.size)
+    except ValueError as exc:
+        raise _corrupt(path, f"bad parameters ({exc})") from None
     net.rng_state[0] = rng_state
     if not checkpoint:
         return net
@@ -263,7 +295,7 @@ def read(path, from_config, checkpoint: bool = False):
         raise ValueError(f"{path} is a model file, not a checkpoint (it has no training "
                          "state to resume: load it with cbackprop.load)")
     try:
-        entry = json.loads(meta["checkpoint"])
+        entry = _json(meta["checkpoint"])
         if not isinstance(entry, dict):
             raise TypeError("not an object")
     except (ValueError, TypeError, RecursionError) as exc:

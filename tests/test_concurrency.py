@@ -373,11 +373,26 @@ def test_readers_share_and_a_writer_excludes():
     for t in threads:
         t.join()
 
+    # The reader signals once it blocks on the lock's condition (a profile hook
+    # sees the call to Condition.wait), so the writer releases only after the
+    # reader is really waiting: the test exercises the lock on every run.
     order = []
+    waiting = threading.Event()
+
+    def on_call(frame, event, arg):
+        if event == "call" and frame.f_code is threading.Condition.wait.__code__:
+            waiting.set()
+
+    def blocked_reader():
+        sys.setprofile(on_call)
+        with lock.read():
+            sys.setprofile(None)
+            order.append("read")
+
     with lock.write():
-        t = threading.Thread(target=lambda: (lock.read().__enter__(), order.append("read")))
+        t = threading.Thread(target=blocked_reader)
         t.start()
-        time.sleep(0.05)
+        assert waiting.wait(5), "the reader never waited for the writer"
         order.append("write done")
     t.join(5)
     assert order == ["write done", "read"]

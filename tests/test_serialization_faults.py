@@ -2,6 +2,7 @@
 clear ValueError without reading or allocating beyond its size; saving is
 atomic and deterministic; load never unpickles."""
 
+import hashlib
 import json
 import os
 import pickle
@@ -195,6 +196,8 @@ CRAFTS = {
     "rng-negative": lambda h, d: (h["__metadata__"].update(rng_state="-1"), d),
     "rng-too-big": lambda h, d: (h["__metadata__"].update(rng_state=str(2**64)), d),
     "rng-not-int": lambda h, d: (h["__metadata__"].update(rng_state="seven"), d),
+    "rng-not-decimal": lambda h, d: (h["__metadata__"].update(rng_state="1_000"), d),
+    "rng-not-str": lambda h, d: (h["__metadata__"].update(rng_state=7), d),
     "rng-missing": lambda h, d: (h["__metadata__"].pop("rng_state"), d),
     "metadata-missing": lambda h, d: (h.pop("__metadata__"), d),
 }
@@ -220,6 +223,52 @@ def test_crafted_files_raise_without_large_allocations(saved, tmp_path, craft):
     finally:
         tracemalloc.stop()
     assert peak < 10 * len(blob) + (1 << 20), f"load allocated {peak} bytes"
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_non_finite_parameters_are_refused_even_with_a_valid_checksum(tmp_path, dtype, value):
+    net = cb.Network(3, [cb.Dense(4, "tanh"), cb.Dense(2)], dtype=dtype, seed=0)
+    net.save(tmp_path / "m")
+    header, data = split((tmp_path / "m").read_bytes())
+    theta = np.frombuffer(data, dtype=net.theta.dtype).copy()
+    theta[5] = value
+    with pytest.raises(ValueError, match=NOT_VALID + ".*bad parameters"):
+        load_bytes(tmp_path, reseal(header, theta.tobytes()))
+
+
+def seal_edited(header: dict, data: bytes, edit) -> bytes:
+    """A file whose header is edit(the JSON text seal writes), checksum recomputed:
+    edits that a dict cannot hold (a repeated key)."""
+    text = json.dumps({**header, "__metadata__": {**header["__metadata__"], "sha256": "0" * 64}},
+                      sort_keys=True, separators=(",", ":")).encode()
+    text = edit(text.decode()).encode()
+    text += b" " * (-len(text) % 8)
+    blob = bytearray(len(text).to_bytes(8, "little") + text + data)
+    at = 8 + text.index(b'"sha256":"' + b"0" * 64) + len(b'"sha256":"')
+    blob[at:at + 64] = hashlib.sha256(blob).hexdigest().encode()
+    return bytes(blob)
+
+
+def _repeat_tensor(text):
+    entry = text[text.index('"layers.0.b":'):text.index(',"layers.1.W"') + 1]
+    return text.replace(entry, entry + entry, 1)
+
+
+REPEATS = {
+    "tensor": _repeat_tensor,
+    "metadata": lambda text: text.replace('"format":', '"format":"cbackprop-1","format":', 1),
+    "config": lambda text: text.replace('\\"alpha\\": ', '\\"alpha\\": 0.5, \\"alpha\\": ', 1),
+}
+
+
+@pytest.mark.parametrize("where", list(REPEATS))
+def test_repeated_json_keys_are_refused(saved, tmp_path, where):
+    """json keeps the last of two equal keys: a file could name a tensor twice or
+    say two things of one config entry. load refuses any repeat."""
+    header, data = split(saved[1])
+    with pytest.raises(ValueError, match=NOT_VALID + ".*repeated"):
+        load_bytes(tmp_path, seal_edited(header, data, REPEATS[where]))
 
 
 def test_the_crafting_itself_is_sound(saved, tmp_path):
