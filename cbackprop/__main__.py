@@ -64,11 +64,41 @@ def _float_list(text: str) -> list[float]:
             f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+def _number(text: str, kind=float, low=None, low_open=False, high_open=None):
+    """text as `kind`, checked to lie in [low, high_open) (or (low, …) when low_open)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, "
+                                         f"got {text}")
+    if high_open is not None and value >= high_open:
+        raise argparse.ArgumentTypeError(f"must be < {high_open}, got {text}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, low=1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _number(text, int, low=0)
+
+
+def _positive(text: str) -> float:
+    return _number(text, low=0, low_open=True)
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, low=0)
+
+
+def _fraction(text: str) -> float:
+    return _number(text, low=0, high_open=1)
 
 
 def _is_classification(y: np.ndarray) -> bool:
@@ -107,6 +137,30 @@ def _require_matplotlib() -> None:
                           "pip install 'cbackprop[plot]'") from None
 
 
+def _check_output_path(path: str, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written."""
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: that is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def _check_plot_path(path: str) -> None:
+    """--plot needs matplotlib and an image format matplotlib knows."""
+    _require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    _check_output_path(path, "--plot")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffix not in formats:
+        raise ValueError(f"--plot {path}: the name must end in an image format's suffix "
+                         f"({', '.join('.' + f for f in sorted(formats))})")
+
+
 def _label_column(text: str) -> int | str:
     try:
         return int(text)
@@ -123,8 +177,11 @@ def load_data(args, split: str, need_labels: bool = True):
 def cmd_train(args) -> int:
 
     say = (lambda *a: None) if args.quiet else print
+    # Every output is checked before the data is read, not after training.
+    if args.save:
+        _check_output_path(args.save, "--save")
     if args.plot:
-        _require_matplotlib()       # before training, not after it
+        _check_plot_path(args.plot)
     X, y = load_data(args, "train")
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
     if args.loss is None and loss == "cross_entropy" and y.max() >= _MAX_GUESSED_CLASSES:
@@ -361,19 +418,20 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("cross_entropy", "binary_cross_entropy", "mse", "huber"),
                    help="default: cross_entropy for integer labels, else mse")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default: adam")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_positive, default=None,
                    help="learning rate (default: the optimizer's: 1e-3 for adam, 0.01 for sgd)")
-    p.add_argument("--momentum", type=float, default=None, help="sgd / rmsprop momentum")
-    p.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (default: 0)")
-    p.add_argument("--dropout", type=float, default=0.0,
+    p.add_argument("--momentum", type=_non_negative, default=None, help="sgd / rmsprop momentum")
+    p.add_argument("--alpha", type=_non_negative, default=0.0, help="L2 penalty (default: 0)")
+    p.add_argument("--dropout", type=_fraction, default=0.0,
                    help="dropout rate of the hidden layers while training (default: 0)")
-    p.add_argument("--epochs", type=int, default=20, help="default: 20")
-    p.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling "
-                                                         "(default: 0)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="default: 20")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="initial weights and shuffling (default: 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="default: float32")
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: BLAS's)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="BLAS threads (default: BLAS's)")
     p.add_argument("--validation-split", type=_fraction, default=0.2, metavar="FRACTION",
                    help="hold out this fraction of the rows for validation (default: 0.2)")
     p.add_argument("--save", metavar="MODEL", help="save the trained network to this file")
@@ -416,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default: sigmoid)")
     p.add_argument("--output-activation", default="sigmoid", help="default: sigmoid")
     p.add_argument("--loss", default="mse", help="default: mse")
-    p.add_argument("--seed", type=int, default=0, help="initial weights (default: 0)")
-    p.add_argument("--eps", type=float, default=1e-4, help="finite-difference step "
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights (default: 0)")
+    p.add_argument("--eps", type=_positive, default=1e-4, help="finite-difference step "
                                                            "(default: 1e-4)")
     p.set_defaults(func=cmd_trace)
 
@@ -438,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cbackprop: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13     # killed by SIGPIPE, as the shell reports it
     except (ValueError, TypeError, OSError, ImportError, DivergenceError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cbackprop: error: {message}", file=sys.stderr)

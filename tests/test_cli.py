@@ -199,9 +199,6 @@ def test_train_mnist_directory(tmp_path, capsys):
     (["train", "digits", "--loss", "mse", "--activation", "softmax"], "only for the output"),
     (["train", "regression", "--loss", "cross_entropy"], "integer class labels"),
     (["train", "digits", "--optimizer", "adam", "--momentum", "0.9"], "--momentum applies"),
-    (["train", "digits", "--lr", "-1"], "lr must be > 0"),
-    (["train", "digits", "--epochs", "-1"], "epochs must be >= 0"),
-    (["train", "digits", "--dropout", "1"], "dropout must be"),
     (["trace", "--loss", "cross_entropy"], "softmax output"),
     (["trace", "--x", "1,2,3", "--activation", "nope"], "unknown activation"),
 ])
@@ -239,13 +236,23 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
                                   ["train", "digits", "--validation-split", "1.5"],
                                   ["train", "digits", "--optimizer", "lbfgs"],
                                   ["trace", "--x", "a,b"],
+                                  ["train", "digits", "--lr", "-1"],
+                                  ["train", "digits", "--epochs", "-1"],
+                                  ["train", "digits", "--epochs", "0"],
+                                  ["train", "digits", "--batch-size", "0"],
+                                  ["train", "digits", "--dropout", "1"],
+                                  ["train", "digits", "--threads", "0"],
+                                  ["train", "digits", "--alpha", "nan"],
+                                  ["trace", "--eps", "0"],
+                                  ["trace", "--eps", "-1"],
                                   ["frobnicate"]])
 def test_usage_errors_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1 and "error:" in err and "--help" in err
+    assert out == ""        # rejected while parsing: no data or model lines first
 
 
 def test_trace_prints_forward_backward_and_checked_gradients(capsys):
@@ -315,3 +322,31 @@ def test_plot_without_matplotlib_fails_before_training(monkeypatch, tmp_path, ca
     status, out, err = run(capsys, "train", "digits", "--plot", str(tmp_path / "c.png"))
     assert status == 1 and out == ""
     assert "cbackprop[plot]" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option, name, match", [
+    ("--save", "", "is a directory"),
+    ("--save", "missing/m.cbp", "does not exist"),
+    ("--plot", "missing/c.png", "does not exist"),
+    ("--plot", "curves.txt", "suffix"),
+])
+def test_output_paths_are_checked_before_training(option, name, match, tmp_path, capsys):
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    status, out, err = run(capsys, "train", "digits", option, str(tmp_path / name))
+    assert status == 1 and out == ""
+    assert match in err and err.count("\n") == 1 and ".tmp" not in err
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
+    model = tmp_path / "m.cbp"
+    cb.Network(64, [cb.Dense(10, "softmax")], seed=0).save(model)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", "predict", str(model),
+                             "digits"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=ROOT)
+    proc.stdout.readline()
+    proc.stdout.close()         # as `| head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "" and proc.returncode == 141
