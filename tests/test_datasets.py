@@ -209,8 +209,9 @@ def test_load_csv_explicit_header_flag_and_delimiter(tmp_path):
 @pytest.mark.parametrize("text, kwargs, match", [
     ("", {}, "empty"),
     ("a,b\n", {}, "no data rows"),
-    ("1,2\n3,x\n", {}, "x"),
-    ("1,2,3\n4,5\n", {}, "column"),
+    ("1,2\nx,3\n", {}, "line 2, column 1: found 'x'"),
+    ("1,2,3\n4,5\n", {}, "line 2: 2 fields, but line 1 has 3"),
+    ("1,2\n", {"delimiter": ";;"}, "one character"),
     ("a,b\n1,2\n", {"label_column": "c"}, "no column 'c'"),
     ("1,2\n", {"label_column": "b"}, "no header"),
     ("1,2\n", {"label_column": 2}, "out of range"),
@@ -222,6 +223,40 @@ def test_load_csv_errors(tmp_path, text, kwargs, match):
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
         datasets.load_csv(path, **kwargs)
+
+
+def test_load_csv_text_labels(tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("w,h,kind\n1,2,cat\n3,4,dog\n5,6,cat\n")
+    X, y = datasets.load_csv(path)
+    assert X.tolist() == [[1, 2], [3, 4], [5, 6]] and y.tolist() == ["cat", "dog", "cat"]
+    bare = tmp_path / "bare.csv"              # no header: a text label column alone is data
+    bare.write_text("1,2,cat\n3,4,dog\n")
+    X, y = datasets.load_csv(bare)
+    assert X.shape == (2, 2) and y.tolist() == ["cat", "dog"]
+
+
+def test_load_csv_errors_give_the_line_the_column_and_advice(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n\n1,2,0\n3,,1\n")
+    with pytest.raises(ValueError, match=r"line 4, column 2 \('b'\): found an empty cell; "
+                                         "fill it in"):
+        datasets.load_csv(path)
+    path.write_text("a,b,label\n1,2,0\n3,high,1\n")
+    with pytest.raises(ValueError, match=r"line 3, column 2 \('b'\): found 'high' where a "
+                                         "number belongs; encode"):
+        datasets.load_csv(path)
+    path.write_text("a,b,label\n1,2,0\n3,4\n")
+    with pytest.raises(ValueError, match="line 3: 2 fields, but line 1 has 3"):
+        datasets.load_csv(path)
+
+
+def test_load_csv_quoted_fields_gzip_and_other_delimiters(tmp_path):
+    path = tmp_path / "d.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write('x;y;"kind; of animal"\n1.5;2;"big; cat"\n3;4;dog\n')
+    X, y = datasets.load_csv(path, label_column="kind; of animal", delimiter=";")
+    assert X.tolist() == [[1.5, 2], [3, 4]] and y.tolist() == ["big; cat", "dog"]
 
 
 def test_load_csv_label_column_type(tmp_path):
