@@ -17,8 +17,10 @@ command line, 130 when interrupted).
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -102,18 +104,44 @@ def _fraction(text: str) -> float:
 
 
 def _is_classification(y: np.ndarray) -> bool:
-    return y.ndim == 1 and y.dtype.kind in "iu"
+    return y.ndim == 1 and y.dtype.kind in "iuU"
+
+
+def _encode_labels(y: np.ndarray) -> tuple[list, np.ndarray]:
+    """(classes, indices): the distinct labels in order, and each label's index among
+    them, as scikit-learn's classifiers encode their targets."""
+    if y.dtype.kind == "f":
+        if not np.all(y == np.round(y)):
+            raise ValueError("cross_entropy needs integer class labels; these targets are "
+                             "fractional (use --loss mse for regression)")
+        y = y.astype(np.int64)
+    classes, indices = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"every label is {classes[0]!r}: a classifier needs at least two "
+                         "classes")
+    return classes.tolist(), indices.astype(np.int64)
+
+
+def _class_indices(net, y: np.ndarray) -> np.ndarray:
+    """Labels as the indices of `net.classes` (labels as they are for a network without
+    class names, or for one-hot and regression targets)."""
+    if net.classes is None or y.ndim != 1:
+        return y
+    index = {str(c): i for i, c in enumerate(net.classes)}
+    keys = [str(v) for v in (y.astype(np.int64) if y.dtype.kind == "f" else y).tolist()]
+    unknown = sorted(set(keys) - set(index))
+    if unknown:
+        raise ValueError(f"labels the model was not trained on: {', '.join(unknown[:5])}; "
+                         f"its classes are {', '.join(map(str, net.classes))}")
+    return np.array([index[k] for k in keys], dtype=np.int64)
 
 
 def _output_layer(loss: str, y: np.ndarray):
     """(units, activation) of the output layer the loss and the targets call for."""
     if loss == "cross_entropy":
-        if y.ndim == 2:
-            return y.shape[1], "softmax"
-        if y.dtype.kind not in "iu" and not np.all(y == np.round(y)):
-            raise ValueError("cross_entropy needs integer class labels; these targets are "
-                             "fractional (use --loss mse for regression)")
-        return max(int(y.max()) + 1, 2), "softmax"
+        return (y.shape[1] if y.ndim == 2 else int(y.max()) + 1), "softmax"
+    if y.dtype.kind == "U":
+        raise ValueError(f"text labels are classes: they need --loss cross_entropy, not {loss}")
     units = 1 if y.ndim == 1 else y.shape[1]
     return units, "sigmoid" if loss == "binary_cross_entropy" else "identity"
 
@@ -161,6 +189,13 @@ def _check_plot_path(path: str) -> None:
                          f"({', '.join('.' + f for f in sorted(formats))})")
 
 
+def _delimiter(text: str) -> str:
+    text = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"expected one character (or '\\t'), got {text!r}")
+    return text
+
+
 def _label_column(text: str) -> int | str:
     try:
         return int(text)
@@ -170,8 +205,8 @@ def _label_column(text: str) -> int | str:
 
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
-    return datasets.load_dataset(args.data, split, _label_column(args.label_column),
-                                 need_labels)
+    label_column = None if args.label_column is None else _label_column(args.label_column)
+    return datasets.load_dataset(args.data, split, label_column, need_labels, args.delimiter)
 
 
 def cmd_train(args) -> int:
@@ -184,15 +219,23 @@ def cmd_train(args) -> int:
         _check_plot_path(args.plot)
     X, y = load_data(args, "train")
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
-    if args.loss is None and loss == "cross_entropy" and y.max() >= _MAX_GUESSED_CLASSES:
-        raise ValueError(f"the labels are integers up to {y.max()}: as classes that is "
-                         f"{y.max() + 1} of them. Pass --loss mse for regression (or "
+    if args.loss is None and y.dtype.kind in "iu" and y.max() >= _MAX_GUESSED_CLASSES:
+        raise ValueError(f"the labels are integers up to {y.max()}: prices or counts rather "
+                         "than classes? Pass --loss mse for regression (or "
                          "--loss cross_entropy if they really are classes)")
+    classes = None
+    if loss == "cross_entropy" and y.ndim == 1:
+        classes, y = _encode_labels(y)
+        if classes != list(range(len(classes))):
+            shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+            say(f"labels: {len(classes)} classes ({shown}), encoded as outputs "
+                f"0..{len(classes) - 1}")
     units, out_activation = _output_layer(loss, y)
     layers = [Dense(n, args.activation, args.dropout) for n in args.hidden]
     layers.append(Dense(units, out_activation))
     net = Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
                      seed=args.seed, alpha=args.alpha, n_threads=args.threads)
+    net.classes = classes
     optimizer = _make_optimizer(args)
     validation = None
     if args.validation_split > 0:
@@ -226,7 +269,7 @@ def cmd_evaluate(args) -> int:
 
     net = load(args.model)
     X, y = load_data(args, args.split)
-    result = net.evaluate(X, y)
+    result = net.evaluate(X, _class_indices(net, y))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
         shown.append(f"accuracy {result['accuracy']:.2%}")
@@ -237,26 +280,37 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
 
     net = load(args.model)
-    X, _ = load_data(args, args.split, need_labels=False)
-    if X.shape[1] == net.n_inputs + 1 and datasets.is_table(args.data):
-        # A table with its label column, as for train: drop that column.
+    if datasets.is_table(args.data):
+        # A table may hold its label column (as for train; labels may be text) or only
+        # the features.
         X, _ = load_data(args, args.split)
+        if X.shape[1] == net.n_inputs - 1 and args.label_column is None:
+            X, _ = load_data(args, args.split, need_labels=False)
+    else:
+        X, _ = load_data(args, args.split, need_labels=False)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
     else:
-        if net.loss.name == "cross_entropy":
-            table = np.column_stack([out.argmax(axis=1), out])
-            names = ["class"] + [f"p{k}" for k in range(out.shape[1])]
-            formats = ["%d"] + ["%.6g"] * out.shape[1]
-        else:
-            table, names, formats = out, [f"y{k}" for k in range(out.shape[1])], "%.6g"
-        target = args.out if args.out else sys.stdout
-        np.savetxt(target, table, fmt=formats, delimiter=",", header=",".join(names),
-                   comments="")
+        with open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout) as f:
+            _write_predictions(f, net, out)
     if args.out:
         print(f"wrote {out.shape[0]} predictions to {args.out}")
     return 0
+
+
+def _write_predictions(f, net, out: np.ndarray) -> None:
+    """CSV of the outputs; for classifiers the class (its name, if known) comes first."""
+    writer = csv.writer(f, lineterminator="\n")
+    if net.loss.name != "cross_entropy":
+        writer.writerow([f"y{k}" for k in range(out.shape[1])])
+        writer.writerows([f"{v:.6g}" for v in row] for row in out.tolist())
+        return
+    classes = net.classes or list(range(out.shape[1]))
+    writer.writerow(["class"] + [f"p{c}" if isinstance(c, int) else f"p_{c}"
+                                 for c in classes])
+    for k, row in zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True):
+        writer.writerow([classes[k]] + [f"{v:.6g}" for v in row])
 
 
 # ---- trace ----------------------------------------------------------------------
@@ -386,9 +440,11 @@ def main_job(epochs: int = 30) -> int:
 # ---- parser ----------------------------------------------------------------------
 
 def _add_data_options(p, with_split: bool) -> None:
-    p.add_argument("--label-column", default="-1", metavar="COL",
+    p.add_argument("--label-column", default=None, metavar="COL",
                    help="CSV: the label column, a number (-1: the last) or a header name "
                         "(default: -1)")
+    p.add_argument("--delimiter", default=None, metavar="CHAR", type=_delimiter,
+                   help="CSV: the field separator (default: tab for .tsv, else ',')")
     if with_split:
         p.add_argument("--split", choices=("train", "test"), default="test",
                        help="named data sets and MNIST: which part to use (default: test)")

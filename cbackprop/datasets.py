@@ -160,6 +160,16 @@ def _mnist_split(directory: str, split: str, scale: bool) -> tuple[np.ndarray, n
     return X, labels.astype(np.int64)
 
 
+def _mnist_directory(path) -> str:
+    directory = os.fspath(path)
+    if os.path.isfile(directory):
+        raise NotADirectoryError(f"{directory} is a file; MNIST is read from the directory "
+                                 "holding its IDX files")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"MNIST directory {directory} does not exist")
+    return directory
+
+
 def load_mnist(path, scale: bool = True):
     """MNIST (or Fashion-MNIST) from a directory of the four IDX files.
 
@@ -191,9 +201,7 @@ def load_mnist(path, scale: bool = True):
     ValueError
         If a file is damaged (see `read_idx`) or images and labels disagree.
     """
-    directory = os.fspath(path)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"MNIST directory {directory} does not exist")
+    directory = _mnist_directory(path)
     X_train, y_train = _mnist_split(directory, "train", scale)
     X_test, y_test = _mnist_split(directory, "test", scale)
     if X_train.shape[1] != X_test.shape[1]:
@@ -459,7 +467,7 @@ def make_regression(n_samples: int = 200, n_features: int = 1, noise: float = 0.
 
 #: Data sets known by name; files are recognised by their suffix, folders as MNIST.
 NAMED_DATASETS = ("digits", "spirals", "xor", "regression")
-_TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
+_TABLES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".tsv", ".tsv.gz")
 
 
 def is_table(path: str) -> bool:
@@ -467,16 +475,25 @@ def is_table(path: str) -> bool:
     return path.lower().endswith(_TABLES)
 
 
-def load_dataset(source: str, split: str = "train", label_column: int | str = -1,
-                 need_labels: bool = True):
+def load_dataset(source: str, split: str = "train", label_column: int | str | None = None,
+                 need_labels: bool = True, delimiter: str | None = None):
     """(X, y) for a data source: a name in NAMED_DATASETS, a .csv/.tsv/.txt
-    table (label in `label_column`), an .npz with arrays X and y, or an MNIST
-    directory of IDX files. y is None when need_labels is False and there is none.
+    table (label in `label_column`, default the last), an .npz with arrays X
+    and y, or an MNIST directory of IDX files. y is None when need_labels is
+    False and there is none.
 
-    Named sets and MNIST have a training and a test part (`split`); a table or
-    .npz file is used whole. digits pixels are scaled to [0, 1] (÷16), MNIST
-    pixels too (÷255); files are used as they are.
+    Named sets and MNIST have a training and a test part (`split`; a
+    directory needs only that part's two files); a table or .npz file is used
+    whole. digits pixels are scaled to [0, 1] (÷16), MNIST pixels too (÷255);
+    files are used as they are. `label_column` and `delimiter` (default: tab
+    for .tsv, else comma) are for tables only; given for anything else they
+    raise ValueError rather than being ignored.
     """
+    if not is_table(source):
+        for name, value in (("label_column", label_column), ("delimiter", delimiter)):
+            if value is not None:
+                raise ValueError(f"{name} is for .csv/.tsv tables; {source} has its labels "
+                                 "built in")
     if source in NAMED_DATASETS:
         if source == "digits":
             X, y = load_digits()
@@ -486,8 +503,7 @@ def load_dataset(source: str, split: str = "train", label_column: int | str = -1
                 "regression": make_regression}[source]
         return make(n_samples=1000, seed=0 if split == "train" else 1)
     if os.path.isdir(source):
-        X_train, X_test, y_train, y_test = load_mnist(source)
-        return (X_train, y_train) if split == "train" else (X_test, y_test)
+        return _mnist_split(_mnist_directory(source), split, scale=True)
     if not os.path.exists(source):
         raise FileNotFoundError(f"no data set or file named {source!r} (named data sets: "
                                 f"{', '.join(NAMED_DATASETS)}; or a .csv, .npz or MNIST "
@@ -496,8 +512,11 @@ def load_dataset(source: str, split: str = "train", label_column: int | str = -1
     if name.endswith(".npz"):
         X, y = load_npz(source)
     elif is_table(source):
-        X, y = load_csv(source, label_column=label_column if need_labels else None,
-                        delimiter="\t" if name.endswith(".tsv") else ",")
+        if delimiter is None:
+            delimiter = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+        column = -1 if label_column is None else label_column
+        X, y = load_csv(source, label_column=column if need_labels else None,
+                        delimiter=delimiter)
     else:
         raise ValueError(f"{source}: unknown file type (expected .csv, .tsv, .npz or an "
                          "MNIST directory)")

@@ -183,7 +183,7 @@ def test_train_npz_and_binary_cross_entropy(tmp_path, capsys):
 def test_train_mnist_directory(tmp_path, capsys):
     from test_datasets import write_mnist
 
-    write_mnist(tmp_path, n_train=40, n_test=12)
+    write_mnist(tmp_path, n_train=100, n_test=12)     # every digit among the labels
     model = tmp_path / "m.cbp"
     status, out, _ = run(capsys, "train", str(tmp_path), "--epochs", "1", "-q", "--save",
                          str(model))
@@ -191,7 +191,7 @@ def test_train_mnist_directory(tmp_path, capsys):
     status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path))
     assert status == 0 and "(12 rows)" in out
     status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path), "--split", "train")
-    assert "(40 rows)" in out
+    assert "(100 rows)" in out
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -350,3 +350,82 @@ def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert err == "" and proc.returncode == 141
+
+
+def _write_pets(path, rng, n=120):
+    X = rng.normal(size=(n, 2))
+    kinds = np.where(X[:, 0] > 0, "cat", "dog")
+    with open(path, "w") as f:
+        f.write("w,h,kind\n")
+        for (a, b), kind in zip(X, kinds, strict=True):
+            f.write(f"{a},{b},{kind}\n")
+    return X, kinds
+
+
+def test_text_labels_train_save_predict_and_evaluate(tmp_path, capsys):
+    X, kinds = _write_pets(tmp_path / "pets.csv", np.random.default_rng(0))
+    model = tmp_path / "pets.cbp"
+    status, out, err = run(capsys, "train", str(tmp_path / "pets.csv"), "--epochs", "30",
+                           "--lr", "0.02", "--save", str(model))
+    assert status == 0, err
+    assert "labels: 2 classes (cat, dog), encoded as outputs 0..1" in out
+    assert cb.load(model).classes == ["cat", "dog"]
+    status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path / "pets.csv"))
+    assert status == 0 and float(re.search(r"accuracy ([\d.]+)%", out).group(1)) > 90
+    status, out, _ = run(capsys, "predict", str(model), str(tmp_path / "pets.csv"))
+    lines = out.splitlines()
+    assert lines[0] == "class,p_cat,p_dog" and len(lines) == 121
+    predicted = [line.split(",")[0] for line in lines[1:]]
+    assert set(predicted) <= {"cat", "dog"}
+    assert np.mean(np.array(predicted) == kinds) > 0.9
+    (tmp_path / "other.csv").write_text("w,h,kind\n1,2,bird\n")
+    status, _, err = run(capsys, "evaluate", str(model), str(tmp_path / "other.csv"))
+    assert status == 1 and "not trained on: bird" in err
+
+
+def test_labels_one_to_three_are_encoded_and_said(tmp_path, capsys):
+    X, y = cb.datasets.make_spirals(300, n_classes=3)
+    np.savez(tmp_path / "d.npz", X=X, y=y + 1)
+    model = tmp_path / "m.cbp"
+    status, out, _ = run(capsys, "train", str(tmp_path / "d.npz"), "--epochs", "2",
+                         "--save", str(model))
+    assert status == 0 and "labels: 3 classes (1, 2, 3), encoded as outputs 0..2" in out
+    net = cb.load(model)
+    assert net.layers[-1].units == 3 and net.classes == [1, 2, 3]
+    status, out, _ = run(capsys, "predict", str(model), str(tmp_path / "d.npz"))
+    lines = out.splitlines()
+    assert lines[0] == "class,p1,p2,p3"
+    assert {line.split(",")[0] for line in lines[1:]} <= {"1", "2", "3"}
+    status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path / "d.npz"))
+    assert status == 0 and "(300 rows)" in out
+    status, out, _ = run(capsys, "train", "digits", "--epochs", "1", "--save", str(model))
+    assert "labels:" not in out and cb.load(model).classes == list(range(10))
+
+
+def test_label_column_and_delimiter_are_for_tables_only(tmp_path, capsys):
+    status, _, err = run(capsys, "train", "digits", "--label-column", "3")
+    assert status == 1 and "label_column is for .csv/.tsv tables" in err
+    path = tmp_path / "d.csv"
+    path.write_text("a;b;c\n1;2;0\n3;4;1\n5;6;0\n7;8;1\n")
+    status, _, err = run(capsys, "train", str(path), "--delimiter", ";", "--epochs", "1",
+                         "-q", "--validation-split", "0")
+    assert status == 0, err
+
+
+def test_bad_csv_cells_are_reported_by_line_and_column(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,0\n3,,1\n")
+    status, _, err = run(capsys, "train", str(path))
+    assert status == 1 and "line 3, column 2 ('b'): found an empty cell" in err
+
+
+def test_mnist_train_files_alone_are_enough_to_train(tmp_path, capsys):
+    from test_datasets import write_mnist
+
+    write_mnist(tmp_path, n_train=30, n_test=5)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).unlink()
+    status, _, err = run(capsys, "train", str(tmp_path), "--epochs", "1", "-q")
+    assert status == 0, err
+    status, _, err = run(capsys, "train", str(tmp_path / "train-images-idx3-ubyte.gz"))
+    assert status == 1 and "unknown file type" in err
