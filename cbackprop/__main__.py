@@ -247,10 +247,13 @@ def cmd_train(args) -> int:
         + f", {X.shape[1]} features")
     say(f"model: {net}")
     say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
+    initial_loss = net.evaluate(X, y)["loss"]
     history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
                       validation_data=validation, verbose=not args.quiet)
     final = {k: v[-1] for k, v in history.history.items() if k != "time"}
-    print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
+                                for k, v in final.items()))
+    _warn_if_blown_up(initial_loss, final["loss"], args)
     if args.save:
         net.save(args.save)
         say(f"saved the model to {args.save}")
@@ -261,6 +264,20 @@ def cmd_train(args) -> int:
                                       f"{args.optimizer}")
         say(f"saved the learning curves to {args.plot}")
     return 0
+
+
+#: A final training loss this many times the untrained network's means the fit blew up.
+_BLOWN_UP = 100.0
+
+
+def _warn_if_blown_up(initial: float, final: float, args) -> None:
+    """Say so on stderr when training made the loss orders of magnitude worse."""
+    if final > _BLOWN_UP * initial:
+        lr = "the optimizer's default" if args.lr is None else f"{args.lr:g}"
+        print(f"cbackprop: warning: the training loss rose from {initial:.4g} before "
+              f"training to {final:.4g}: the steps are far too large for this data. Try a "
+              f"learning rate 10 to 1000 times smaller than {lr} (--lr), or scale the "
+              "features to about [-1, 1]", file=sys.stderr)
 
 
 # ---- evaluate / predict ----------------------------------------------------------

@@ -429,3 +429,12 @@ def test_mnist_train_files_alone_are_enough_to_train(tmp_path, capsys):
     assert status == 0, err
     status, _, err = run(capsys, "train", str(tmp_path / "train-images-idx3-ubyte.gz"))
     assert status == 1 and "unknown file type" in err
+
+
+def test_a_loss_that_blows_up_is_warned_about(capsys):
+    status, out, err = run(capsys, "train", "digits", "--optimizer", "sgd", "--lr", "1e9",
+                           "--epochs", "2", "-q")
+    assert status == 0
+    assert "warning: the training loss rose" in err and "--lr" in err
+    status, out, err = run(capsys, "train", "digits", "--epochs", "2", "-q")
+    assert status == 0 and err == ""
