@@ -138,6 +138,11 @@ def test_load_mnist_accepts_the_dotted_spelling(tmp_path):
 def test_load_mnist_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         datasets.load_mnist(tmp_path / "nowhere")
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="a-file is a file; MNIST is read from the "
+                                                 "directory"):
+        datasets.load_mnist(tmp_path / "a-file")
+    (tmp_path / "a-file").unlink()
     write_mnist(tmp_path, compress=False)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match="test labels"):
@@ -367,3 +372,34 @@ def test_train_test_split():
         datasets.train_test_split(X, y[:5])
     with pytest.raises(ValueError, match="test_size"):
         datasets.train_test_split(X, y, 1.0)
+
+
+# ---- load_dataset ------------------------------------------------------------
+
+def test_load_dataset_reads_only_the_mnist_split_it_needs(tmp_path):
+    write_mnist(tmp_path, n_train=12, n_test=5)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).unlink()
+    X, y = datasets.load_dataset(str(tmp_path), "train")
+    assert X.shape == (12, 16) and y.shape == (12,)
+    with pytest.raises(FileNotFoundError, match="no MNIST test images"):
+        datasets.load_dataset(str(tmp_path), "test")
+
+
+@pytest.mark.parametrize("source", ["digits", "xor"])
+def test_load_dataset_refuses_table_options_for_other_sources(source):
+    with pytest.raises(ValueError, match="label_column is for .csv/.tsv tables"):
+        datasets.load_dataset(source, label_column=0)
+    with pytest.raises(ValueError, match="delimiter is for .csv/.tsv tables"):
+        datasets.load_dataset(source, delimiter=";")
+
+
+def test_load_dataset_tables_take_a_delimiter_and_gzip(tmp_path):
+    path = tmp_path / "d.tsv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("a\tb\tkind\n1\t2\tcat\n3\t4\tdog\n")
+    X, y = datasets.load_dataset(str(path))
+    assert X.tolist() == [[1, 2], [3, 4]] and y.tolist() == ["cat", "dog"]
+    (tmp_path / "d.csv").write_text("a;b\n1;0\n")
+    X, y = datasets.load_dataset(str(tmp_path / "d.csv"), delimiter=";")
+    assert X.tolist() == [[1]] and y.tolist() == [0]
