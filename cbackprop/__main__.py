@@ -24,12 +24,14 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from cbackprop import datasets
+from cbackprop import datasets, serialization
 from cbackprop._session import DivergenceError
 from cbackprop._threads import blas_info
 from cbackprop._version import __version__
+from cbackprop.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from cbackprop.gradcheck import finite_differences
 from cbackprop.layers import Dense
+from cbackprop.losses import LOSSES
 from cbackprop.network import Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -166,14 +168,12 @@ def _require_matplotlib() -> None:
 
 
 def _check_output_path(path: str, option: str) -> None:
-    """Refuse, before any work, an output path that cannot be written."""
-    if os.path.isdir(path):
-        raise ValueError(f"{option} {path}: that is a directory; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"{option} {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+    """Refuse, before any work, an output path that cannot be written (the message names
+    the option and the path, never a temporary file)."""
+    try:
+        serialization.check_writable(path)
+    except OSError as exc:
+        raise type(exc)(f"{option}: {exc}") from None
 
 
 def _check_plot_path(path: str) -> None:
@@ -486,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory of IDX files")
     p.add_argument("--hidden", type=_int_list, default=[64], metavar="N,N,...",
                    help="hidden layer sizes, e.g. 128,64 ('' for none; default: 64)")
-    p.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
+    p.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS, metavar="NAME",
+                   help=f"hidden activation: {', '.join(HIDDEN_ACTIVATIONS)} (default: relu)")
     p.add_argument("--loss", default=None,
                    choices=("cross_entropy", "binary_cross_entropy", "mse", "huber"),
                    help="default: cross_entropy for integer labels, else mse")
@@ -543,10 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the target (default: 0.01,0.99)")
     p.add_argument("--hidden", type=_int_list, default=[2], metavar="N,N,...",
                    help="hidden layer sizes (default: 2)")
-    p.add_argument("--activation", default="sigmoid", help="hidden activation "
-                                                           "(default: sigmoid)")
-    p.add_argument("--output-activation", default="sigmoid", help="default: sigmoid")
-    p.add_argument("--loss", default="mse", help="default: mse")
+    p.add_argument("--activation", default="sigmoid", choices=HIDDEN_ACTIVATIONS,
+                   metavar="NAME", help="hidden activation, as for train (default: sigmoid)")
+    p.add_argument("--output-activation", default="sigmoid", choices=ACTIVATIONS,
+                   metavar="NAME", help=f"{', '.join(ACTIVATIONS)} (default: sigmoid)")
+    p.add_argument("--loss", default="mse", choices=LOSSES, help="default: mse")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights (default: 0)")
     p.add_argument("--eps", type=_positive, default=1e-4, help="finite-difference step "
                                                            "(default: 1e-4)")
@@ -559,9 +561,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_conflict(args) -> str | None:
+    """A usage error that lies between options (each alone parsed fine), or None; found
+    before any data is read."""
+    if args.command == "train" and args.momentum is not None \
+            and args.optimizer not in ("sgd", "rmsprop"):
+        return f"--momentum applies to sgd and rmsprop, not {args.optimizer}"
+    if args.command in ("train", "evaluate", "predict") \
+            and not datasets.is_table(args.data):
+        for option, value in (("--label-column", args.label_column),
+                              ("--delimiter", args.delimiter)):
+            if value is not None:
+                what = ("an MNIST directory" if os.path.isdir(args.data) else args.data)
+                return (f"{option} is for .csv/.tsv tables; {what} has its labels "
+                        "built in")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _option_conflict(args)
+    if problem:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {problem} "
+                       f"(see {parser.prog} {args.command} --help)\n")
     try:
         if args.command is None:
             return main_job()

@@ -196,11 +196,8 @@ def test_train_mnist_directory(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, match", [
     (["train", "nothing-here"], "no data set or file named 'nothing-here'"),
-    (["train", "digits", "--loss", "mse", "--activation", "softmax"], "only for the output"),
     (["train", "regression", "--loss", "cross_entropy"], "integer class labels"),
-    (["train", "digits", "--optimizer", "adam", "--momentum", "0.9"], "--momentum applies"),
     (["trace", "--loss", "cross_entropy"], "softmax output"),
-    (["trace", "--x", "1,2,3", "--activation", "nope"], "unknown activation"),
 ])
 def test_bad_input_is_one_line_and_status_1(argv, match, capsys):
     status, out, err = run(capsys, *argv)
@@ -245,6 +242,15 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
                                   ["train", "digits", "--alpha", "nan"],
                                   ["trace", "--eps", "0"],
                                   ["trace", "--eps", "-1"],
+                                  ["train", "digits", "--activation", "softmax"],
+                                  ["train", "digits", "--activation", "nope"],
+                                  ["trace", "--activation", "nope"],
+                                  ["trace", "--output-activation", "nope"],
+                                  ["trace", "--loss", "nope"],
+                                  ["train", "digits", "--optimizer", "adam", "--momentum", "0.9"],
+                                  ["train", "digits", "--label-column", "3"],
+                                  ["train", "xor", "--delimiter", ";"],
+                                  ["predict", "m.cbp", "spirals", "--label-column", "y"],
                                   ["frobnicate"]])
 def test_usage_errors_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -325,9 +331,10 @@ def test_plot_without_matplotlib_fails_before_training(monkeypatch, tmp_path, ca
 
 
 @pytest.mark.parametrize("option, name, match", [
-    ("--save", "", "is a directory"),
-    ("--save", "missing/m.cbp", "does not exist"),
-    ("--plot", "missing/c.png", "does not exist"),
+    ("--save", "", "is a folder"),
+    ("--save", "missing/m.cbp", "there is no folder"),
+    ("--plot", "", "is a folder"),
+    ("--plot", "missing/c.png", "there is no folder"),
     ("--plot", "curves.txt", "suffix"),
 ])
 def test_output_paths_are_checked_before_training(option, name, match, tmp_path, capsys):
@@ -403,8 +410,14 @@ def test_labels_one_to_three_are_encoded_and_said(tmp_path, capsys):
 
 
 def test_label_column_and_delimiter_are_for_tables_only(tmp_path, capsys):
-    status, _, err = run(capsys, "train", "digits", "--label-column", "3")
-    assert status == 1 and "label_column is for .csv/.tsv tables" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "digits", "--label-column", "3"])
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "--label-column is for .csv/.tsv tables" in err
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "m.cbp", str(tmp_path / "mnist"), "--label-column", "3"])
+    assert "an MNIST directory has its labels built in" in capsys.readouterr()[1]
     path = tmp_path / "d.csv"
     path.write_text("a;b;c\n1;2;0\n3;4;1\n5;6;0\n7;8;1\n")
     status, _, err = run(capsys, "train", str(path), "--delimiter", ";", "--epochs", "1",
