@@ -11,7 +11,9 @@ digits and report the test accuracy. Subcommands:
     info             version, dtypes, BLAS library, kernel and threads
 
 Errors are printed as one line on stderr, with exit status 1 (2 for a bad
-command line, 130 when interrupted).
+command line, found before any data is read; 130 when interrupted). Output into
+a closed pipe (`cbackprop predict ... | head`) stops quietly with status 141,
+as a Unix tool killed by SIGPIPE reports it.
 """
 
 from __future__ import annotations
@@ -296,6 +298,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
 
+    if args.out:
+        _check_output_path(args.out, "--out")
     net = load(args.model)
     if datasets.is_table(args.data):
         # A table may hold its label column (as for train; labels may be text) or only

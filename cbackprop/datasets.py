@@ -309,6 +309,13 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
     names = first[1] if header else None
     rows = ([] if header else [first]) + ([] if second is None else [second])
     n_columns = len(first[1])
+    if n_columns == 1 and label_column is not None:
+        guess = next((c for c in ",;\t|" if c != delimiter and c in first[1][0]), None)
+        if guess is not None:
+            raise ValueError(
+                f"{path}, line {first[0]}: one column only, but the line holds {guess!r}; "
+                f"are the fields separated by {guess!r}? Pass delimiter={guess!r} "
+                f"(on the command line: --delimiter {guess!r})")
     index = None
     if label_column is not None:
         index = _label_index(path, label_column, names, n_columns)

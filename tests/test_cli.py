@@ -345,6 +345,16 @@ def test_output_paths_are_checked_before_training(option, name, match, tmp_path,
     assert match in err and err.count("\n") == 1 and ".tmp" not in err
 
 
+@pytest.mark.parametrize("name, match", [("", "is a folder"),
+                                         ("missing/p.csv", "there is no folder")])
+def test_predict_out_is_checked_before_the_model_is_read(name, match, tmp_path, capsys):
+    # The model does not exist either: the --out check comes first.
+    status, out, err = run(capsys, "predict", str(tmp_path / "none.cbp"), "digits",
+                           "--out", str(tmp_path / name))
+    assert status == 1 and out == ""
+    assert err.startswith("cbackprop: error: --out:") and match in err
+
+
 def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     model = tmp_path / "m.cbp"
     cb.Network(64, [cb.Dense(10, "softmax")], seed=0).save(model)

@@ -403,3 +403,12 @@ def test_load_dataset_tables_take_a_delimiter_and_gzip(tmp_path):
     (tmp_path / "d.csv").write_text("a;b\n1;0\n")
     X, y = datasets.load_dataset(str(tmp_path / "d.csv"), delimiter=";")
     assert X.tolist() == [[1]] and y.tolist() == [0]
+
+
+def test_load_csv_with_the_wrong_delimiter_says_which_one_it_looks_like(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;label\n1;2;0\n3;4;1\n")
+    with pytest.raises(ValueError, match=r"line 1: one column only.*--delimiter ';'"):
+        cb.datasets.load_csv(path)
+    X, y = cb.datasets.load_csv(path, delimiter=";")
+    assert X.shape == (2, 2) and y.tolist() == [0, 1]
