@@ -244,6 +244,9 @@ def cmd_train(args) -> int:
         X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
                                                           seed=args.seed)
         validation = (X_val, y_val)
+        if X.shape[0] == 0:
+            raise ValueError(f"--validation-split {args.validation_split:g} leaves none of the "
+                             f"{X_val.shape[0]} rows for training; give a smaller fraction")
     say(f"data: {args.data}, {X.shape[0]} training rows"
         + (f", {validation[0].shape[0]} validation rows" if validation else "")
         + f", {X.shape[1]} features")
@@ -498,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default: adam")
     p.add_argument("--lr", type=_positive, default=None,
                    help="learning rate (default: the optimizer's: 1e-3 for adam, 0.01 for sgd)")
-    p.add_argument("--momentum", type=_non_negative, default=None, help="sgd / rmsprop momentum")
+    p.add_argument("--momentum", type=_fraction, default=None,
+                   help="sgd / rmsprop momentum, in [0, 1)")
     p.add_argument("--alpha", type=_non_negative, default=0.0, help="L2 penalty (default: 0)")
     p.add_argument("--dropout", type=_fraction, default=0.0,
                    help="dropout rate of the hidden layers while training (default: 0)")

@@ -206,6 +206,11 @@ def test_bad_input_is_one_line_and_status_1(argv, match, capsys):
     assert match in err
 
 
+def test_a_validation_split_that_leaves_no_training_rows_says_so(capsys):
+    status, out, err = run(capsys, "train", "xor", "--validation-split", "0.9999", "-q")
+    assert status == 1 and "leaves none of the 1000 rows for training" in err
+
+
 def test_large_integer_targets_are_not_guessed_to_be_classes(tmp_path, capsys):
     X = np.random.default_rng(0).normal(size=(50, 3))
     np.savez(tmp_path / "prices.npz", X=X, y=np.arange(50) * 5000)
@@ -242,6 +247,8 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
                                   ["train", "digits", "--alpha", "nan"],
                                   ["trace", "--eps", "0"],
                                   ["trace", "--eps", "-1"],
+                                  ["train", "digits", "--optimizer", "sgd", "--momentum",
+                                   "1.5"],
                                   ["train", "digits", "--activation", "softmax"],
                                   ["train", "digits", "--activation", "nope"],
                                   ["trace", "--activation", "nope"],
