@@ -595,9 +595,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog} {args.command}: error: {problem} "
                        f"(see {parser.prog} {args.command} --help)\n")
     try:
-        if args.command is None:
-            return main_job()
-        return args.func(args)
+        status = main_job() if args.command is None else args.func(args)
+        # Flushed here, not at exit, so that a closed pipe is caught below whether or not
+        # stdout is buffered (it is, into a pipe, unless PYTHONUNBUFFERED is set).
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print("cbackprop: interrupted", file=sys.stderr)
         return 130

@@ -376,6 +376,23 @@ def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     assert err == "" and proc.returncode == 141
 
 
+@pytest.mark.parametrize("argv", [["info"], ["trace"], ["evaluate", "MODEL", "xor"]])
+def test_buffered_output_into_a_closed_pipe_exits_quietly(argv, tmp_path):
+    # Into a pipe stdout is block-buffered (unless PYTHONUNBUFFERED is set): the output is
+    # written only when flushed, after the command; that must be quiet too.
+    model = tmp_path / "m.cbp"
+    cb.Network(2, [cb.Dense(2, "softmax")], seed=0).save(model)
+    argv = [str(model) if a == "MODEL" else a for a in argv]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONUNBUFFERED", None)
+    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    proc.stdout.close()         # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "" and proc.returncode == 141
+
+
 def _write_pets(path, rng, n=120):
     X = rng.normal(size=(n, 2))
     kinds = np.where(X[:, 0] > 0, "cat", "dog")
