@@ -222,11 +222,12 @@ def _is_number(field: str) -> bool:
 
 def _records(path: str, delimiter: str):
     """(line number, stripped fields) for each record that is not blank; quoted fields
-    may hold the delimiter and line breaks. A name ending in .gz is decompressed."""
+    may hold the delimiter and line breaks. A name ending in .gz is decompressed; a UTF-8
+    byte order mark (as Excel writes) is dropped."""
     opener = gzip.open if path.lower().endswith(".gz") else open
     line = 0
     try:
-        with opener(path, "rt", newline="", encoding="utf-8") as f:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
             for fields in reader:
                 line = reader.line_num

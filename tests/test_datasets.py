@@ -412,3 +412,15 @@ def test_load_csv_with_the_wrong_delimiter_says_which_one_it_looks_like(tmp_path
         cb.datasets.load_csv(path)
     X, y = cb.datasets.load_csv(path, delimiter=";")
     assert X.shape == (2, 2) and y.tolist() == [0, 1]
+
+
+def test_load_csv_ignores_a_byte_order_mark(tmp_path):
+    # Excel's "CSV UTF-8" starts with one; it must not turn the first row into a header
+    # (dropping it) nor rename the first column.
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "plain.csv").write_bytes(bom + b"1,2,0\r\n3,4,1\r\n5,6,0\r\n")
+    X, y = cb.datasets.load_csv(tmp_path / "plain.csv")
+    assert X.tolist() == [[1, 2], [3, 4], [5, 6]] and y.tolist() == [0, 1, 0]
+    (tmp_path / "named.csv").write_bytes(bom + b"label,a\n0,1\n1,2\n")
+    X, y = cb.datasets.load_csv(tmp_path / "named.csv", label_column="label")
+    assert X.tolist() == [[1], [2]] and y.tolist() == [0, 1]
