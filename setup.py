@@ -5,6 +5,7 @@ Environment switches:
   CBACKPROP_CYTHON_ANNOTATE=1  write the `cython -a` HTML beside each .pyx
 """
 
+import glob
 import json
 import os
 
@@ -30,6 +31,8 @@ extensions = [
     Extension(
         f"cbackprop._core.{name}",
         [f"cbackprop/_core/{name}.pyx"],
+        # A change to any declaration file rebuilds the modules that may cimport it.
+        depends=sorted(glob.glob("cbackprop/_core/*.pxd")),
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # -O3 but never -ffast-math: it would delete the isfinite checks.
@@ -53,5 +56,11 @@ def directives_changed() -> bool:
     return previous != wanted
 
 
+JOBS = os.cpu_count() or 1
+
+# cythonize regenerates only the C of changed .pyx files (unless the directives
+# changed); build_ext compiles only the extensions older than their sources, and
+# both work on several modules at once.
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
-                            force=directives_changed()))
+                            force=directives_changed(), nthreads=JOBS),
+      options={"build_ext": {"parallel": JOBS}})

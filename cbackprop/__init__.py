@@ -33,6 +33,7 @@ __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
     "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber",
     "gradcheck", "load", "resume", "Checkpoint", "datasets",
+    "MLPClassifier", "MLPRegressor",    # lazy: see __getattr__
 ]
 
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")

@@ -11,23 +11,29 @@ digits and report the test accuracy. Subcommands:
     info             version, dtypes, BLAS library, kernel and threads
 
 Errors are printed as one line on stderr, with exit status 1 (2 for a bad
-command line, 130 when interrupted).
+command line, found before any data is read; 130 when interrupted). Output into
+a closed pipe (`cbackprop predict ... | head`) stops quietly with status 141,
+as a Unix tool killed by SIGPIPE reports it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 
-from cbackprop import datasets
+from cbackprop import datasets, serialization
 from cbackprop._session import DivergenceError
 from cbackprop._threads import blas_info
 from cbackprop._version import __version__
+from cbackprop.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from cbackprop.gradcheck import finite_differences
 from cbackprop.layers import Dense
+from cbackprop.losses import LOSSES
 from cbackprop.network import Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -64,26 +70,82 @@ def _float_list(text: str) -> list[float]:
             f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+def _number(text: str, kind=float, low=None, low_open=False, high_open=None):
+    """text as `kind`, checked to lie in [low, high_open) (or (low, …) when low_open)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, "
+                                         f"got {text}")
+    if high_open is not None and value >= high_open:
+        raise argparse.ArgumentTypeError(f"must be < {high_open}, got {text}")
     return value
 
 
+def _positive_int(text: str) -> int:
+    return _number(text, int, low=1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _number(text, int, low=0)
+
+
+def _positive(text: str) -> float:
+    return _number(text, low=0, low_open=True)
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, low=0)
+
+
+def _fraction(text: str) -> float:
+    return _number(text, low=0, high_open=1)
+
+
 def _is_classification(y: np.ndarray) -> bool:
-    return y.ndim == 1 and y.dtype.kind in "iu"
+    return y.ndim == 1 and y.dtype.kind in "iuU"
+
+
+def _encode_labels(y: np.ndarray) -> tuple[list, np.ndarray]:
+    """(classes, indices): the distinct labels in order, and each label's index among
+    them, as scikit-learn's classifiers encode their targets."""
+    if y.dtype.kind == "f":
+        if not np.all(y == np.round(y)):
+            raise ValueError("cross_entropy needs integer class labels; these targets are "
+                             "fractional (use --loss mse for regression)")
+        y = y.astype(np.int64)
+    classes, indices = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"every label is {classes[0]!r}: a classifier needs at least two "
+                         "classes")
+    return classes.tolist(), indices.astype(np.int64)
+
+
+def _class_indices(net, y: np.ndarray) -> np.ndarray:
+    """Labels as the indices of `net.classes` (labels as they are for a network without
+    class names, or for one-hot and regression targets)."""
+    if net.classes is None or y.ndim != 1:
+        return y
+    index = {str(c): i for i, c in enumerate(net.classes)}
+    keys = [str(v) for v in (y.astype(np.int64) if y.dtype.kind == "f" else y).tolist()]
+    unknown = sorted(set(keys) - set(index))
+    if unknown:
+        raise ValueError(f"labels the model was not trained on: {', '.join(unknown[:5])}; "
+                         f"its classes are {', '.join(map(str, net.classes))}")
+    return np.array([index[k] for k in keys], dtype=np.int64)
 
 
 def _output_layer(loss: str, y: np.ndarray):
     """(units, activation) of the output layer the loss and the targets call for."""
     if loss == "cross_entropy":
-        if y.ndim == 2:
-            return y.shape[1], "softmax"
-        if y.dtype.kind not in "iu" and not np.all(y == np.round(y)):
-            raise ValueError("cross_entropy needs integer class labels; these targets are "
-                             "fractional (use --loss mse for regression)")
-        return max(int(y.max()) + 1, 2), "softmax"
+        return (y.shape[1] if y.ndim == 2 else int(y.max()) + 1), "softmax"
+    if y.dtype.kind == "U":
+        raise ValueError(f"text labels are classes: they need --loss cross_entropy, not {loss}")
     units = 1 if y.ndim == 1 else y.shape[1]
     return units, "sigmoid" if loss == "binary_cross_entropy" else "identity"
 
@@ -107,6 +169,35 @@ def _require_matplotlib() -> None:
                           "pip install 'cbackprop[plot]'") from None
 
 
+def _check_output_path(path: str, option: str) -> None:
+    """Refuse, before any work, an output path that cannot be written (the message names
+    the option and the path, never a temporary file)."""
+    try:
+        serialization.check_writable(path)
+    except OSError as exc:
+        raise type(exc)(f"{option}: {exc}") from None
+
+
+def _check_plot_path(path: str) -> None:
+    """--plot needs matplotlib and an image format matplotlib knows."""
+    _require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    _check_output_path(path, "--plot")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffix not in formats:
+        raise ValueError(f"--plot {path}: the name must end in an image format's suffix "
+                         f"({', '.join('.' + f for f in sorted(formats))})")
+
+
+def _delimiter(text: str) -> str:
+    text = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(f"expected one character (or '\\t'), got {text!r}")
+    return text
+
+
 def _label_column(text: str) -> int | str:
     try:
         return int(text)
@@ -116,41 +207,58 @@ def _label_column(text: str) -> int | str:
 
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
-    return datasets.load_dataset(args.data, split, _label_column(args.label_column),
-                                 need_labels)
+    label_column = None if args.label_column is None else _label_column(args.label_column)
+    return datasets.load_dataset(args.data, split, label_column, need_labels, args.delimiter)
 
 
 def cmd_train(args) -> int:
 
     say = (lambda *a: None) if args.quiet else print
+    # Every output is checked before the data is read, not after training.
+    if args.save:
+        _check_output_path(args.save, "--save")
     if args.plot:
-        _require_matplotlib()       # before training, not after it
+        _check_plot_path(args.plot)
     X, y = load_data(args, "train")
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
-    if args.loss is None and loss == "cross_entropy" and y.max() >= _MAX_GUESSED_CLASSES:
-        raise ValueError(f"the labels are integers up to {y.max()}: as classes that is "
-                         f"{y.max() + 1} of them. Pass --loss mse for regression (or "
+    if args.loss is None and y.dtype.kind in "iu" and y.max() >= _MAX_GUESSED_CLASSES:
+        raise ValueError(f"the labels are integers up to {y.max()}: prices or counts rather "
+                         "than classes? Pass --loss mse for regression (or "
                          "--loss cross_entropy if they really are classes)")
+    classes = None
+    if loss == "cross_entropy" and y.ndim == 1:
+        classes, y = _encode_labels(y)
+        if classes != list(range(len(classes))):
+            shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+            say(f"labels: {len(classes)} classes ({shown}), encoded as outputs "
+                f"0..{len(classes) - 1}")
     units, out_activation = _output_layer(loss, y)
     layers = [Dense(n, args.activation, args.dropout) for n in args.hidden]
     layers.append(Dense(units, out_activation))
     net = Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
                      seed=args.seed, alpha=args.alpha, n_threads=args.threads)
+    net.classes = classes
     optimizer = _make_optimizer(args)
     validation = None
     if args.validation_split > 0:
         X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
                                                           seed=args.seed)
         validation = (X_val, y_val)
+        if X.shape[0] == 0:
+            raise ValueError(f"--validation-split {args.validation_split:g} leaves none of the "
+                             f"{X_val.shape[0]} rows for training; give a smaller fraction")
     say(f"data: {args.data}, {X.shape[0]} training rows"
         + (f", {validation[0].shape[0]} validation rows" if validation else "")
         + f", {X.shape[1]} features")
     say(f"model: {net}")
     say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
+    initial_loss = net.evaluate(X, y)["loss"]
     history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
                       validation_data=validation, verbose=not args.quiet)
     final = {k: v[-1] for k, v in history.history.items() if k != "time"}
-    print("final: " + "  ".join(f"{k} {v:.4f}" for k, v in final.items()))
+    print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
+                                for k, v in final.items()))
+    _warn_if_blown_up(initial_loss, final["loss"], args)
     if args.save:
         net.save(args.save)
         say(f"saved the model to {args.save}")
@@ -163,13 +271,27 @@ def cmd_train(args) -> int:
     return 0
 
 
+#: A final training loss this many times the untrained network's means the fit blew up.
+_BLOWN_UP = 100.0
+
+
+def _warn_if_blown_up(initial: float, final: float, args) -> None:
+    """Say so on stderr when training made the loss orders of magnitude worse."""
+    if final > _BLOWN_UP * initial:
+        lr = "the optimizer's default" if args.lr is None else f"{args.lr:g}"
+        print(f"cbackprop: warning: the training loss rose from {initial:.4g} before "
+              f"training to {final:.4g}: the steps are far too large for this data. Try a "
+              f"learning rate 10 to 1000 times smaller than {lr} (--lr), or scale the "
+              "features to about [-1, 1]", file=sys.stderr)
+
+
 # ---- evaluate / predict ----------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
 
     net = load(args.model)
     X, y = load_data(args, args.split)
-    result = net.evaluate(X, y)
+    result = net.evaluate(X, _class_indices(net, y))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
         shown.append(f"accuracy {result['accuracy']:.2%}")
@@ -179,27 +301,40 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
 
+    if args.out:
+        _check_output_path(args.out, "--out")
     net = load(args.model)
-    X, _ = load_data(args, args.split, need_labels=False)
-    if X.shape[1] == net.n_inputs + 1 and datasets.is_table(args.data):
-        # A table with its label column, as for train: drop that column.
+    if datasets.is_table(args.data):
+        # A table may hold its label column (as for train; labels may be text) or only
+        # the features.
         X, _ = load_data(args, args.split)
+        if X.shape[1] == net.n_inputs - 1 and args.label_column is None:
+            X, _ = load_data(args, args.split, need_labels=False)
+    else:
+        X, _ = load_data(args, args.split, need_labels=False)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
     else:
-        if net.loss.name == "cross_entropy":
-            table = np.column_stack([out.argmax(axis=1), out])
-            names = ["class"] + [f"p{k}" for k in range(out.shape[1])]
-            formats = ["%d"] + ["%.6g"] * out.shape[1]
-        else:
-            table, names, formats = out, [f"y{k}" for k in range(out.shape[1])], "%.6g"
-        target = args.out if args.out else sys.stdout
-        np.savetxt(target, table, fmt=formats, delimiter=",", header=",".join(names),
-                   comments="")
+        with open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout) as f:
+            _write_predictions(f, net, out)
     if args.out:
         print(f"wrote {out.shape[0]} predictions to {args.out}")
     return 0
+
+
+def _write_predictions(f, net, out: np.ndarray) -> None:
+    """CSV of the outputs; for classifiers the class (its name, if known) comes first."""
+    writer = csv.writer(f, lineterminator="\n")
+    if net.loss.name != "cross_entropy":
+        writer.writerow([f"y{k}" for k in range(out.shape[1])])
+        writer.writerows([f"{v:.6g}" for v in row] for row in out.tolist())
+        return
+    classes = net.classes or list(range(out.shape[1]))
+    writer.writerow(["class"] + [f"p{c}" if isinstance(c, int) else f"p_{c}"
+                                 for c in classes])
+    for k, row in zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True):
+        writer.writerow([classes[k]] + [f"{v:.6g}" for v in row])
 
 
 # ---- trace ----------------------------------------------------------------------
@@ -329,9 +464,11 @@ def main_job(epochs: int = 30) -> int:
 # ---- parser ----------------------------------------------------------------------
 
 def _add_data_options(p, with_split: bool) -> None:
-    p.add_argument("--label-column", default="-1", metavar="COL",
+    p.add_argument("--label-column", default=None, metavar="COL",
                    help="CSV: the label column, a number (-1: the last) or a header name "
                         "(default: -1)")
+    p.add_argument("--delimiter", default=None, metavar="CHAR", type=_delimiter,
+                   help="CSV: the field separator (default: tab for .tsv, else ',')")
     if with_split:
         p.add_argument("--split", choices=("train", "test"), default="test",
                        help="named data sets and MNIST: which part to use (default: test)")
@@ -356,24 +493,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory of IDX files")
     p.add_argument("--hidden", type=_int_list, default=[64], metavar="N,N,...",
                    help="hidden layer sizes, e.g. 128,64 ('' for none; default: 64)")
-    p.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
+    p.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS, metavar="NAME",
+                   help=f"hidden activation: {', '.join(HIDDEN_ACTIVATIONS)} (default: relu)")
     p.add_argument("--loss", default=None,
                    choices=("cross_entropy", "binary_cross_entropy", "mse", "huber"),
                    help="default: cross_entropy for integer labels, else mse")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default: adam")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=_positive, default=None,
                    help="learning rate (default: the optimizer's: 1e-3 for adam, 0.01 for sgd)")
-    p.add_argument("--momentum", type=float, default=None, help="sgd / rmsprop momentum")
-    p.add_argument("--alpha", type=float, default=0.0, help="L2 penalty (default: 0)")
-    p.add_argument("--dropout", type=float, default=0.0,
+    p.add_argument("--momentum", type=_fraction, default=None,
+                   help="sgd / rmsprop momentum, in [0, 1)")
+    p.add_argument("--alpha", type=_non_negative, default=0.0, help="L2 penalty (default: 0)")
+    p.add_argument("--dropout", type=_fraction, default=0.0,
                    help="dropout rate of the hidden layers while training (default: 0)")
-    p.add_argument("--epochs", type=int, default=20, help="default: 20")
-    p.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and shuffling "
-                                                         "(default: 0)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="default: 20")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="initial weights and shuffling (default: 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="default: float32")
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: BLAS's)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="BLAS threads (default: BLAS's)")
     p.add_argument("--validation-split", type=_fraction, default=0.2, metavar="FRACTION",
                    help="hold out this fraction of the rows for validation (default: 0.2)")
     p.add_argument("--save", metavar="MODEL", help="save the trained network to this file")
@@ -412,12 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the target (default: 0.01,0.99)")
     p.add_argument("--hidden", type=_int_list, default=[2], metavar="N,N,...",
                    help="hidden layer sizes (default: 2)")
-    p.add_argument("--activation", default="sigmoid", help="hidden activation "
-                                                           "(default: sigmoid)")
-    p.add_argument("--output-activation", default="sigmoid", help="default: sigmoid")
-    p.add_argument("--loss", default="mse", help="default: mse")
-    p.add_argument("--seed", type=int, default=0, help="initial weights (default: 0)")
-    p.add_argument("--eps", type=float, default=1e-4, help="finite-difference step "
+    p.add_argument("--activation", default="sigmoid", choices=HIDDEN_ACTIVATIONS,
+                   metavar="NAME", help="hidden activation, as for train (default: sigmoid)")
+    p.add_argument("--output-activation", default="sigmoid", choices=ACTIVATIONS,
+                   metavar="NAME", help=f"{', '.join(ACTIVATIONS)} (default: sigmoid)")
+    p.add_argument("--loss", default="mse", choices=LOSSES, help="default: mse")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="initial weights (default: 0)")
+    p.add_argument("--eps", type=_positive, default=1e-4, help="finite-difference step "
                                                            "(default: 1e-4)")
     p.set_defaults(func=cmd_trace)
 
@@ -428,16 +569,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_conflict(args) -> str | None:
+    """A usage error that lies between options (each alone parsed fine), or None; found
+    before any data is read."""
+    if args.command == "train" and args.momentum is not None \
+            and args.optimizer not in ("sgd", "rmsprop"):
+        return f"--momentum applies to sgd and rmsprop, not {args.optimizer}"
+    if args.command in ("train", "evaluate", "predict") \
+            and not datasets.is_table(args.data):
+        for option, value in (("--label-column", args.label_column),
+                              ("--delimiter", args.delimiter)):
+            if value is not None:
+                what = ("an MNIST directory" if os.path.isdir(args.data) else args.data)
+                return (f"{option} is for .csv/.tsv tables; {what} has its labels "
+                        "built in")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = _option_conflict(args)
+    if problem:
+        parser.exit(2, f"{parser.prog} {args.command}: error: {problem} "
+                       f"(see {parser.prog} {args.command} --help)\n")
     try:
-        if args.command is None:
-            return main_job()
-        return args.func(args)
+        status = main_job() if args.command is None else args.func(args)
+        # Flushed here, not at exit, so that a closed pipe is caught below whether or not
+        # stdout is buffered (it is, into a pipe, unless PYTHONUNBUFFERED is set).
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print("cbackprop: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13     # killed by SIGPIPE, as the shell reports it
     except (ValueError, TypeError, OSError, ImportError, DivergenceError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cbackprop: error: {message}", file=sys.stderr)

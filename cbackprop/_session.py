@@ -514,7 +514,8 @@ class TrainingSession:
         first = len(history.epoch) if history.epoch else 0
         with self, Progress(epochs, self.n_rows, verbose) as progress:
             for epoch in range(first, epochs):
-                logs = self.run_epoch()
+                logs = self.run_epoch(on_chunk=lambda done, _n, loss, e=epoch:
+                                      progress.chunk(e, done, loss))
                 if logs is None:
                     break
                 if self.position is not None and checkpoint is not None:

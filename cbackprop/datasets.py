@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import math
 import os
-import warnings
 import zipfile
 import zlib
 from importlib import resources
@@ -160,6 +160,16 @@ def _mnist_split(directory: str, split: str, scale: bool) -> tuple[np.ndarray, n
     return X, labels.astype(np.int64)
 
 
+def _mnist_directory(path) -> str:
+    directory = os.fspath(path)
+    if os.path.isfile(directory):
+        raise NotADirectoryError(f"{directory} is a file; MNIST is read from the directory "
+                                 "holding its IDX files")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"MNIST directory {directory} does not exist")
+    return directory
+
+
 def load_mnist(path, scale: bool = True):
     """MNIST (or Fashion-MNIST) from a directory of the four IDX files.
 
@@ -191,9 +201,7 @@ def load_mnist(path, scale: bool = True):
     ValueError
         If a file is damaged (see `read_idx`) or images and labels disagree.
     """
-    directory = os.fspath(path)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"MNIST directory {directory} does not exist")
+    directory = _mnist_directory(path)
     X_train, y_train = _mnist_split(directory, "train", scale)
     X_test, y_test = _mnist_split(directory, "test", scale)
     if X_train.shape[1] != X_test.shape[1]:
@@ -212,57 +220,146 @@ def _is_number(field: str) -> bool:
     return True
 
 
+def _records(path: str, delimiter: str):
+    """(line number, stripped fields) for each record that is not blank; quoted fields
+    may hold the delimiter and line breaks. A name ending in .gz is decompressed; a UTF-8
+    byte order mark (as Excel writes) is dropped."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    line = 0
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for fields in reader:
+                line = reader.line_num
+                if any(field.strip() for field in fields):
+                    yield line, [field.strip() for field in fields]
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {line + 1}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} is a damaged gzip file: {exc}") from None
+
+
+def _has_header(first: list[str], second: list[str] | None) -> bool:
+    """The first row names the columns when one of its fields is text above a number
+    (so a text label column alone does not make a header)."""
+    if second is None or len(second) != len(first):
+        return not all(_is_number(field) for field in first)
+    return any(not _is_number(a) and _is_number(b) for a, b in zip(first, second, strict=True))
+
+
+def _not_a_number(path, line, column: str, field: str) -> ValueError:
+    if field:
+        found = f"found {field!r} where a number belongs"
+        advice = ("encode it as a number, or drop the column; only the label column may "
+                  "hold text")
+    else:
+        found = "found an empty cell"
+        advice = "fill it in or drop the row"
+    return ValueError(f"{path}, line {line}, {column}: {found}; {advice}")
+
+
 def load_csv(path, label_column: int | str | None = -1, header: bool | None = None,
              delimiter: str = ","):
-    """A numeric table from a CSV file (optionally .gz), split into X and y.
+    """A table from a CSV file (optionally .gz), split into X and y.
+
+    Fields may be quoted (and then hold the delimiter); blank lines are
+    skipped. The features must be numbers; the labels may be numbers or text
+    (class names such as "cat", "dog").
 
     Parameters
     ----------
     path : str or os.PathLike
+        The file; a name ending in ``.gz`` is read through gzip.
     label_column : int, str or None, default -1
         The column holding the targets: an index (negative counts from the
         end, -1 is the last column) or a name from the header row. None:
         every column is a feature and y is None.
     header : bool, optional
-        Whether the first row holds column names. Default: yes when any field
-        of the first row is not a number.
+        Whether the first row holds column names. Default: yes when a field
+        of the first row is text where the second row has a number.
     delimiter : str, default ","
+        One character.
 
     Returns
     -------
     X : ndarray of float64, shape (n, columns - 1)
-    y : ndarray of int64 when every target is a whole number (class
-        indices), else float64; shape (n,). None when label_column is None.
+    y : ndarray, shape (n,), or None
+        int64 when every target is a whole number (class indices), float64
+        for other numbers, str when any target is text; None when
+        label_column is None.
 
     Raises
     ------
     ValueError
-        If the file is empty, a field is not a number, rows differ in
-        length, or the label column does not exist.
+        If the file is empty, a feature is not a number or a cell is empty,
+        rows differ in length, or the label column does not exist. The
+        message gives the file's line number and the column.
     """
     path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
-        first = f.readline()
-    if not first.strip():
+    if not (isinstance(delimiter, str) and len(delimiter) == 1):
+        raise ValueError(f"delimiter must be one character, got {delimiter!r}")
+    records = _records(path, delimiter)
+    first = next(records, None)
+    if first is None:
         raise ValueError(f"{path} is empty")
-    names = [field.strip() for field in next(csv.reader([first], delimiter=delimiter))]
+    second = next(records, None)
     if header is None:
-        header = not all(_is_number(field) for field in names)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)    # "input contained no data"
-            table = np.loadtxt(path, delimiter=delimiter, skiprows=1 if header else 0,
-                               dtype=np.float64, ndmin=2, encoding="utf-8")
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    if table.shape[0] == 0:
+        header = _has_header(first[1], None if second is None else second[1])
+    names = first[1] if header else None
+    rows = ([] if header else [first]) + ([] if second is None else [second])
+    n_columns = len(first[1])
+    if n_columns == 1 and label_column is not None:
+        guess = next((c for c in ",;\t|" if c != delimiter and c in first[1][0]), None)
+        if guess is not None:
+            raise ValueError(
+                f"{path}, line {first[0]}: one column only, but the line holds {guess!r}; "
+                f"are the fields separated by {guess!r}? Pass delimiter={guess!r} "
+                f"(on the command line: --delimiter {guess!r})")
+    index = None
+    if label_column is not None:
+        index = _label_index(path, label_column, names, n_columns)
+    X, labels = [], []
+    for line, fields in itertools.chain(rows, records):
+        if len(fields) != n_columns:
+            raise ValueError(
+                f"{path}, line {line}: {len(fields)} fields, but line {first[0]} has "
+                f"{n_columns}; is a delimiter missing or extra (quote fields that contain "
+                f"{delimiter!r})?")
+        if index is not None:
+            label = fields.pop(index)
+            if not label:
+                raise _not_a_number(path, line, _column(names, index), label)
+            labels.append(label)
+        try:
+            X.append(np.array(fields, dtype=np.float64))
+        except ValueError:
+            j = next(j for j, field in enumerate(fields) if not _is_number(field))
+            column = j + 1 if index is not None and j >= index else j   # before the pop
+            raise _not_a_number(path, line, _column(names, column), fields[j]) from None
+    if not X:
         raise ValueError(f"{path} has a header but no data rows")
-    if label_column is None:
-        return table, None
-    n_columns = table.shape[1]
+    X = np.vstack(X) if X[0].size else np.empty((len(X), 0))
+    if index is None:
+        return X, None
+    if all(_is_number(label) for label in labels):
+        y = np.array(labels, dtype=np.float64)
+        if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+    else:
+        y = np.array(labels, dtype=str)
+    return X, y
+
+
+def _column(names: list[str] | None, j: int) -> str:
+    """How a message names column j (counted from 0)."""
+    return f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
+
+
+def _label_index(path: str, label_column, names: list[str] | None, n_columns: int) -> int:
     if isinstance(label_column, str):
-        if not header:
+        if names is None:
             raise ValueError(f"label column {label_column!r} named, but {path} has no header row")
         if label_column not in names:
             raise ValueError(f"{path} has no column {label_column!r}; its columns are "
@@ -276,11 +373,7 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
         index %= n_columns
     if n_columns < 2:
         raise ValueError(f"{path} has a single column: no features beside the labels")
-    y = table[:, index]
-    X = np.delete(table, index, axis=1)
-    if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)
-    return X, y
+    return index
 
 
 def load_npz(path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -382,7 +475,7 @@ def make_regression(n_samples: int = 200, n_features: int = 1, noise: float = 0.
 
 #: Data sets known by name; files are recognised by their suffix, folders as MNIST.
 NAMED_DATASETS = ("digits", "spirals", "xor", "regression")
-_TABLES = (".csv", ".csv.gz", ".txt", ".tsv")
+_TABLES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".tsv", ".tsv.gz")
 
 
 def is_table(path: str) -> bool:
@@ -390,16 +483,25 @@ def is_table(path: str) -> bool:
     return path.lower().endswith(_TABLES)
 
 
-def load_dataset(source: str, split: str = "train", label_column: int | str = -1,
-                 need_labels: bool = True):
+def load_dataset(source: str, split: str = "train", label_column: int | str | None = None,
+                 need_labels: bool = True, delimiter: str | None = None):
     """(X, y) for a data source: a name in NAMED_DATASETS, a .csv/.tsv/.txt
-    table (label in `label_column`), an .npz with arrays X and y, or an MNIST
-    directory of IDX files. y is None when need_labels is False and there is none.
+    table (label in `label_column`, default the last), an .npz with arrays X
+    and y, or an MNIST directory of IDX files. y is None when need_labels is
+    False and there is none.
 
-    Named sets and MNIST have a training and a test part (`split`); a table or
-    .npz file is used whole. digits pixels are scaled to [0, 1] (÷16), MNIST
-    pixels too (÷255); files are used as they are.
+    Named sets and MNIST have a training and a test part (`split`; a
+    directory needs only that part's two files); a table or .npz file is used
+    whole. digits pixels are scaled to [0, 1] (÷16), MNIST pixels too (÷255);
+    files are used as they are. `label_column` and `delimiter` (default: tab
+    for .tsv, else comma) are for tables only; given for anything else they
+    raise ValueError rather than being ignored.
     """
+    if not is_table(source):
+        for name, value in (("label_column", label_column), ("delimiter", delimiter)):
+            if value is not None:
+                raise ValueError(f"{name} is for .csv/.tsv tables; {source} has its labels "
+                                 "built in")
     if source in NAMED_DATASETS:
         if source == "digits":
             X, y = load_digits()
@@ -409,8 +511,7 @@ def load_dataset(source: str, split: str = "train", label_column: int | str = -1
                 "regression": make_regression}[source]
         return make(n_samples=1000, seed=0 if split == "train" else 1)
     if os.path.isdir(source):
-        X_train, X_test, y_train, y_test = load_mnist(source)
-        return (X_train, y_train) if split == "train" else (X_test, y_test)
+        return _mnist_split(_mnist_directory(source), split, scale=True)
     if not os.path.exists(source):
         raise FileNotFoundError(f"no data set or file named {source!r} (named data sets: "
                                 f"{', '.join(NAMED_DATASETS)}; or a .csv, .npz or MNIST "
@@ -419,8 +520,11 @@ def load_dataset(source: str, split: str = "train", label_column: int | str = -1
     if name.endswith(".npz"):
         X, y = load_npz(source)
     elif is_table(source):
-        X, y = load_csv(source, label_column=label_column if need_labels else None,
-                        delimiter="\t" if name.endswith(".tsv") else ",")
+        if delimiter is None:
+            delimiter = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+        column = -1 if label_column is None else label_column
+        X, y = load_csv(source, label_column=column if need_labels else None,
+                        delimiter=delimiter)
     else:
         raise ValueError(f"{source}: unknown file type (expected .csv, .tsv, .npz or an "
                          "MNIST directory)")

@@ -194,8 +194,11 @@ class History:
                 ax.set_yscale("log")
                 plain = FuncFormatter(lambda v, _: f"{v:g}")
                 ax.yaxis.set_major_formatter(plain)
-                if max(values) / min(values) < 100:    # few decades: label 2, 3, 5 too
+                if max(values) / min(values) < 1000:    # up to 3 decades: label 2, 3, 5 too
                     ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+                # Down to the decade below the lowest loss, so a labelled tick lies
+                # beneath the final values.
+                ax.set_ylim(bottom=10 ** math.floor(math.log10(min(values))))
                 label += " (log scale)"
             ax.set_ylabel(label)
             # Whole epochs only on the x axis.

@@ -137,6 +137,8 @@ class Network:
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
             W[...] = rng.uniform(-limit, limit, size=W.shape)
         self.rng_state = rng.integers(0, 2**63, size=1, dtype=np.uint64)
+        #: Names of the output classes (str or int), if known; save and load keep them.
+        self.classes: list | None = None
 
     # ---- structure ------------------------------------------------------
 
@@ -383,7 +385,7 @@ class Network:
         and a SHA-256 checksum in the metadata. `cbackprop.load` reads it back.
         """
         config, theta, rng_state = self._snapshot()
-        serialization.write(path, config, theta, rng_state)
+        serialization.write(path, config, theta, rng_state, labels=self.classes)
 
     # ---- interop (cbackprop/interop.py; torch and onnx are optional) --------
 

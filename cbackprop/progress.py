@@ -1,8 +1,10 @@
 """Per-epoch progress display for `Network.fit(verbose=True)` and the command line.
 
-A tqdm bar (one step per epoch, the figures beside it) when tqdm is installed
-and the output is a terminal; otherwise one plain line per epoch, which reads
-well in logs, files and notebooks' captured output.
+A tqdm bar when tqdm is installed and the output is a terminal: it counts
+training rows over the whole fit and moves after every engine chunk (about
+0.1 s), with the smoothed samples/s, the time left for the whole fit and the
+running loss beside it. Otherwise one plain line per epoch, which reads well in
+logs, files and notebooks' captured output.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 import numpy as np
 
 
-def _format_logs(logs: dict, n_samples: int) -> str:
-    """'loss 0.1234  accuracy 0.9500  …  12,345 samples/s' from one epoch's logs."""
+def _format_logs(logs: dict, n_samples: int, rate: bool = True) -> str:
+    """'loss 0.1234  accuracy 0.9500  …  12,345 samples/s' from one epoch's logs
+    (without the samples/s when `rate` is False)."""
     shown = [f"{k} {v:.4f}" for k, v in logs.items() if k != "time"]
     seconds = logs.get("time")
-    if seconds:
+    if seconds and rate:
         shown.append(f"{n_samples / seconds:,.0f} samples/s")
     return "  ".join(shown)
 
@@ -48,8 +51,9 @@ def _is_wide_terminal(stream) -> bool:
 class Progress:
     """Shows each epoch's figures as fit records them.
 
-    Use as a context manager around the epoch loop and call `update` once
-    per epoch.
+    Use as a context manager around the epoch loop; call `chunk` as the
+    epoch's rows are done (it moves the bar; plain lines ignore it) and
+    `update` once per epoch.
 
     Parameters
     ----------
@@ -79,25 +83,38 @@ class Progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self._bar = tqdm(total=epochs, unit="epoch", file=self.stream, dynamic_ncols=True,
-                             leave=True)
+            total = epochs * n_samples
+            self._bar = tqdm(total=total, unit="sample", unit_scale=total >= 10_000,
+                             file=self.stream, dynamic_ncols=True, leave=True)
+
+    def chunk(self, epoch: int, rows_done: int, mean_loss: float) -> None:
+        """Move the bar to `rows_done` rows into epoch `epoch` (counted from 0), with the
+        epoch's running mean loss beside it."""
+        if self._bar is None:
+            return
+        self._bar.set_postfix_str(f"{self._epoch_label(epoch)}  loss {mean_loss:.4f}",
+                                  refresh=False)
+        self._bar.update(epoch * self.n_samples + rows_done - self._bar.n)
+
+    def _epoch_label(self, epoch: int) -> str:
+        return f"epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"
 
     def update(self, epoch: int, logs: dict) -> None:
         """Show epoch `epoch` (counted from 0) with its logs (seconds under "time")."""
         if not self.enabled:
             return
-        figures = _format_logs(logs, self.n_samples)
-        if self._bar is not None:
-            self._bar.set_postfix_str(figures, refresh=False)
-            self._bar.update(1)
+        if self._bar is not None:     # the bar shows the samples/s itself
+            figures = _format_logs(logs, self.n_samples, rate=False)
+            self._bar.set_postfix_str(f"{self._epoch_label(epoch)}  {figures}", refresh=False)
+            self._bar.update((epoch + 1) * self.n_samples - self._bar.n)
             return
+        figures = _format_logs(logs, self.n_samples)
         self._elapsed += logs.get("time", 0.0)
         left = self._elapsed / (epoch + 1) * (self.epochs - epoch - 1)
         timing = f"{logs.get('time', 0.0):.2f} s"
         if epoch + 1 < self.epochs:
             timing += f", {left:.1f} s left"
-        width = len(str(self.epochs))
-        print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {figures}  ({timing})",
+        print(f"{self._epoch_label(epoch)}  {figures}  ({timing})",
               file=self.stream, flush=True)
 
     def close(self) -> None:

@@ -52,7 +52,7 @@ _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 #: Checkpoint tensors may also hold int64 (the row order).
 _EXTRA_DTYPES = {**_DTYPES, "I64": np.dtype("<i8")}
 _EXTRA_PREFIX = "checkpoint."
-_METADATA = {"format", "config", "rng_state", "sha256", "checkpoint"}
+_METADATA = {"format", "config", "rng_state", "sha256", "checkpoint", "labels"}
 _MAX_HEADER = 1 << 24
 _CHECKSUM_KEY = b'"sha256":"'
 _UNSEALED = "0" * 64
@@ -84,10 +84,12 @@ def _tensor_layout(config: dict) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def write(path, config: dict, theta: np.ndarray, rng_state: int,
-          checkpoint: dict | None = None, tensors: dict[str, np.ndarray] | None = None) -> None:
+          checkpoint: dict | None = None, tensors: dict[str, np.ndarray] | None = None,
+          labels: list | None = None) -> None:
     """Write a network (its get_config(), θ and random-stream state) to path
     atomically: a temporary file in the same directory, flushed to disk, then
     renamed over path. Writing the same network twice gives identical bytes.
+    labels, if given, are the class names (str or int) of the outputs.
 
     A checkpoint adds `checkpoint` (JSON-able) and named arrays `tensors`
     (float32, float64 or int64)."""
@@ -102,6 +104,8 @@ def write(path, config: dict, theta: np.ndarray, rng_state: int,
         offset += nbytes
     header["__metadata__"] = {"format": _FORMAT, "config": config_json,
                               "rng_state": str(rng_state)}
+    if labels is not None:
+        header["__metadata__"]["labels"] = json.dumps(list(labels))
     parts = [raw.tobytes()]
     for name, arr in (tensors or {}).items():
         code = next(c for c, dt in _EXTRA_DTYPES.items() if dt == arr.dtype.newbyteorder("<"))
@@ -289,6 +293,7 @@ def read(path, from_config, checkpoint: bool = False):
     except ValueError as exc:
         raise _corrupt(path, f"bad parameters ({exc})") from None
     net.rng_state[0] = rng_state
+    net.classes = _labels(path, meta, net.n_outputs)
     if not checkpoint:
         return net
     if "checkpoint" not in meta:
@@ -301,3 +306,17 @@ def read(path, from_config, checkpoint: bool = False):
     except (ValueError, TypeError, RecursionError) as exc:
         raise _corrupt(path, f"bad checkpoint entry ({exc})") from None
     return net, entry, {name: arr.copy() for name, arr in extras.items()}
+
+
+def _labels(path, meta: dict, n_outputs: int) -> list | None:
+    """The class names stored by write, checked: one str or int per output."""
+    if "labels" not in meta:
+        return None
+    try:
+        labels = json.loads(meta["labels"])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _corrupt(path, f"bad labels ({exc})") from None
+    if not (isinstance(labels, list) and len(labels) == n_outputs
+            and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in labels)):
+        raise _corrupt(path, f"bad labels: expected {n_outputs} class names")
+    return labels

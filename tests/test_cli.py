@@ -183,7 +183,7 @@ def test_train_npz_and_binary_cross_entropy(tmp_path, capsys):
 def test_train_mnist_directory(tmp_path, capsys):
     from test_datasets import write_mnist
 
-    write_mnist(tmp_path, n_train=40, n_test=12)
+    write_mnist(tmp_path, n_train=100, n_test=12)     # every digit among the labels
     model = tmp_path / "m.cbp"
     status, out, _ = run(capsys, "train", str(tmp_path), "--epochs", "1", "-q", "--save",
                          str(model))
@@ -191,25 +191,24 @@ def test_train_mnist_directory(tmp_path, capsys):
     status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path))
     assert status == 0 and "(12 rows)" in out
     status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path), "--split", "train")
-    assert "(40 rows)" in out
+    assert "(100 rows)" in out
 
 
 @pytest.mark.parametrize("argv, match", [
     (["train", "nothing-here"], "no data set or file named 'nothing-here'"),
-    (["train", "digits", "--loss", "mse", "--activation", "softmax"], "only for the output"),
     (["train", "regression", "--loss", "cross_entropy"], "integer class labels"),
-    (["train", "digits", "--optimizer", "adam", "--momentum", "0.9"], "--momentum applies"),
-    (["train", "digits", "--lr", "-1"], "lr must be > 0"),
-    (["train", "digits", "--epochs", "-1"], "epochs must be >= 0"),
-    (["train", "digits", "--dropout", "1"], "dropout must be"),
     (["trace", "--loss", "cross_entropy"], "softmax output"),
-    (["trace", "--x", "1,2,3", "--activation", "nope"], "unknown activation"),
 ])
 def test_bad_input_is_one_line_and_status_1(argv, match, capsys):
     status, out, err = run(capsys, *argv)
     assert status == 1
     assert err.count("\n") == 1 and err.startswith("cbackprop: error:")
     assert match in err
+
+
+def test_a_validation_split_that_leaves_no_training_rows_says_so(capsys):
+    status, out, err = run(capsys, "train", "xor", "--validation-split", "0.9999", "-q")
+    assert status == 1 and "leaves none of the 1000 rows for training" in err
 
 
 def test_large_integer_targets_are_not_guessed_to_be_classes(tmp_path, capsys):
@@ -239,13 +238,34 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
                                   ["train", "digits", "--validation-split", "1.5"],
                                   ["train", "digits", "--optimizer", "lbfgs"],
                                   ["trace", "--x", "a,b"],
+                                  ["train", "digits", "--lr", "-1"],
+                                  ["train", "digits", "--epochs", "-1"],
+                                  ["train", "digits", "--epochs", "0"],
+                                  ["train", "digits", "--batch-size", "0"],
+                                  ["train", "digits", "--dropout", "1"],
+                                  ["train", "digits", "--threads", "0"],
+                                  ["train", "digits", "--alpha", "nan"],
+                                  ["trace", "--eps", "0"],
+                                  ["trace", "--eps", "-1"],
+                                  ["train", "digits", "--optimizer", "sgd", "--momentum",
+                                   "1.5"],
+                                  ["train", "digits", "--activation", "softmax"],
+                                  ["train", "digits", "--activation", "nope"],
+                                  ["trace", "--activation", "nope"],
+                                  ["trace", "--output-activation", "nope"],
+                                  ["trace", "--loss", "nope"],
+                                  ["train", "digits", "--optimizer", "adam", "--momentum", "0.9"],
+                                  ["train", "digits", "--label-column", "3"],
+                                  ["train", "xor", "--delimiter", ";"],
+                                  ["predict", "m.cbp", "spirals", "--label-column", "y"],
                                   ["frobnicate"]])
 def test_usage_errors_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1 and "error:" in err and "--help" in err
+    assert out == ""        # rejected while parsing: no data or model lines first
 
 
 def test_trace_prints_forward_backward_and_checked_gradients(capsys):
@@ -315,3 +335,153 @@ def test_plot_without_matplotlib_fails_before_training(monkeypatch, tmp_path, ca
     status, out, err = run(capsys, "train", "digits", "--plot", str(tmp_path / "c.png"))
     assert status == 1 and out == ""
     assert "cbackprop[plot]" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option, name, match", [
+    ("--save", "", "is a folder"),
+    ("--save", "missing/m.cbp", "there is no folder"),
+    ("--plot", "", "is a folder"),
+    ("--plot", "missing/c.png", "there is no folder"),
+    ("--plot", "curves.txt", "suffix"),
+])
+def test_output_paths_are_checked_before_training(option, name, match, tmp_path, capsys):
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    status, out, err = run(capsys, "train", "digits", option, str(tmp_path / name))
+    assert status == 1 and out == ""
+    assert match in err and err.count("\n") == 1 and ".tmp" not in err
+
+
+@pytest.mark.parametrize("name, match", [("", "is a folder"),
+                                         ("missing/p.csv", "there is no folder")])
+def test_predict_out_is_checked_before_the_model_is_read(name, match, tmp_path, capsys):
+    # The model does not exist either: the --out check comes first.
+    status, out, err = run(capsys, "predict", str(tmp_path / "none.cbp"), "digits",
+                           "--out", str(tmp_path / name))
+    assert status == 1 and out == ""
+    assert err.startswith("cbackprop: error: --out:") and match in err
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
+    model = tmp_path / "m.cbp"
+    cb.Network(64, [cb.Dense(10, "softmax")], seed=0).save(model)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", "predict", str(model),
+                             "digits"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, cwd=ROOT)
+    proc.stdout.readline()
+    proc.stdout.close()         # as `| head -1` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "" and proc.returncode == 141
+
+
+@pytest.mark.parametrize("argv", [["info"], ["trace"], ["evaluate", "MODEL", "xor"]])
+def test_buffered_output_into_a_closed_pipe_exits_quietly(argv, tmp_path):
+    # Into a pipe stdout is block-buffered (unless PYTHONUNBUFFERED is set): the output is
+    # written only when flushed, after the command; that must be quiet too.
+    model = tmp_path / "m.cbp"
+    cb.Network(2, [cb.Dense(2, "softmax")], seed=0).save(model)
+    argv = [str(model) if a == "MODEL" else a for a in argv]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONUNBUFFERED", None)
+    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    proc.stdout.close()         # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert err == "" and proc.returncode == 141
+
+
+def _write_pets(path, rng, n=120):
+    X = rng.normal(size=(n, 2))
+    kinds = np.where(X[:, 0] > 0, "cat", "dog")
+    with open(path, "w") as f:
+        f.write("w,h,kind\n")
+        for (a, b), kind in zip(X, kinds, strict=True):
+            f.write(f"{a},{b},{kind}\n")
+    return X, kinds
+
+
+def test_text_labels_train_save_predict_and_evaluate(tmp_path, capsys):
+    X, kinds = _write_pets(tmp_path / "pets.csv", np.random.default_rng(0))
+    model = tmp_path / "pets.cbp"
+    status, out, err = run(capsys, "train", str(tmp_path / "pets.csv"), "--epochs", "30",
+                           "--lr", "0.02", "--save", str(model))
+    assert status == 0, err
+    assert "labels: 2 classes (cat, dog), encoded as outputs 0..1" in out
+    assert cb.load(model).classes == ["cat", "dog"]
+    status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path / "pets.csv"))
+    assert status == 0 and float(re.search(r"accuracy ([\d.]+)%", out).group(1)) > 90
+    status, out, _ = run(capsys, "predict", str(model), str(tmp_path / "pets.csv"))
+    lines = out.splitlines()
+    assert lines[0] == "class,p_cat,p_dog" and len(lines) == 121
+    predicted = [line.split(",")[0] for line in lines[1:]]
+    assert set(predicted) <= {"cat", "dog"}
+    assert np.mean(np.array(predicted) == kinds) > 0.9
+    (tmp_path / "other.csv").write_text("w,h,kind\n1,2,bird\n")
+    status, _, err = run(capsys, "evaluate", str(model), str(tmp_path / "other.csv"))
+    assert status == 1 and "not trained on: bird" in err
+
+
+def test_labels_one_to_three_are_encoded_and_said(tmp_path, capsys):
+    X, y = cb.datasets.make_spirals(300, n_classes=3)
+    np.savez(tmp_path / "d.npz", X=X, y=y + 1)
+    model = tmp_path / "m.cbp"
+    status, out, _ = run(capsys, "train", str(tmp_path / "d.npz"), "--epochs", "2",
+                         "--save", str(model))
+    assert status == 0 and "labels: 3 classes (1, 2, 3), encoded as outputs 0..2" in out
+    net = cb.load(model)
+    assert net.layers[-1].units == 3 and net.classes == [1, 2, 3]
+    status, out, _ = run(capsys, "predict", str(model), str(tmp_path / "d.npz"))
+    lines = out.splitlines()
+    assert lines[0] == "class,p1,p2,p3"
+    assert {line.split(",")[0] for line in lines[1:]} <= {"1", "2", "3"}
+    status, out, _ = run(capsys, "evaluate", str(model), str(tmp_path / "d.npz"))
+    assert status == 0 and "(300 rows)" in out
+    status, out, _ = run(capsys, "train", "digits", "--epochs", "1", "--save", str(model))
+    assert "labels:" not in out and cb.load(model).classes == list(range(10))
+
+
+def test_label_column_and_delimiter_are_for_tables_only(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "digits", "--label-column", "3"])
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "--label-column is for .csv/.tsv tables" in err
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(SystemExit):
+        main(["evaluate", "m.cbp", str(tmp_path / "mnist"), "--label-column", "3"])
+    assert "an MNIST directory has its labels built in" in capsys.readouterr()[1]
+    path = tmp_path / "d.csv"
+    path.write_text("a;b;c\n1;2;0\n3;4;1\n5;6;0\n7;8;1\n")
+    status, _, err = run(capsys, "train", str(path), "--delimiter", ";", "--epochs", "1",
+                         "-q", "--validation-split", "0")
+    assert status == 0, err
+
+
+def test_bad_csv_cells_are_reported_by_line_and_column(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,0\n3,,1\n")
+    status, _, err = run(capsys, "train", str(path))
+    assert status == 1 and "line 3, column 2 ('b'): found an empty cell" in err
+
+
+def test_mnist_train_files_alone_are_enough_to_train(tmp_path, capsys):
+    from test_datasets import write_mnist
+
+    write_mnist(tmp_path, n_train=30, n_test=5)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).unlink()
+    status, _, err = run(capsys, "train", str(tmp_path), "--epochs", "1", "-q")
+    assert status == 0, err
+    status, _, err = run(capsys, "train", str(tmp_path / "train-images-idx3-ubyte.gz"))
+    assert status == 1 and "unknown file type" in err
+
+
+def test_a_loss_that_blows_up_is_warned_about(capsys):
+    status, out, err = run(capsys, "train", "digits", "--optimizer", "sgd", "--lr", "1e9",
+                           "--epochs", "2", "-q")
+    assert status == 0
+    assert "warning: the training loss rose" in err and "--lr" in err
+    status, out, err = run(capsys, "train", "digits", "--epochs", "2", "-q")
+    assert status == 0 and err == ""

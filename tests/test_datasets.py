@@ -138,6 +138,11 @@ def test_load_mnist_accepts_the_dotted_spelling(tmp_path):
 def test_load_mnist_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         datasets.load_mnist(tmp_path / "nowhere")
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="a-file is a file; MNIST is read from the "
+                                                 "directory"):
+        datasets.load_mnist(tmp_path / "a-file")
+    (tmp_path / "a-file").unlink()
     write_mnist(tmp_path, compress=False)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match="test labels"):
@@ -209,8 +214,9 @@ def test_load_csv_explicit_header_flag_and_delimiter(tmp_path):
 @pytest.mark.parametrize("text, kwargs, match", [
     ("", {}, "empty"),
     ("a,b\n", {}, "no data rows"),
-    ("1,2\n3,x\n", {}, "x"),
-    ("1,2,3\n4,5\n", {}, "column"),
+    ("1,2\nx,3\n", {}, "line 2, column 1: found 'x'"),
+    ("1,2,3\n4,5\n", {}, "line 2: 2 fields, but line 1 has 3"),
+    ("1,2\n", {"delimiter": ";;"}, "one character"),
     ("a,b\n1,2\n", {"label_column": "c"}, "no column 'c'"),
     ("1,2\n", {"label_column": "b"}, "no header"),
     ("1,2\n", {"label_column": 2}, "out of range"),
@@ -222,6 +228,40 @@ def test_load_csv_errors(tmp_path, text, kwargs, match):
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
         datasets.load_csv(path, **kwargs)
+
+
+def test_load_csv_text_labels(tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("w,h,kind\n1,2,cat\n3,4,dog\n5,6,cat\n")
+    X, y = datasets.load_csv(path)
+    assert X.tolist() == [[1, 2], [3, 4], [5, 6]] and y.tolist() == ["cat", "dog", "cat"]
+    bare = tmp_path / "bare.csv"              # no header: a text label column alone is data
+    bare.write_text("1,2,cat\n3,4,dog\n")
+    X, y = datasets.load_csv(bare)
+    assert X.shape == (2, 2) and y.tolist() == ["cat", "dog"]
+
+
+def test_load_csv_errors_give_the_line_the_column_and_advice(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n\n1,2,0\n3,,1\n")
+    with pytest.raises(ValueError, match=r"line 4, column 2 \('b'\): found an empty cell; "
+                                         "fill it in"):
+        datasets.load_csv(path)
+    path.write_text("a,b,label\n1,2,0\n3,high,1\n")
+    with pytest.raises(ValueError, match=r"line 3, column 2 \('b'\): found 'high' where a "
+                                         "number belongs; encode"):
+        datasets.load_csv(path)
+    path.write_text("a,b,label\n1,2,0\n3,4\n")
+    with pytest.raises(ValueError, match="line 3: 2 fields, but line 1 has 3"):
+        datasets.load_csv(path)
+
+
+def test_load_csv_quoted_fields_gzip_and_other_delimiters(tmp_path):
+    path = tmp_path / "d.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write('x;y;"kind; of animal"\n1.5;2;"big; cat"\n3;4;dog\n')
+    X, y = datasets.load_csv(path, label_column="kind; of animal", delimiter=";")
+    assert X.tolist() == [[1.5, 2], [3, 4]] and y.tolist() == ["big; cat", "dog"]
 
 
 def test_load_csv_label_column_type(tmp_path):
@@ -332,3 +372,55 @@ def test_train_test_split():
         datasets.train_test_split(X, y[:5])
     with pytest.raises(ValueError, match="test_size"):
         datasets.train_test_split(X, y, 1.0)
+
+
+# ---- load_dataset ------------------------------------------------------------
+
+def test_load_dataset_reads_only_the_mnist_split_it_needs(tmp_path):
+    write_mnist(tmp_path, n_train=12, n_test=5)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).unlink()
+    X, y = datasets.load_dataset(str(tmp_path), "train")
+    assert X.shape == (12, 16) and y.shape == (12,)
+    with pytest.raises(FileNotFoundError, match="no MNIST test images"):
+        datasets.load_dataset(str(tmp_path), "test")
+
+
+@pytest.mark.parametrize("source", ["digits", "xor"])
+def test_load_dataset_refuses_table_options_for_other_sources(source):
+    with pytest.raises(ValueError, match="label_column is for .csv/.tsv tables"):
+        datasets.load_dataset(source, label_column=0)
+    with pytest.raises(ValueError, match="delimiter is for .csv/.tsv tables"):
+        datasets.load_dataset(source, delimiter=";")
+
+
+def test_load_dataset_tables_take_a_delimiter_and_gzip(tmp_path):
+    path = tmp_path / "d.tsv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("a\tb\tkind\n1\t2\tcat\n3\t4\tdog\n")
+    X, y = datasets.load_dataset(str(path))
+    assert X.tolist() == [[1, 2], [3, 4]] and y.tolist() == ["cat", "dog"]
+    (tmp_path / "d.csv").write_text("a;b\n1;0\n")
+    X, y = datasets.load_dataset(str(tmp_path / "d.csv"), delimiter=";")
+    assert X.tolist() == [[1]] and y.tolist() == [0]
+
+
+def test_load_csv_with_the_wrong_delimiter_says_which_one_it_looks_like(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;label\n1;2;0\n3;4;1\n")
+    with pytest.raises(ValueError, match=r"line 1: one column only.*--delimiter ';'"):
+        cb.datasets.load_csv(path)
+    X, y = cb.datasets.load_csv(path, delimiter=";")
+    assert X.shape == (2, 2) and y.tolist() == [0, 1]
+
+
+def test_load_csv_ignores_a_byte_order_mark(tmp_path):
+    # Excel's "CSV UTF-8" starts with one; it must not turn the first row into a header
+    # (dropping it) nor rename the first column.
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "plain.csv").write_bytes(bom + b"1,2,0\r\n3,4,1\r\n5,6,0\r\n")
+    X, y = cb.datasets.load_csv(tmp_path / "plain.csv")
+    assert X.tolist() == [[1, 2], [3, 4], [5, 6]] and y.tolist() == [0, 1, 0]
+    (tmp_path / "named.csv").write_bytes(bom + b"label,a\n0,1\n1,2\n")
+    X, y = cb.datasets.load_csv(tmp_path / "named.csv", label_column="label")
+    assert X.tolist() == [[1], [2]] and y.tolist() == [0, 1]

@@ -77,3 +77,21 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
     hist.record(0, {"loss": 1.0})
     with pytest.raises(ImportError, match=r"cbackprop\[plot\]"):
         hist.plot()
+
+
+def test_loss_axis_is_labelled_down_to_the_final_values():
+    pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    history = cb.History()
+    for epoch, loss in enumerate(np.geomspace(2.3, 0.013, 12)):
+        history.record(epoch, {"loss": loss, "val_loss": loss * 1.2, "time": 0.1})
+    fig = history.plot()
+    FigureCanvasAgg(fig).draw()
+    ax = fig.get_axes()[0]
+    low, high = ax.get_ylim()
+    shown = {float(t.get_text()) for minor in (False, True)
+             for t in ax.get_yticklabels(minor=minor)
+             if t.get_text() and low <= float(t.get_text()) <= high}
+    assert {0.01, 0.02, 0.05} <= shown         # the final 0.013 can be read off
+    assert low <= 0.013

@@ -56,7 +56,7 @@ def test_tqdm_bar_on_a_terminal():
         for epoch in range(4):
             progress.update(epoch, {"loss": 1.0 / (epoch + 1), "time": 0.01})
     out = stream.getvalue()
-    assert "4/4" in out and "loss 0.2500" in out and "epoch" in out
+    assert "40/40" in out and "epoch 4/4  loss 0.2500" in out
     assert progress._bar is None
 
 
@@ -117,3 +117,34 @@ def test_bar_is_closed_when_fit_fails(monkeypatch):
     with pytest.raises(cb.DivergenceError):
         net.fit(X, y, optimizer=cb.SGD(lr=10.0), epochs=3, verbose=True)
     assert bars and bars[0]._bar is None
+
+
+def test_bar_moves_inside_an_epoch_and_counts_samples_over_the_fit():
+    pytest.importorskip("tqdm")
+    stream = Terminal()
+    with Progress(2, 10_000, stream=stream) as progress:
+        progress.chunk(0, 2500, 0.9)
+        assert progress._bar.n == 2500 and progress._bar.total == 20_000
+        assert "epoch 1/2  loss 0.9000" in str(progress._bar.postfix)
+        progress.chunk(0, 10_000, 0.8)
+        progress.update(0, {"loss": 0.8, "time": 0.1})
+        progress.chunk(1, 5000, 0.5)
+        assert progress._bar.n == 15_000
+    out = stream.getvalue()
+    assert "sample/s" in out and "15.0k/20.0k" in out and "epoch 2/2  loss 0.5000" in out
+
+
+def test_fit_reports_every_chunk_to_the_display(monkeypatch):
+    calls = []
+    monkeypatch.setattr(Progress, "chunk", lambda self, *args: calls.append(args))
+    X, y = cb.datasets.make_xor(64, seed=0)
+    cb.Network(2, [cb.Dense(2, "softmax")], seed=0).fit(X, y, epochs=2, batch_size=8)
+    assert [(epoch, rows) for epoch, rows, _ in calls if rows == 64] == [(0, 64), (1, 64)]
+    assert all(loss > 0 for _, _, loss in calls)
+
+
+def test_plain_lines_ignore_chunks():
+    stream = io.StringIO()
+    with Progress(1, 10, stream=stream) as progress:
+        progress.chunk(0, 5, 1.0)
+        assert stream.getvalue() == ""
