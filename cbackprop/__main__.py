@@ -31,6 +31,7 @@ from cbackprop._session import DivergenceError
 from cbackprop._threads import blas_info
 from cbackprop._version import __version__
 from cbackprop.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
+from cbackprop.checkpoint import resume
 from cbackprop.gradcheck import finite_differences
 from cbackprop.layers import Dense
 from cbackprop.losses import LOSSES
@@ -211,15 +212,93 @@ def load_data(args, split: str, need_labels: bool = True):
     return datasets.load_dataset(args.data, split, label_column, need_labels, args.delimiter)
 
 
+def _mpi_world():
+    """MPI.COMM_WORLD when this process is one of several started by mpirun, else None."""
+    if not any(int(os.environ.get(k, "1")) > 1 for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError("started by mpirun, but mpi4py is not installed: "
+                          "pip install 'cbackprop[mpi]'") from None
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
 def cmd_train(args) -> int:
 
-    say = (lambda *a: None) if args.quiet else print
+    comm = _mpi_world()
+    rank = 0 if comm is None else comm.Get_rank()
+    quiet = args.quiet or rank != 0          # under mpirun only rank 0 speaks
+    say = (lambda *a: None) if quiet else print
     # Every output is checked before the data is read, not after training.
-    if args.save:
-        _check_output_path(args.save, "--save")
+    for path, option in ((args.save, "--save"), (args.checkpoint, "--checkpoint")):
+        if path:
+            _check_output_path(path, option)
     if args.plot:
         _check_plot_path(args.plot)
+    run = resume(args.resume) if args.resume else None
     X, y = load_data(args, "train")
+    if run is not None:
+        net, optimizer, classes = run.network, run.optimizer, run.network.classes
+        if classes is not None:
+            y = _class_indices(net, y)
+        say(f"resuming {run!r}")
+    else:
+        net, optimizer, y, classes = _new_network(args, X, y, say)
+    validation = None
+    if args.validation_split > 0:
+        X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
+                                                       seed=args.seed)
+        validation = (X_val, y_val)
+        if X.shape[0] == 0:
+            raise ValueError(f"--validation-split {args.validation_split:g} leaves none of the "
+                             f"{X_val.shape[0]} rows for training; give a smaller fraction")
+    n_train, n_val = X.shape[0], 0 if validation is None else validation[0].shape[0]
+    if comm is not None:    # data-parallel: each rank trains on its share of the rows
+        X, y = X[rank::comm.Get_size()], y[rank::comm.Get_size()]
+        if validation is not None:
+            validation = tuple(a[rank::comm.Get_size()] for a in validation)
+        say(f"data-parallel over {comm.Get_size()} MPI ranks, each with its share of the "
+            f"rows; batch size {args.batch_size} per rank")
+    say(f"data: {args.data}, {n_train} training rows"
+        + (f", {n_val} validation rows" if validation else "")
+        + f", {X.shape[1]} features")
+    say(f"model: {net}")
+    say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
+    initial_loss = net.evaluate(X, y)["loss"]
+    callbacks = [_health_printer(say)] if args.health else []
+    try:
+        if run is not None:
+            history = run.fit(X, y, validation_data=validation, verbose=not quiet,
+                              callbacks=callbacks, epochs=args.epochs)
+        else:
+            history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs,
+                              batch_size=args.batch_size, validation_data=validation,
+                              verbose=not quiet, health=args.health, callbacks=callbacks,
+                              comm=comm, checkpoint=args.checkpoint,
+                              checkpoint_every=args.checkpoint_every)
+    except KeyboardInterrupt:
+        _save_interrupted(net, optimizer, args, X.shape[0], rank)
+        raise
+    final = {k: v[-1] for k, v in history.history.items() if k not in ("time", "health")}
+    if rank == 0:
+        print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
+                                    for k, v in final.items()))
+        _warn_if_blown_up(initial_loss, final["loss"], args)
+    if args.save and rank == 0:
+        net.save(args.save)
+        say(f"saved the model to {args.save}")
+    if args.plot and rank == 0:
+        sizes = "-".join(str(n) for n in net.sizes)
+        history.plot(args.plot, title=f"{os.path.basename(args.data.rstrip('/'))}: {sizes} "
+                                      f"{args.activation} network, {net.loss.name}, "
+                                      f"{args.optimizer}")
+        say(f"saved the learning curves to {args.plot}")
+    return 0
+
+
+def _new_network(args, X, y, say):
+    """(network, optimizer, encoded y, class names) for train's options and data."""
     loss = args.loss or ("cross_entropy" if _is_classification(y) else "mse")
     if args.loss is None and y.dtype.kind in "iu" and y.max() >= _MAX_GUESSED_CLASSES:
         raise ValueError(f"the labels are integers up to {y.max()}: prices or counts rather "
@@ -236,39 +315,42 @@ def cmd_train(args) -> int:
     layers = [Dense(n, args.activation, args.dropout) for n in args.hidden]
     layers.append(Dense(units, out_activation))
     net = Network(n_inputs=X.shape[1], layers=layers, loss=loss, dtype=args.dtype,
-                     seed=args.seed, alpha=args.alpha, n_threads=args.threads)
+                  seed=args.seed, alpha=args.alpha, n_threads=args.threads)
     net.classes = classes
-    optimizer = _make_optimizer(args)
-    validation = None
-    if args.validation_split > 0:
-        X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
-                                                          seed=args.seed)
-        validation = (X_val, y_val)
-        if X.shape[0] == 0:
-            raise ValueError(f"--validation-split {args.validation_split:g} leaves none of the "
-                             f"{X_val.shape[0]} rows for training; give a smaller fraction")
-    say(f"data: {args.data}, {X.shape[0]} training rows"
-        + (f", {validation[0].shape[0]} validation rows" if validation else "")
-        + f", {X.shape[1]} features")
-    say(f"model: {net}")
-    say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
-    initial_loss = net.evaluate(X, y)["loss"]
-    history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
-                      validation_data=validation, verbose=not args.quiet)
-    final = {k: v[-1] for k, v in history.history.items() if k != "time"}
-    print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
-                                for k, v in final.items()))
-    _warn_if_blown_up(initial_loss, final["loss"], args)
+    return net, _make_optimizer(args), y, classes
+
+
+def _health_printer(say):
+    """A fit callback that prints each epoch's training-health table (train --health)."""
+    from cbackprop.history import History
+
+    def show(epoch, logs):
+        history = History()
+        history.epoch = [epoch]
+        history.record_health(logs["health"])
+        say(f"health after epoch {epoch + 1}:\n{history.health_table()}")
+
+    return show
+
+
+def _save_interrupted(net, optimizer, args, n_rows: int, rank: int) -> None:
+    """Ctrl-C in train: keep what was trained (fit left θ at its last finished chunk)."""
+    if rank != 0:
+        return
+    steps = optimizer.t
+    per_epoch = -(-n_rows // args.batch_size)
+    held = f"{steps // per_epoch} epochs and {steps % per_epoch} steps ({steps} steps in all)"
     if args.save:
         net.save(args.save)
-        say(f"saved the model to {args.save}")
-    if args.plot:
-        sizes = "-".join(str(n) for n in net.sizes)
-        history.plot(args.plot, title=f"{os.path.basename(args.data.rstrip('/'))}: {sizes} "
-                                      f"{args.activation} network, {net.loss.name}, "
-                                      f"{args.optimizer}")
-        say(f"saved the learning curves to {args.plot}")
-    return 0
+        print(f"cbackprop: interrupted; saved the model as it stands to {args.save}: {held}",
+              file=sys.stderr)
+    if args.checkpoint or args.resume:
+        path = args.checkpoint or args.resume
+        print(f"cbackprop: the run is checkpointed in {path}; continue it with: "
+              f"cbackprop train {args.data} --resume {path}", file=sys.stderr)
+    elif args.save:
+        print("cbackprop: (train with --checkpoint PATH to be able to resume a run exactly)",
+              file=sys.stderr)
 
 
 #: A final training loss this many times the untrained network's means the fit blew up.
@@ -516,7 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BLAS threads (default: BLAS's)")
     p.add_argument("--validation-split", type=_fraction, default=0.2, metavar="FRACTION",
                    help="hold out this fraction of the rows for validation (default: 0.2)")
-    p.add_argument("--save", metavar="MODEL", help="save the trained network to this file")
+    p.add_argument("--save", metavar="MODEL", help="save the trained network to this file "
+                                                   "(on Ctrl-C too: as it stands)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="write the run here every --checkpoint-every epochs and when it "
+                        "ends or is interrupted; --resume PATH continues it")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
+                   help="epochs between checkpoints (default: 1)")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue the run checkpointed in PATH (same DATA and "
+                        "--validation-split, --seed) up to --epochs, checkpointing there")
+    p.add_argument("--health", action="store_true",
+                   help="print each layer's training health every epoch (gradient norms, "
+                        "update ratios, dead and saturated units) with advice")
     p.add_argument("--plot", metavar="PNG", help="draw the learning curves to this image")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final figures")
     _add_data_options(p, with_split=False)
@@ -575,6 +669,11 @@ def _option_conflict(args) -> str | None:
     if args.command == "train" and args.momentum is not None \
             and args.optimizer not in ("sgd", "rmsprop"):
         return f"--momentum applies to sgd and rmsprop, not {args.optimizer}"
+    if args.command == "train" and args.resume:
+        for option, value in (("--checkpoint", args.checkpoint), ("--health", args.health)):
+            if value:
+                return (f"--resume continues a run as it was set up; {option} is for a new "
+                        "run (a resumed run checkpoints to the file it resumes)")
     if args.command in ("train", "evaluate", "predict") \
             and not datasets.is_table(args.data):
         for option, value in (("--label-column", args.label_column),

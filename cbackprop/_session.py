@@ -521,9 +521,11 @@ class TrainingSession:
                 if self.position is not None and checkpoint is not None:
                     break          # a part epoch: the checkpoint resumes inside it
                 history.record(epoch, logs)
-                if self.health is not None:
-                    history.record_health(self.health_records(epoch))
                 progress.update(epoch, logs)
+                if self.health is not None:
+                    records = self.health_records(epoch)
+                    history.record_health(records)
+                    logs = {**logs, "health": records}
                 stop_now = self.stopped
                 for cb in callbacks:
                     stop_now |= bool(cb(epoch, logs))
@@ -561,11 +563,12 @@ class TrainingSession:
             "epoch": len(history.epoch), "epochs": epochs, "every": every,
             "position": pos, "loss_sum": float(total), "correct": float(correct),
             "optimizer": {k: optimizer[k] for k in ("name", "hyperparameters", "t")},
-            "history": {"history": history.history, "epoch": history.epoch},
+            # Pairs, not an object: the file's JSON is written with sorted keys.
+            "history": {"history": list(history.history.items()), "epoch": history.epoch},
             "batch_size": self.batch_size, "shuffle": self.shuffle, "n_rows": self.n_rows,
             "data": self.data_digest(),
         }
-        serialization.write(path, config, theta, rng, checkpoint=entry,
+        serialization.write(path, config, theta, rng, checkpoint=entry, labels=net.classes,
                             tensors={"optimizer_state": optimizer["state"],
                                      "order": self.order.astype(np.int64)})
 

@@ -81,7 +81,7 @@ def resume(path) -> Checkpoint:
             **entry["optimizer"]["hyperparameters"])
         optimizer.load_state_dict({**entry["optimizer"], "state": tensors["optimizer_state"]})
         history = History()
-        history.history = {k: list(v) for k, v in entry["history"]["history"].items()}
+        history.history = {k: list(v) for k, v in entry["history"]["history"]}
         history.epoch = list(entry["history"]["epoch"])
         order = tensors["order"]
         for key in ("epoch", "epochs", "every", "batch_size", "n_rows"):

@@ -326,7 +326,8 @@ class Network:
             Per-row weights; each batch's loss is the weighted mean.
         callbacks : list of callables, optional
             Each is called as callback(epoch, logs) after every epoch; one
-            that returns True stops training.
+            that returns True stops training. With health=True, logs["health"]
+            holds the epoch's health records.
         comm : mpi4py communicator, optional
             Train data-parallel over its ranks (`mpirun -n R python …`): each
             rank passes only its own rows, batch_size is per rank, and θ stays

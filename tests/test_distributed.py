@@ -103,3 +103,15 @@ def test_without_mpi_a_fit_is_unchanged():
     nets[0].fit(X, y, optimizer=cb.SGD(), epochs=2)
     nets[1].fit(X, y, optimizer=cb.SGD(), epochs=2, comm=None)
     np.testing.assert_array_equal(nets[0].theta, nets[1].theta)
+
+
+def test_mpirun_cbackprop_train_trains_data_parallel_and_saves_once(tmp_path):
+    save = tmp_path / "m.cbp"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=str(Path(cb.__file__).parent.parent))
+    done = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "cbackprop", "train", "xor",
+                           "--epochs", "3", "--save", str(save)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("final:") == 1 and "over 2 MPI ranks" in done.stdout
+    assert cb.load(save).evaluate(*cb.datasets.make_xor(200, seed=1))["accuracy"] > 0.5
