@@ -32,8 +32,11 @@ What still differs (small, and tested to stay small):
 - A last, smaller batch of an epoch gets the L2 weight of a full batch, and
   with sample weights S is batch_size × their mean, not each batch's sum.
 - Adam's epsilon is added after bias correction (PyTorch); scikit-learn's is
-  in effect epsilon/√(1−β₂ᵗ). SGD momentum is PyTorch's v ← μv + g, which
-  equals scikit-learn's while the learning rate is constant.
+  in effect epsilon/√(1−β₂ᵗ).
+
+SGD uses scikit-learn's velocity form (`optimizers.SGDVelocity`: v ← μv − lr·g,
+θ += v), so a schedule that lowers the learning rate acts as scikit-learn's;
+`cb.SGD` on a Network keeps torch.optim's v ← μv + g, θ −= lr·v.
 - Multi-output regression: loss_ is ½·mean over rows of Σ over outputs (the
   objective both libraries' gradients minimise); scikit-learn reports it
   divided by the number of outputs.
@@ -79,7 +82,7 @@ from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
 from cbackprop.layers import Dense
 from cbackprop.network import Network
-from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
+from cbackprop.optimizers import Adam, AdamW, RMSprop, SGDVelocity
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -424,7 +427,7 @@ class _BaseMLP(BaseEstimator):
         betas = (self.beta_1, self.beta_2)
         if self.solver == "sgd":
             nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
-            return SGD(lr=lr / c, momentum=self.momentum, nesterov=nesterov)
+            return SGDVelocity(lr=lr / c, momentum=self.momentum, nesterov=nesterov)
         if self.solver == "adam":
             return Adam(lr=lr, betas=betas, eps=self.epsilon * c)
         if self.solver == "adamw":

@@ -73,8 +73,8 @@ def _fit_both(task, **params):
     """Fit cbackprop's and scikit-learn's estimator with the same parameters, rows in
     order (shuffle=False): the same random_state gives the same initial weights."""
     X, y, ours_cls, theirs_cls = _task(task, np.random.default_rng(0))
-    params = dict(hidden_layer_sizes=(7,), activation="tanh", random_state=0, tol=0.0,
-                  n_iter_no_change=1000, shuffle=False, **params)
+    params = {**dict(hidden_layer_sizes=(7,), activation="tanh", random_state=0, tol=0.0,
+                     n_iter_no_change=1000, shuffle=False), **params}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return ours_cls(**params).fit(X, y), theirs_cls(**params).fit(X, y)
@@ -97,6 +97,41 @@ def test_sgd_matches_sklearn_step_for_step(task, alpha):
         # documented: scikit-learn reports ½·mean over samples *and* outputs
         np.testing.assert_allclose(ours.loss_curve_, np.array(theirs.loss_curve_) * 3,
                                    rtol=1e-9)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("schedule", [
+    dict(learning_rate="invscaling", power_t=0.25),
+    # tol=10: every epoch stalls, so the rate is divided by 5 every other epoch
+    dict(learning_rate="adaptive", tol=10.0, n_iter_no_change=1),
+])
+def test_sgd_momentum_matches_sklearn_under_every_schedule(task, nesterov, schedule):
+    # scikit-learn's velocity holds lr-scaled steps (v ← μv − lr·g): a changing
+    # learning rate follows its path only in that form (SGDVelocity).
+    ours, theirs = _fit_both(task, solver="sgd", learning_rate_init=0.05, momentum=0.9,
+                             nesterovs_momentum=nesterov, alpha=0.01, batch_size=20,
+                             max_iter=8, **schedule)
+    assert ours.n_iter_ == theirs.n_iter_
+    for mine, their in zip(ours.coefs_ + ours.intercepts_,
+                           theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, their, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
+def test_network_sgd_keeps_torch_momentum():
+    # cb.SGD: v ← μv + g, θ ← θ − lr·v (torch.optim); SGDVelocity: v ← μv − lr·g, θ += v.
+    theta0, g1, g2 = np.array([1.0, -2.0]), np.array([0.5, 0.25]), np.array([-1.0, 2.0])
+    torch_like, sk_like = cb.SGD(lr=0.1, momentum=0.9), cb.optimizers.SGDVelocity(
+        lr=0.1, momentum=0.9)
+    a, b = theta0.copy(), theta0.copy()
+    for opt, theta in ((torch_like, a), (sk_like, b)):
+        opt.step(theta, g1.copy())
+        opt.lr = 0.01
+        opt.step(theta, g2.copy())
+    v = 0.9 * g1 + g2
+    np.testing.assert_allclose(a, theta0 - 0.1 * g1 - 0.01 * v)
+    np.testing.assert_allclose(b, theta0 - 0.1 * g1 + 0.9 * (-0.1 * g1) - 0.01 * g2)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel", "regression"])

@@ -15,6 +15,7 @@ class OptimizerKind(enum.IntEnum):
     ADAM = 1
     ADAMW = 2
     RMSPROP = 3
+    SGD_VELOCITY = 4
 
 #: Slots of the hyper-parameter vector hp (the HP_* enum of _optim.pxd).
 HP_LR: int
