@@ -18,8 +18,8 @@ total sample weight S,
 
 The network's objective is exactly `c` times this one, with c = 1 (softmax),
 1/k (k sigmoid outputs) or 2/k (k regression outputs), once alpha_net =
-c·alpha/S. So the estimators set alpha_net = c·alpha/S (S = batch_size × the
-mean sample weight; the full data for 'lbfgs'), divide losses by c, and make
+c·alpha/S. So the estimators set alpha_net = c·alpha/S (S each training batch's
+own total sample weight, as scikit-learn; the full data for 'lbfgs'), divide losses by c, and make
 every solver step identical to a step on scikit-learn's objective: SGD's
 learning rate is divided by c and the Adam/RMSprop epsilon multiplied by c.
 `random_state` is drawn in scikit-learn's order, so the initial weights (Glorot
@@ -27,10 +27,7 @@ uniform, biases too) and the early-stopping split are scikit-learn's own.
 
 What still differs (small, and tested to stay small):
 - The shuffling stream is the engine's, so shuffled minibatches differ (with
-  shuffle=False and no last partial batch, SGD follows scikit-learn's steps
-  to rounding).
-- A last, smaller batch of an epoch gets the L2 weight of a full batch, and
-  with sample weights S is batch_size × their mean, not each batch's sum.
+  shuffle=False, SGD follows scikit-learn's steps to rounding).
 - Adam's epsilon is added after bias correction (PyTorch); scikit-learn's is
   in effect epsilon/√(1−β₂ᵗ).
 
@@ -449,7 +446,9 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                               "It is going to be clipped", stacklevel=3)
             batch_size = min(self.batch_size, n)
-        # alpha/(2S)·‖W‖² per batch of weight S, times c (module docstring).
+        # alpha/(2S)·‖W‖² per batch of weight S, times c (module docstring): the
+        # training session scales it by each batch's own S (alpha_per_weight); the
+        # validation figures use a full batch's S.
         mean_w = 1.0 if sw is None else float(sw.mean())
         net.alpha = c * self.alpha / (batch_size * mean_w)
         stopping, schedule = self._stopping, self._schedule
@@ -466,6 +465,7 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn shuffles each epoch from the data's own order (fresh_order).
         session = TrainingSession(net, X, Y, sw, optimizer=self._optimizer,
                                   batch_size=batch_size, shuffle=self.shuffle, fresh_order=True)
+        session.layout.alpha_per_weight = c * self.alpha
         try:
             with session:
                 self.n_iter_ = 0

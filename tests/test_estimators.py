@@ -134,6 +134,26 @@ def test_network_sgd_keeps_torch_momentum():
     np.testing.assert_allclose(b, theta0 - 0.1 * g1 + 0.9 * (-0.1 * g1) - 0.01 * g2)
 
 
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_short_last_batch_matches_sklearn(task, weighted):
+    # 60 rows in batches of 25: the last has 10, and scikit-learn scales its L2 term
+    # by that batch's own size (or sum of sample weights).
+    X, y, ours_cls, theirs_cls = _task(task, np.random.default_rng(0))
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, 60) if weighted else None
+    params = dict(hidden_layer_sizes=(7,), activation="tanh", random_state=0, tol=0.0,
+                  n_iter_no_change=1000, shuffle=False, solver="sgd", momentum=0.9,
+                  learning_rate_init=0.05, alpha=0.3, batch_size=25, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = ours_cls(**params).fit(X, y, sample_weight=sw)
+        theirs = theirs_cls(**params).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    for mine, their in zip(ours.coefs_ + ours.intercepts_,
+                           theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, their, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("task", ["multiclass", "multilabel", "regression"])
 def test_adam_matches_sklearn_closely(task):
     # Only Adam's ε placement differs (scikit-learn's effective ε is ε/√(1−β₂ᵗ)).

@@ -38,6 +38,7 @@ cdef struct Spec:
     int loss
     double delta                # huber's δ
     double alpha                # L2 strength: loss += α/2 Σ‖W‖²
+    double alpha_per_weight     # > 0: a training batch of total weight S uses α = this/S
     const double* dropout       # per-layer drop rates while training, else NULL
     uint64_t* rng               # splitmix64 state for the dropout masks
 
@@ -45,7 +46,12 @@ cdef struct Spec:
 cdef class Layout:
     """A network's shape for the kernels, built once: widths sizes = [d, m₁, …,
     m_L], one activation code and training dropout rate per layer, the loss code,
-    huber's δ and the L2 strength α (trusted: the Python layer checked them)."""
+    huber's δ and the L2 strength α (trusted: the Python layer checked them).
+
+    `alpha_per_weight` (0, off, by default; set before training) scales the L2
+    term of each training batch by that batch's own total weight S: α =
+    alpha_per_weight / S there (scikit-learn's alpha/(2S)·‖W‖² per batch, so a
+    short last batch gets a larger penalty); loss_and_grad keeps α."""
 
     cdef Spec spec
     cdef readonly tuple sizes
@@ -64,8 +70,17 @@ cdef class Layout:
         self.spec.loss = loss
         self.spec.delta = delta
         self.spec.alpha = alpha
+        self.spec.alpha_per_weight = 0
         self.spec.dropout = NULL      # on only in training passes
         self.spec.rng = NULL
+
+    @property
+    def alpha_per_weight(self):
+        return self.spec.alpha_per_weight
+
+    @alpha_per_weight.setter
+    def alpha_per_weight(self, double value):
+        self.spec.alpha_per_weight = value
 
     cdef Spec training_spec(self, uint64_t* rng) noexcept:
         cdef Spec s = self.spec
@@ -287,6 +302,12 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
                    state + p, state + n_params + p)
 
 
+cdef inline void batch_alpha(Spec* s, double wsum) noexcept nogil:
+    """α of one training batch of total weight wsum (see Layout.alpha_per_weight)."""
+    if s.alpha_per_weight > 0:
+        s.alpha = s.alpha_per_weight / wsum
+
+
 cdef void gather(const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] w,
                  const Py_ssize_t* rows, Py_ssize_t nb, floating* Xb, floating* Yb,
                  floating* wb, double* wsum) noexcept nogil:
@@ -331,6 +352,7 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
         while pos < stop:
             nb = min(B, stop - pos)
             gather(X, Y, w, &order[pos], nb, Xb, Yb, wb, &wsum)
+            batch_alpha(&s, wsum)
             batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
                                       wsum, &ws[0], B, &correct)
             if s.alpha != 0:
@@ -365,6 +387,7 @@ def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
     cdef int status = STATUS_OK
     with nogil:
         gather(X, Y, w, &order[start], nb, Xb, Yb, wb, &wsum)
+        batch_alpha(&s, wsum)
         batch_loss = forward_loss(&s, &theta[0], Xb, Yb, wb if weighted else NULL, nb,
                                   wsum, &ws[0], B, &correct)
         if s.alpha != 0:
