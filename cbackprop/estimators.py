@@ -476,11 +476,15 @@ class _BaseMLP(BaseEstimator):
                     try:
                         logs = session.run_epoch()
                     except DivergenceError as exc:
-                        raise ValueError(
-                            "Solver produced non-finite parameter weights (the model keeps "
-                            "those it had before this epoch). The input data may contain "
-                            "large values and need to be preprocessed, or the learning rate "
-                            "is too high.") from exc
+                        if not (early_stopping and not incremental
+                                and stopping.best_theta is not None):
+                            raise ValueError(_NONFINITE + " (The model keeps the weights it "
+                                             "had before this epoch.)") from exc
+                        # scikit-learn trains on with non-finite weights (NaN scores
+                        # from here) and then restores the best epoch's.
+                        self._diverged_epochs(n, val is not None, stopping, schedule,
+                                              callbacks)
+                        break
                     if logs is None:
                         break
                     if self._end_epoch(logs, n, validation, val, stopping, schedule,
@@ -496,6 +500,35 @@ class _BaseMLP(BaseEstimator):
 
         if early_stopping and not incremental and stopping.best_theta is not None:
             net.theta[...] = stopping.best_theta
+
+    def _diverged_epochs(self, n, validated, stopping, schedule, callbacks) -> None:
+        """Early stopping after the loss stopped being finite: the epochs left to
+        max_iter get what scikit-learn records for them (NaN loss and validation
+        scores, which reset its no-improvement count), without training."""
+        warnings.warn(f"Solver produced non-finite parameter weights in epoch "
+                      f"{self.n_iter_ + 1}: the validation scores are NaN from there and the "
+                      "weights of the best epoch are restored. The input data may contain "
+                      "large values and need to be preprocessed, or the learning rate is "
+                      "too high.", RuntimeWarning, stacklevel=4)
+        while self.n_iter_ < self.max_iter:
+            self.loss_ = np.nan
+            self.n_iter_ += 1
+            self.t_ += n
+            self.loss_curve_.append(np.nan)
+            if validated:
+                self.validation_scores_.append(np.nan)
+                self.validation_loss_curve_.append(np.nan)
+            stopping.update(np.nan, np.nan if validated else None, self._net.theta, self.tol)
+            schedule.iteration_ends(self.t_)
+            logs = {"epoch": self.n_iter_, "loss": np.nan,
+                    "learning_rate": schedule.learning_rate, "time": 0.0}
+            if validated:
+                logs.update(val_score=np.nan, val_loss=np.nan)
+            if any([bool(cb(self, logs)) for cb in callbacks]):
+                return
+        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                      "and the optimization hasn't converged yet.", ConvergenceWarning,
+                      stacklevel=4)
 
     def _end_epoch(self, logs, n, validation, val, stopping, schedule, incremental,
                    callbacks) -> bool:
@@ -577,8 +610,7 @@ class _BaseMLP(BaseEstimator):
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
         net.theta[...] = result.x
         if not V.all_finite(net.theta):
-            raise ValueError("Solver produced non-finite parameter weights. The input data may "
-                             "contain large values and need to be preprocessed.")
+            raise ValueError(_NONFINITE)
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = self.best_loss_ = float(result.fun)
         if result.status != 0 and not stopped_by_callback:
@@ -596,6 +628,10 @@ class _BaseMLP(BaseEstimator):
         return self._net.predict(X)
 
 
+
+#: scikit-learn's message for a fit whose weights stopped being finite.
+_NONFINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+              "large values and need to be preprocessed.")
 
 _FIT_DOC = """Fit the model to data matrix X and target(s) y.
 

@@ -470,14 +470,47 @@ def test_warm_start(small):
         clf.set_params(hidden_layer_sizes=(8,)).fit(X[y < 2], y[y < 2])
 
 
-def test_divergence_raises_value_error():
+def _diverging():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 3)) * 1e3
-    y = X.sum(axis=1) * 1e3
-    reg = MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=10.0,
-                       max_iter=50, random_state=0)
-    with pytest.raises(ValueError, match="non-finite"):
-        reg.fit(X, y)
+    return X, X.sum(axis=1) * 1e3
+
+
+def test_divergence_raises_value_error():
+    X, y = _diverging()
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=10.0,
+                  max_iter=50, random_state=0)
+    with pytest.raises(ValueError) as theirs, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_nn.MLPRegressor(**params).fit(X, y)
+    with pytest.raises(ValueError, match="non-finite") as ours:
+        MLPRegressor(**params).fit(X, y)
+    assert str(ours.value).startswith(str(theirs.value))     # scikit-learn's text
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_divergence_under_early_stopping_finishes_like_sklearn(shuffle):
+    # scikit-learn trains on: NaN validation scores (which reset its count), best
+    # weights restored at the end, a warning, no error.
+    X, y = _diverging()
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=10.0,
+                  max_iter=20, random_state=0, early_stopping=True, shuffle=shuffle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = sk_nn.MLPRegressor(**params).fit(X, y)
+    with pytest.warns(RuntimeWarning, match="non-finite"), \
+            pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        ours = MLPRegressor(**params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ == 20 == len(ours.loss_curve_)
+    assert np.isnan(ours.validation_scores_[-1]) and np.isnan(theirs.validation_scores_[-1])
+    assert np.isnan(ours.loss_curve_[-1]) and not np.isfinite(theirs.loss_curve_[-1])
+    assert all(np.isfinite(W).all() for W in ours.coefs_ + ours.intercepts_)
+    assert ours.best_validation_score_ == np.nanmax(ours.validation_scores_)
+    if not shuffle:   # the same steps until the divergence, so the same best epoch
+        np.testing.assert_allclose(ours.best_validation_score_, theirs.best_validation_score_,
+                                   rtol=1e-9)
+        for mine, their in zip(ours.coefs_, theirs.coefs_, strict=True):
+            np.testing.assert_allclose(mine, their, rtol=1e-9)
 
 
 # ---- beyond scikit-learn ------------------------------------------------------------------
