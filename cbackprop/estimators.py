@@ -259,18 +259,58 @@ class _BaseMLP(BaseEstimator):
         """list of ndarray: weight matrix of each layer, shape (n_in, n_out).
 
         Views into the network's flat parameter vector: writing to them
-        changes the model.
+        changes the model. Assigning a list of arrays of the fitted shapes
+        copies them into θ (as scikit-learn's attribute can be replaced).
         """
         if not hasattr(self, "_net"):
             raise AttributeError("coefs_ exists once the estimator is fitted")
         return [W for W, _ in self._net.params]
 
+    @coefs_.setter
+    def coefs_(self, arrays) -> None:
+        self._assign_params(arrays, 0, "coefs_")
+
     @property
     def intercepts_(self) -> list[np.ndarray]:
-        """list of ndarray: bias vector of each layer (views into the network's theta)."""
+        """list of ndarray: bias vector of each layer (views into the network's theta).
+
+        Assigning a list of arrays of the fitted shapes copies them into θ.
+        """
         if not hasattr(self, "_net"):
             raise AttributeError("intercepts_ exists once the estimator is fitted")
         return [b for _, b in self._net.params]
+
+    @intercepts_.setter
+    def intercepts_(self, arrays) -> None:
+        self._assign_params(arrays, 1, "intercepts_")
+
+    def _assign_params(self, arrays, which: int, name: str) -> None:
+        """Copy a list of arrays into the W (which=0) or b (which=1) views of θ, all
+        checked first, so a bad assignment leaves the model unchanged."""
+        if not hasattr(self, "_net"):
+            raise AttributeError(f"{name} can be assigned once the estimator is fitted "
+                                 "(it is copied into the fitted network's parameters)")
+        targets = [pair[which] for pair in self._net.params]
+        expected = [t.shape for t in targets]
+        if isinstance(arrays, np.ndarray) and arrays.dtype != object:
+            arrays = list(arrays)
+        try:
+            arrays = [np.asarray(a) for a in arrays]
+        except TypeError:
+            raise TypeError(f"{name} must be a list of arrays of shapes {expected}, "
+                            f"got {type(arrays).__name__}") from None
+        given = [a.shape for a in arrays]
+        if given != expected:
+            raise ValueError(f"{name} must be a list of arrays of shapes {expected}, "
+                             f"got shapes {given}")
+        for i, a in enumerate(arrays):
+            if not (np.issubdtype(a.dtype, np.number) and not np.iscomplexobj(a)):
+                raise TypeError(f"{name}[{i}] must be real numbers, got dtype {a.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name}[{i}] holds NaN or infinite values")
+        with self._net.params_lock.write():
+            for target, a in zip(targets, arrays, strict=True):
+                target[...] = a
 
     def _initial_params(self, n_features, n_outputs, hidden, rs):
         """scikit-learn's initial (W, b) per layer, drawn from rs in its order: Glorot

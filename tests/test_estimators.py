@@ -230,6 +230,29 @@ def test_coefs_and_intercepts_are_views_into_theta(small):
 
 
 @quiet
+def test_coefs_and_intercepts_can_be_assigned(small):
+    X, y = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier((5,), max_iter=3, random_state=0).fit(X, y)
+        theirs = sk_nn.MLPClassifier((5,), max_iter=3, random_state=1).fit(X, y)
+    theta = ours._net.theta
+    ours.coefs_ = [W.copy() for W in theirs.coefs_]
+    ours.intercepts_ = tuple(b.tolist() for b in theirs.intercepts_)
+    assert ours._net.theta is theta           # copied into θ, views stay valid
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-14)
+    before = theta.copy()
+    with pytest.raises(ValueError, match=r"shapes \[\(6, 5\), \(5, 3\)\].*\(5, 6\)"):
+        ours.coefs_ = [np.zeros((5, 6)), np.zeros((5, 3))]
+    with pytest.raises(ValueError, match="shapes"):
+        ours.intercepts_ = [np.zeros(5)]
+    with pytest.raises(ValueError, match="NaN"):
+        ours.intercepts_ = [np.zeros(5), np.full(3, np.nan)]
+    np.testing.assert_array_equal(theta, before)   # a bad assignment changes nothing
+    with pytest.raises(AttributeError):
+        MLPClassifier().coefs_ = theirs.coefs_
+
+
 def test_grid_search_with_two_jobs(digits):
     X_train, X_test, y_train, y_test = digits
     search = GridSearchCV(MLPClassifier(max_iter=15, random_state=0),
