@@ -15,9 +15,10 @@ total sample weight S,
 
     classifier  mean over rows of Σₖ log-loss            + alpha/(2S)·‖W‖²
     regressor   ½ · mean over rows of Σₖ (ŷ − y)²        + alpha/(2S)·‖W‖²
+    poisson     Σₖ mean over rows of y log(y/ŷ) − y + ŷ  + alpha/(2S)·‖W‖²
 
 The network's objective is exactly `c` times this one, with c = 1 (softmax),
-1/k (k sigmoid outputs) or 2/k (k regression outputs), once alpha_net =
+1/k (k sigmoid or poisson outputs) or 2/k (k squared-error outputs), once alpha_net =
 c·alpha/S. So the estimators set alpha_net = c·alpha/S (S each training batch's
 own total sample weight, as scikit-learn; the full data for 'lbfgs'), divide losses by c, and make
 every solver step identical to a step on scikit-learn's objective: SGD's
@@ -55,6 +56,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (
@@ -92,6 +94,50 @@ _SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop")
 _SCHEDULES = ("constant", "invscaling", "adaptive")
 #: 'adaptive' stops once the learning rate falls to this (scikit-learn's rule).
 _MIN_ADAPTIVE_LR = 1e-6
+
+def _constraints(regressor: bool) -> dict:
+    """scikit-learn's `_parameter_constraints` for its MLP, widened to cbackprop's
+    activations and solvers and extended by its own parameters, so that
+    `_validate_params` raises scikit-learn's InvalidParameterError (a ValueError
+    and a TypeError) with its message. Where cbackprop is narrower (momentum < 1)
+    or checks more (per-layer lists, dtype), `_check_params` checks after it."""
+    constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS)), list, tuple],
+        "solver": [StrOptions(set(_SOLVERS))],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions(set(_SCHEDULES))],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
+                             Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        # cbackprop's own
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
+        "callbacks": [list, tuple, None],
+        "dtype": "no_validation",       # V.check_dtype
+    }
+    if regressor:
+        constraints["loss"] = [StrOptions({"squared_error", "poisson"})]
+    else:
+        constraints["class_weight"] = [dict, StrOptions({"balanced"}), None]
+    return constraints
+
 
 #: The real-valued hyper-parameters: name -> the interval check_real enforces.
 _REAL_PARAMETERS = {
@@ -194,6 +240,7 @@ class _BaseMLP(BaseEstimator):
 
     def _check_params(self):
         """Check every hyper-parameter; return the hidden layers and the dtype."""
+        self._validate_params()     # scikit-learn's constraints (InvalidParameterError)
         hidden = self.hidden_layer_sizes
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
             hidden = [hidden]
@@ -338,11 +385,11 @@ class _BaseMLP(BaseEstimator):
         self._net = Network(n_features, layers, loss=loss, dtype=dtype, seed=seed)
         # Network objective = _scale × scikit-learn's objective (module docstring).
         self._scale = {"cross_entropy": 1.0, "binary_cross_entropy": 1.0 / n_outputs,
-                       "mse": 2.0 / n_outputs}[loss]
+                       "mse": 2.0 / n_outputs, "poisson": 1.0 / n_outputs}[loss]
         self._hidden = hidden
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(hidden) + 2
-        self.out_activation_ = _OUT_NAMES[out_act]
+        self.out_activation_ = "exp" if loss == "poisson" else _OUT_NAMES[out_act]
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
@@ -585,7 +632,7 @@ class _BaseMLP(BaseEstimator):
         score = None
         if validation is not None:
             Xv, yv, _, wv = val
-            score = self._score_outputs(net.predict(Xv), yv, wv)
+            score = self._score_outputs(self._outputs(net.predict(Xv)), yv, wv)
             val_loss = validation.evaluate()["loss"] / c
             self.validation_scores_.append(score)
             self.validation_loss_curve_.append(val_loss)
@@ -665,7 +712,11 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X) -> np.ndarray:
         """Validated X → network outputs (n, n_outputs)."""
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self._net.predict(X)
+        return self._outputs(self._net.predict(X))
+
+    def _outputs(self, out: np.ndarray) -> np.ndarray:
+        """The network's outputs as predictions (poisson: eᶻ of the log-link output)."""
+        return out
 
 
 
@@ -785,6 +836,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     MLPRegressor, cbackprop.Network
     """
 
+    _parameter_constraints: dict = _constraints(regressor=False)
     _y_validation: dict = {}
     _stratify = True
 
@@ -958,13 +1010,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by the cbackprop engine.
 
-    A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
-    identity outputs and the squared error, for one or several targets.
+    A drop-in replacement for ``sklearn.neural_network.MLPRegressor``, for
+    one or several targets.
 
     Parameters
     ----------
-    loss : {'squared_error'}, default='squared_error'
-        ½·mean over rows of Σ over outputs of (ŷ − y)², plus the L2 term.
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        'squared_error': identity outputs, ½·mean over rows of Σ over outputs
+        of (ŷ − y)². 'poisson': exponential outputs ŷ = eᶻ (log link), the half
+        Poisson deviance Σ over outputs of the mean over rows of
+        y·log(y/ŷ) − y + ŷ (targets y ≥ 0). Both plus the L2 term.
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, \
 warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, \
@@ -985,6 +1040,7 @@ out_activation_, n_features_in_, feature_names_in_
     MLPClassifier, cbackprop.Network
     """
 
+    _parameter_constraints: dict = _constraints(regressor=True)
     _y_validation: dict = {"y_numeric": True}
     _stratify = False
 
@@ -1025,11 +1081,9 @@ out_activation_, n_features_in_, feature_names_in_
         self.dtype = dtype
 
     def _check_params(self):
-        if self.loss == "poisson":
-            raise ValueError("loss='poisson' is not supported by cbackprop (no exponential "
-                             "output layer); use loss='squared_error'")
-        V.check_name(self.loss, "loss", ("squared_error",))
-        return super()._check_params()
+        result = super()._check_params()
+        V.check_name(self.loss, "loss", ("squared_error", "poisson"))
+        return result
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val,
@@ -1052,10 +1106,19 @@ out_activation_, n_features_in_, feature_names_in_
         return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val, incremental=True)
 
     def _output_layer(self):
-        return "identity", "mse"
+        # poisson: the identity output is log μ, the loss's log link gives μ = eᶻ
+        return "identity", "poisson" if self.loss == "poisson" else "mse"
 
     def _encode_targets(self, y, incremental):
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for "
+                             "Poisson regression.")
         return y, y.reshape(y.shape[0], -1)
+
+    def _outputs(self, out: np.ndarray) -> np.ndarray:
+        if self.loss == "poisson":
+            return np.exp(out, out=out)
+        return out
 
     def _score_outputs(self, out, y, sample_weight) -> float:
         if not V.all_finite(out):

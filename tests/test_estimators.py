@@ -154,6 +154,38 @@ def test_short_last_batch_matches_sklearn(task, weighted):
         np.testing.assert_allclose(mine, their, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_poisson_regressor_matches_sklearn(solver, outputs):
+    # Exponential outputs, half Poisson deviance: the same objective and steps.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    lam = np.exp(0.3 * X @ rng.normal(size=(5, outputs)))
+    y = rng.poisson(lam).astype(float)
+    y = y.ravel() if outputs == 1 else y
+    params = dict(loss="poisson", hidden_layer_sizes=(7,), activation="tanh", random_state=0,
+                  tol=0.0, n_iter_no_change=1000, shuffle=False, solver=solver, alpha=0.01,
+                  max_iter=15)
+    if solver == "sgd":
+        params.update(learning_rate_init=0.02, momentum=0.9, batch_size=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(**params).fit(X, y)
+        theirs = sk_nn.MLPRegressor(**params).fit(X, y)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    rtol = 1e-9 if solver == "sgd" else 1e-6
+    if solver == "sgd":
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=rtol)
+    for mine, their in zip(ours.coefs_ + ours.intercepts_,
+                           theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, their, rtol=rtol, atol=rtol * 1e-3)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=rtol)
+    assert ours.score(X, y) == pytest.approx(theirs.score(X, y), rel=rtol)
+    with pytest.raises(ValueError, match="negative"):
+        MLPRegressor(**params).fit(X, -y)
+
+
 @pytest.mark.parametrize("task", ["multiclass", "multilabel", "regression"])
 def test_adam_matches_sklearn_closely(task):
     # Only Adam's ε placement differs (scikit-learn's effective ε is ε/√(1−β₂ᵗ)).
@@ -607,10 +639,46 @@ def test_dtype_follows_input_or_parameter(small):
     (MLPClassifier, dict(class_weight="even"), ValueError),
     (MLPClassifier, dict(shuffle="yes"), TypeError),
     (MLPClassifier, dict(dtype="float16"), ValueError),
-    (MLPRegressor, dict(loss="poisson"), ValueError),
     (MLPRegressor, dict(alpha=-1.0), ValueError),
 ])
 def test_bad_parameters_raise(small, cls, params, error):
     X, y = small
     with pytest.raises(error):
+        cls(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="newton"), dict(activation="softmax"), dict(batch_size=0),
+    dict(batch_size="all"), dict(learning_rate="cosine"), dict(learning_rate_init=0.0),
+    dict(alpha=-1.0), dict(power_t=-1.0), dict(max_iter=0), dict(tol=-1.0),
+    dict(shuffle="yes"), dict(warm_start=2), dict(early_stopping="no"),
+    dict(momentum=-0.1), dict(validation_fraction=1.0), dict(beta_1=1.0), dict(beta_2=-1),
+    dict(epsilon=0.0), dict(n_iter_no_change=0), dict(max_fun=0), dict(random_state="x"),
+    dict(hidden_layer_sizes="8"), dict(hidden_layer_sizes=1.5),
+])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_invalid_parameters_raise_sklearns_error(small, params, kind):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = small
+    ours, theirs = ((MLPClassifier, sk_nn.MLPClassifier) if kind == "classifier"
+                    else (MLPRegressor, sk_nn.MLPRegressor))
+    with pytest.raises(InvalidParameterError) as expected:
+        theirs(**params).fit(X, y)
+    with pytest.raises(InvalidParameterError) as got:
+        ours(**params).fit(X, y)
+    # scikit-learn's message; the list of options is wider where cbackprop offers more
+    name = next(iter(params))
+    assert str(got.value).startswith(f"The '{name}' parameter of {ours.__name__} must be")
+    assert str(got.value).split(". Got ")[-1] == str(expected.value).split(". Got ")[-1]
+
+
+@pytest.mark.parametrize("cls, params", [
+    (MLPClassifier, dict(weight_decay=-1.0)), (MLPClassifier, dict(dropout=1.0)),
+    (MLPClassifier, dict(dropout="x")), (MLPClassifier, dict(class_weight="even")),
+    (MLPClassifier, dict(callbacks=print)), (MLPRegressor, dict(loss="absolute")),
+])
+def test_cbackprops_own_parameters_are_checked(small, cls, params):
+    X, y = small
+    with pytest.raises(ValueError):
         cls(**params).fit(X, y)

@@ -9,3 +9,4 @@ class LossCode(enum.IntEnum):
     BINARY_CROSS_ENTROPY = 1
     MSE = 2
     HUBER = 3
+    POISSON = 4
