@@ -186,6 +186,27 @@ def test_poisson_regressor_matches_sklearn(solver, outputs):
         MLPRegressor(**params).fit(X, -y)
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_float32_predictions_track_float64_as_sklearns(solver):
+    # Small outputs (|ŷ| ~ 1e-3 … 1e-1). A float32 model predicts float64 X in
+    # float64, as scikit-learn does (rounding X to float32 cost up to 6e-4 relative
+    # on the smallest outputs); float32 training stays as close to float64 as
+    # scikit-learn's does.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 8))
+    y = X @ rng.normal(size=8) * 0.01 + 0.001 * rng.normal(size=500)
+    params = dict(hidden_layer_sizes=(32,), random_state=0, max_iter=30, solver=solver,
+                  shuffle=False, learning_rate_init=0.01, batch_size=100)
+    gap = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, cls in (("ours", MLPRegressor), ("theirs", sk_nn.MLPRegressor)):
+            p32 = cls(**params).fit(X.astype(np.float32), y.astype(np.float32)).predict(X)
+            p64 = cls(**params).fit(X, y).predict(X)
+            gap[name] = np.abs(p32 / p64 - 1)[np.abs(p64) > 1e-3].max()
+    assert gap["ours"] < 1e-4 and gap["ours"] < 3 * gap["theirs"], gap
+
+
 @pytest.mark.parametrize("task", ["multiclass", "multilabel", "regression"])
 def test_adam_matches_sklearn_closely(task):
     # Only Adam's ε placement differs (scikit-learn's effective ε is ε/√(1−β₂ᵗ)).
@@ -614,10 +635,16 @@ def test_dtype_follows_input_or_parameter(small):
                                   (X, None, np.float64), (X.astype(int), None, np.float64),
                                   (X, "float32", np.float32)]:
         clf = MLPClassifier((8,), max_iter=2, dtype=dtype).fit(X_in, y)
-        assert clf.coefs_[0].dtype == expected and clf.predict_proba(X).dtype == expected
+        assert clf.coefs_[0].dtype == expected
+        assert clf.predict_proba(X.astype(np.float32)).dtype == expected
+        assert clf.predict_proba(X).dtype == np.float64    # scikit-learn: X's precision
     reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=2)
     reg.fit(X.astype(np.float32), y.astype(np.float32))
-    assert reg.predict(X).dtype == np.float32
+    assert reg.predict(X.astype(np.float32)).dtype == np.float32
+    assert reg.predict(X).dtype == np.float64
+    theirs = sk_nn.MLPRegressor(hidden_layer_sizes=(8,), max_iter=2)
+    theirs.fit(X.astype(np.float32), y.astype(np.float32))
+    assert theirs.predict(X).dtype == np.float64
 
 
 @pytest.mark.parametrize("cls, params, error", [
