@@ -15,11 +15,12 @@ total sample weight S,
 
     classifier  mean over rows of Σₖ log-loss            + alpha/(2S)·‖W‖²
     regressor   ½ · mean over rows of Σₖ (ŷ − y)²        + alpha/(2S)·‖W‖²
+    poisson     Σₖ mean over rows of y log(y/ŷ) − y + ŷ  + alpha/(2S)·‖W‖²
 
 The network's objective is exactly `c` times this one, with c = 1 (softmax),
-1/k (k sigmoid outputs) or 2/k (k regression outputs), once alpha_net =
-c·alpha/S. So the estimators set alpha_net = c·alpha/S (S = batch_size × the
-mean sample weight; the full data for 'lbfgs'), divide losses by c, and make
+1/k (k sigmoid or poisson outputs) or 2/k (k squared-error outputs), once alpha_net =
+c·alpha/S. So the estimators set alpha_net = c·alpha/S (S each training batch's
+own total sample weight, as scikit-learn; the full data for 'lbfgs'), divide losses by c, and make
 every solver step identical to a step on scikit-learn's objective: SGD's
 learning rate is divided by c and the Adam/RMSprop epsilon multiplied by c.
 `random_state` is drawn in scikit-learn's order, so the initial weights (Glorot
@@ -27,13 +28,13 @@ uniform, biases too) and the early-stopping split are scikit-learn's own.
 
 What still differs (small, and tested to stay small):
 - The shuffling stream is the engine's, so shuffled minibatches differ (with
-  shuffle=False and no last partial batch, SGD follows scikit-learn's steps
-  to rounding).
-- A last, smaller batch of an epoch gets the L2 weight of a full batch, and
-  with sample weights S is batch_size × their mean, not each batch's sum.
+  shuffle=False, SGD follows scikit-learn's steps to rounding).
 - Adam's epsilon is added after bias correction (PyTorch); scikit-learn's is
-  in effect epsilon/√(1−β₂ᵗ). SGD momentum is PyTorch's v ← μv + g, which
-  equals scikit-learn's while the learning rate is constant.
+  in effect epsilon/√(1−β₂ᵗ).
+
+SGD uses scikit-learn's velocity form (`optimizers.SGDVelocity`: v ← μv − lr·g,
+θ += v), so a schedule that lowers the learning rate acts as scikit-learn's;
+`cb.SGD` on a Network keeps torch.optim's v ← μv + g, θ −= lr·v.
 - Multi-output regression: loss_ is ½·mean over rows of Σ over outputs (the
   objective both libraries' gradients minimise); scikit-learn reports it
   divided by the number of outputs.
@@ -55,6 +56,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (
@@ -79,7 +81,7 @@ from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
 from cbackprop.layers import Dense
 from cbackprop.network import Network
-from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
+from cbackprop.optimizers import Adam, AdamW, RMSprop, SGDVelocity
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -92,6 +94,50 @@ _SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop")
 _SCHEDULES = ("constant", "invscaling", "adaptive")
 #: 'adaptive' stops once the learning rate falls to this (scikit-learn's rule).
 _MIN_ADAPTIVE_LR = 1e-6
+
+def _constraints(regressor: bool) -> dict:
+    """scikit-learn's `_parameter_constraints` for its MLP, widened to cbackprop's
+    activations and solvers and extended by its own parameters, so that
+    `_validate_params` raises scikit-learn's InvalidParameterError (a ValueError
+    and a TypeError) with its message. Where cbackprop is narrower (momentum < 1)
+    or checks more (per-layer lists, dtype), `_check_params` checks after it."""
+    constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS)), list, tuple],
+        "solver": [StrOptions(set(_SOLVERS))],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions(set(_SCHEDULES))],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
+                             Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        # cbackprop's own
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
+        "callbacks": [list, tuple, None],
+        "dtype": "no_validation",       # V.check_dtype
+    }
+    if regressor:
+        constraints["loss"] = [StrOptions({"squared_error", "poisson"})]
+    else:
+        constraints["class_weight"] = [dict, StrOptions({"balanced"}), None]
+    return constraints
+
 
 #: The real-valued hyper-parameters: name -> the interval check_real enforces.
 _REAL_PARAMETERS = {
@@ -194,6 +240,7 @@ class _BaseMLP(BaseEstimator):
 
     def _check_params(self):
         """Check every hyper-parameter; return the hidden layers and the dtype."""
+        self._validate_params()     # scikit-learn's constraints (InvalidParameterError)
         hidden = self.hidden_layer_sizes
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
             hidden = [hidden]
@@ -259,18 +306,58 @@ class _BaseMLP(BaseEstimator):
         """list of ndarray: weight matrix of each layer, shape (n_in, n_out).
 
         Views into the network's flat parameter vector: writing to them
-        changes the model.
+        changes the model. Assigning a list of arrays of the fitted shapes
+        copies them into θ (as scikit-learn's attribute can be replaced).
         """
         if not hasattr(self, "_net"):
             raise AttributeError("coefs_ exists once the estimator is fitted")
         return [W for W, _ in self._net.params]
 
+    @coefs_.setter
+    def coefs_(self, arrays) -> None:
+        self._assign_params(arrays, 0, "coefs_")
+
     @property
     def intercepts_(self) -> list[np.ndarray]:
-        """list of ndarray: bias vector of each layer (views into the network's theta)."""
+        """list of ndarray: bias vector of each layer (views into the network's theta).
+
+        Assigning a list of arrays of the fitted shapes copies them into θ.
+        """
         if not hasattr(self, "_net"):
             raise AttributeError("intercepts_ exists once the estimator is fitted")
         return [b for _, b in self._net.params]
+
+    @intercepts_.setter
+    def intercepts_(self, arrays) -> None:
+        self._assign_params(arrays, 1, "intercepts_")
+
+    def _assign_params(self, arrays, which: int, name: str) -> None:
+        """Copy a list of arrays into the W (which=0) or b (which=1) views of θ, all
+        checked first, so a bad assignment leaves the model unchanged."""
+        if not hasattr(self, "_net"):
+            raise AttributeError(f"{name} can be assigned once the estimator is fitted "
+                                 "(it is copied into the fitted network's parameters)")
+        targets = [pair[which] for pair in self._net.params]
+        expected = [t.shape for t in targets]
+        if isinstance(arrays, np.ndarray) and arrays.dtype != object:
+            arrays = list(arrays)
+        try:
+            arrays = [np.asarray(a) for a in arrays]
+        except TypeError:
+            raise TypeError(f"{name} must be a list of arrays of shapes {expected}, "
+                            f"got {type(arrays).__name__}") from None
+        given = [a.shape for a in arrays]
+        if given != expected:
+            raise ValueError(f"{name} must be a list of arrays of shapes {expected}, "
+                             f"got shapes {given}")
+        for i, a in enumerate(arrays):
+            if not (np.issubdtype(a.dtype, np.number) and not np.iscomplexobj(a)):
+                raise TypeError(f"{name}[{i}] must be real numbers, got dtype {a.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name}[{i}] holds NaN or infinite values")
+        with self._net.params_lock.write():
+            for target, a in zip(targets, arrays, strict=True):
+                target[...] = a
 
     def _initial_params(self, n_features, n_outputs, hidden, rs):
         """scikit-learn's initial (W, b) per layer, drawn from rs in its order: Glorot
@@ -298,11 +385,11 @@ class _BaseMLP(BaseEstimator):
         self._net = Network(n_features, layers, loss=loss, dtype=dtype, seed=seed)
         # Network objective = _scale × scikit-learn's objective (module docstring).
         self._scale = {"cross_entropy": 1.0, "binary_cross_entropy": 1.0 / n_outputs,
-                       "mse": 2.0 / n_outputs}[loss]
+                       "mse": 2.0 / n_outputs, "poisson": 1.0 / n_outputs}[loss]
         self._hidden = hidden
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(hidden) + 2
-        self.out_activation_ = _OUT_NAMES[out_act]
+        self.out_activation_ = "exp" if loss == "poisson" else _OUT_NAMES[out_act]
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
@@ -424,7 +511,7 @@ class _BaseMLP(BaseEstimator):
         betas = (self.beta_1, self.beta_2)
         if self.solver == "sgd":
             nesterov = bool(self.nesterovs_momentum) and self.momentum > 0
-            return SGD(lr=lr / c, momentum=self.momentum, nesterov=nesterov)
+            return SGDVelocity(lr=lr / c, momentum=self.momentum, nesterov=nesterov)
         if self.solver == "adam":
             return Adam(lr=lr, betas=betas, eps=self.epsilon * c)
         if self.solver == "adamw":
@@ -446,7 +533,9 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                               "It is going to be clipped", stacklevel=3)
             batch_size = min(self.batch_size, n)
-        # alpha/(2S)·‖W‖² per batch of weight S, times c (module docstring).
+        # alpha/(2S)·‖W‖² per batch of weight S, times c (module docstring): the
+        # training session scales it by each batch's own S (alpha_per_weight); the
+        # validation figures use a full batch's S.
         mean_w = 1.0 if sw is None else float(sw.mean())
         net.alpha = c * self.alpha / (batch_size * mean_w)
         stopping, schedule = self._stopping, self._schedule
@@ -463,6 +552,7 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn shuffles each epoch from the data's own order (fresh_order).
         session = TrainingSession(net, X, Y, sw, optimizer=self._optimizer,
                                   batch_size=batch_size, shuffle=self.shuffle, fresh_order=True)
+        session.layout.alpha_per_weight = c * self.alpha
         try:
             with session:
                 self.n_iter_ = 0
@@ -473,11 +563,15 @@ class _BaseMLP(BaseEstimator):
                     try:
                         logs = session.run_epoch()
                     except DivergenceError as exc:
-                        raise ValueError(
-                            "Solver produced non-finite parameter weights (the model keeps "
-                            "those it had before this epoch). The input data may contain "
-                            "large values and need to be preprocessed, or the learning rate "
-                            "is too high.") from exc
+                        if not (early_stopping and not incremental
+                                and stopping.best_theta is not None):
+                            raise ValueError(_NONFINITE + " (The model keeps the weights it "
+                                             "had before this epoch.)") from exc
+                        # scikit-learn trains on with non-finite weights (NaN scores
+                        # from here) and then restores the best epoch's.
+                        self._diverged_epochs(n, val is not None, stopping, schedule,
+                                              callbacks)
+                        break
                     if logs is None:
                         break
                     if self._end_epoch(logs, n, validation, val, stopping, schedule,
@@ -494,6 +588,35 @@ class _BaseMLP(BaseEstimator):
         if early_stopping and not incremental and stopping.best_theta is not None:
             net.theta[...] = stopping.best_theta
 
+    def _diverged_epochs(self, n, validated, stopping, schedule, callbacks) -> None:
+        """Early stopping after the loss stopped being finite: the epochs left to
+        max_iter get what scikit-learn records for them (NaN loss and validation
+        scores, which reset its no-improvement count), without training."""
+        warnings.warn(f"Solver produced non-finite parameter weights in epoch "
+                      f"{self.n_iter_ + 1}: the validation scores are NaN from there and the "
+                      "weights of the best epoch are restored. The input data may contain "
+                      "large values and need to be preprocessed, or the learning rate is "
+                      "too high.", RuntimeWarning, stacklevel=4)
+        while self.n_iter_ < self.max_iter:
+            self.loss_ = np.nan
+            self.n_iter_ += 1
+            self.t_ += n
+            self.loss_curve_.append(np.nan)
+            if validated:
+                self.validation_scores_.append(np.nan)
+                self.validation_loss_curve_.append(np.nan)
+            stopping.update(np.nan, np.nan if validated else None, self._net.theta, self.tol)
+            schedule.iteration_ends(self.t_)
+            logs = {"epoch": self.n_iter_, "loss": np.nan,
+                    "learning_rate": schedule.learning_rate, "time": 0.0}
+            if validated:
+                logs.update(val_score=np.nan, val_loss=np.nan)
+            if any([bool(cb(self, logs)) for cb in callbacks]):
+                return
+        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                      "and the optimization hasn't converged yet.", ConvergenceWarning,
+                      stacklevel=4)
+
     def _end_epoch(self, logs, n, validation, val, stopping, schedule, incremental,
                    callbacks) -> bool:
         """Book-keeping after one epoch, in scikit-learn's order; True to stop."""
@@ -509,7 +632,7 @@ class _BaseMLP(BaseEstimator):
         score = None
         if validation is not None:
             Xv, yv, _, wv = val
-            score = self._score_outputs(net.predict(Xv), yv, wv)
+            score = self._score_outputs(self._outputs(net.predict(Xv)), yv, wv)
             val_loss = validation.evaluate()["loss"] / c
             self.validation_scores_.append(score)
             self.validation_loss_curve_.append(val_loss)
@@ -574,8 +697,7 @@ class _BaseMLP(BaseEstimator):
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
         net.theta[...] = result.x
         if not V.all_finite(net.theta):
-            raise ValueError("Solver produced non-finite parameter weights. The input data may "
-                             "contain large values and need to be preprocessed.")
+            raise ValueError(_NONFINITE)
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = self.best_loss_ = float(result.fun)
         if result.status != 0 and not stopped_by_callback:
@@ -590,9 +712,27 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X) -> np.ndarray:
         """Validated X → network outputs (n, n_outputs)."""
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self._net.predict(X)
+        net = self._net
+        if X.dtype == np.float64 and net.dtype == np.float32:
+            # scikit-learn multiplies float64 X by the float32 weights in float64: so
+            # do we (a float64 copy of the network), rather than round X to float32,
+            # which costs up to ~1e-3 relative on small outputs.
+            config = {**net.get_config(), "dtype": "float64"}
+            with net.params_lock.read():
+                theta = net.theta.astype(np.float64)
+            net = Network.from_config(config)
+            net.theta[...] = theta
+        return self._outputs(net.predict(X))
+
+    def _outputs(self, out: np.ndarray) -> np.ndarray:
+        """The network's outputs as predictions (poisson: eᶻ of the log-link output)."""
+        return out
 
 
+
+#: scikit-learn's message for a fit whose weights stopped being finite.
+_NONFINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+              "large values and need to be preprocessed.")
 
 _FIT_DOC = """Fit the model to data matrix X and target(s) y.
 
@@ -706,6 +846,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     MLPRegressor, cbackprop.Network
     """
 
+    _parameter_constraints: dict = _constraints(regressor=False)
     _y_validation: dict = {}
     _stratify = True
 
@@ -879,13 +1020,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by the cbackprop engine.
 
-    A drop-in replacement for ``sklearn.neural_network.MLPRegressor`` with
-    identity outputs and the squared error, for one or several targets.
+    A drop-in replacement for ``sklearn.neural_network.MLPRegressor``, for
+    one or several targets.
 
     Parameters
     ----------
-    loss : {'squared_error'}, default='squared_error'
-        ½·mean over rows of Σ over outputs of (ŷ − y)², plus the L2 term.
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        'squared_error': identity outputs, ½·mean over rows of Σ over outputs
+        of (ŷ − y)². 'poisson': exponential outputs ŷ = eᶻ (log link), the half
+        Poisson deviance Σ over outputs of the mean over rows of
+        y·log(y/ŷ) − y + ŷ (targets y ≥ 0). Both plus the L2 term.
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, \
 warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, \
@@ -906,6 +1050,7 @@ out_activation_, n_features_in_, feature_names_in_
     MLPClassifier, cbackprop.Network
     """
 
+    _parameter_constraints: dict = _constraints(regressor=True)
     _y_validation: dict = {"y_numeric": True}
     _stratify = False
 
@@ -946,11 +1091,9 @@ out_activation_, n_features_in_, feature_names_in_
         self.dtype = dtype
 
     def _check_params(self):
-        if self.loss == "poisson":
-            raise ValueError("loss='poisson' is not supported by cbackprop (no exponential "
-                             "output layer); use loss='squared_error'")
-        V.check_name(self.loss, "loss", ("squared_error",))
-        return super()._check_params()
+        result = super()._check_params()
+        V.check_name(self.loss, "loss", ("squared_error", "poisson"))
+        return result
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val,
@@ -973,10 +1116,19 @@ out_activation_, n_features_in_, feature_names_in_
         return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val, incremental=True)
 
     def _output_layer(self):
-        return "identity", "mse"
+        # poisson: the identity output is log μ, the loss's log link gives μ = eᶻ
+        return "identity", "poisson" if self.loss == "poisson" else "mse"
 
     def _encode_targets(self, y, incremental):
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for "
+                             "Poisson regression.")
         return y, y.reshape(y.shape[0], -1)
+
+    def _outputs(self, out: np.ndarray) -> np.ndarray:
+        if self.loss == "poisson":
+            return np.exp(out, out=out)
+        return out
 
     def _score_outputs(self, out, y, sample_weight) -> float:
         if not V.all_finite(out):

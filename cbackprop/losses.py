@@ -14,6 +14,9 @@ LOSSES: tuple[str, ...] = tuple(name.lower() for name in LossCode.__members__)
 
 #: The output activation each loss needs (None: any but softmax).
 REQUIRED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+#: Regression losses with a link: the output layer must be identity and gives the
+#: linear predictor z (poisson: z = log μ, the prediction is μ = eᶻ).
+LINKED_OUTPUT = {"poisson": "identity"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,14 @@ def MSE() -> Loss:
 def Huber(delta: float = 1.0) -> Loss:
     """Mean over all elements of ½r² where |r| ≤ delta, else delta·(|r| − ½delta)."""
     return Loss("huber", delta)
+
+
+def Poisson() -> Loss:
+    """Mean over all n·k elements of the half Poisson deviance of μ = eᶻ (log link):
+    eᶻ − y·z + y·log y − y, for targets y ≥ 0. The output layer must be identity:
+    it gives z = log μ (so the network's predict gives log μ; the prediction is eᶻ);
+    δ = eᶻ − y is fused in the loss."""
+    return Loss("poisson")
 
 
 def get_loss(loss) -> Loss:

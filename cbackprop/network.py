@@ -23,7 +23,7 @@ from cbackprop.activations import HIDDEN_ACTIVATIONS, RELU_FAMILY
 from cbackprop.activations import code as activation_code
 from cbackprop.history import History
 from cbackprop.layers import Dense
-from cbackprop.losses import REQUIRED_OUTPUT, Loss, get_loss
+from cbackprop.losses import LINKED_OUTPUT, REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
 
 __all__ = ["Network", "LayerTrace", "DivergenceError", "load"]
@@ -50,7 +50,8 @@ class Network:
         Hidden and output layers, in order.
     loss : str or Loss, optional
         "cross_entropy" (softmax output), "binary_cross_entropy" (sigmoid
-        output), "mse" or "huber" (or `cb.Huber(delta)`). Default: from the
+        output), "mse", "huber" (or `cb.Huber(delta)`) or "poisson" (identity
+        output giving log μ: `cb.losses.Poisson`). Default: from the
         output activation (softmax → cross_entropy, sigmoid →
         binary_cross_entropy, otherwise mse).
     dtype : {"float32", "float64"}, default "float32"
@@ -102,7 +103,7 @@ class Network:
         if loss is None:
             loss = {v: k for k, v in REQUIRED_OUTPUT.items()}.get(out, "mse")
         loss = get_loss(loss)
-        needed = REQUIRED_OUTPUT.get(loss.name)
+        needed = REQUIRED_OUTPUT.get(loss.name, LINKED_OUTPUT.get(loss.name))
         if needed is not None and out != needed:
             raise ValueError(f"loss {loss.name} needs a {needed} output layer, got {out}")
         if needed is None and out == "softmax":

@@ -188,6 +188,25 @@ class SGD(Optimizer):
                 "weight_decay": self.weight_decay}
 
 
+class SGDVelocity(SGD):
+    """SGD with momentum as scikit-learn's MLP writes it: the velocity holds
+    learning-rate-scaled steps, so a learning rate that changes between steps
+    (scikit-learn's 'invscaling' and 'adaptive') scales new gradients only.
+
+    Rule (sklearn.neural_network's SGDOptimizer)::
+
+        g ← ∇L(θ) + weight_decay·θ
+        v ← momentum·v − lr·g
+        θ ← θ + (momentum·v − lr·g if nesterov else v)
+
+    While lr is constant this is `SGD` (torch.optim's form, v_torch = −v/lr)
+    up to rounding. The scikit-learn estimators use it; `SGD` is the one for
+    `Network.fit`.
+    """
+
+    name = "sgd_velocity"
+
+
 class Adam(Optimizer):
     """Adam (torch.optim.Adam).
 
@@ -256,4 +275,4 @@ class RMSprop(Optimizer):
 
 
 #: The optimizers by name (as in state_dict()["name"]).
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop)}
+OPTIMIZERS = {cls.name: cls for cls in (SGD, SGDVelocity, Adam, AdamW, RMSprop)}

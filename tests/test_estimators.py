@@ -73,8 +73,8 @@ def _fit_both(task, **params):
     """Fit cbackprop's and scikit-learn's estimator with the same parameters, rows in
     order (shuffle=False): the same random_state gives the same initial weights."""
     X, y, ours_cls, theirs_cls = _task(task, np.random.default_rng(0))
-    params = dict(hidden_layer_sizes=(7,), activation="tanh", random_state=0, tol=0.0,
-                  n_iter_no_change=1000, shuffle=False, **params)
+    params = {**dict(hidden_layer_sizes=(7,), activation="tanh", random_state=0, tol=0.0,
+                     n_iter_no_change=1000, shuffle=False), **params}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return ours_cls(**params).fit(X, y), theirs_cls(**params).fit(X, y)
@@ -97,6 +97,114 @@ def test_sgd_matches_sklearn_step_for_step(task, alpha):
         # documented: scikit-learn reports ½·mean over samples *and* outputs
         np.testing.assert_allclose(ours.loss_curve_, np.array(theirs.loss_curve_) * 3,
                                    rtol=1e-9)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("schedule", [
+    dict(learning_rate="invscaling", power_t=0.25),
+    # tol=10: every epoch stalls, so the rate is divided by 5 every other epoch
+    dict(learning_rate="adaptive", tol=10.0, n_iter_no_change=1),
+])
+def test_sgd_momentum_matches_sklearn_under_every_schedule(task, nesterov, schedule):
+    # scikit-learn's velocity holds lr-scaled steps (v ← μv − lr·g): a changing
+    # learning rate follows its path only in that form (SGDVelocity).
+    ours, theirs = _fit_both(task, solver="sgd", learning_rate_init=0.05, momentum=0.9,
+                             nesterovs_momentum=nesterov, alpha=0.01, batch_size=20,
+                             max_iter=8, **schedule)
+    assert ours.n_iter_ == theirs.n_iter_
+    for mine, their in zip(ours.coefs_ + ours.intercepts_,
+                           theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, their, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
+def test_network_sgd_keeps_torch_momentum():
+    # cb.SGD: v ← μv + g, θ ← θ − lr·v (torch.optim); SGDVelocity: v ← μv − lr·g, θ += v.
+    theta0, g1, g2 = np.array([1.0, -2.0]), np.array([0.5, 0.25]), np.array([-1.0, 2.0])
+    torch_like, sk_like = cb.SGD(lr=0.1, momentum=0.9), cb.optimizers.SGDVelocity(
+        lr=0.1, momentum=0.9)
+    a, b = theta0.copy(), theta0.copy()
+    for opt, theta in ((torch_like, a), (sk_like, b)):
+        opt.step(theta, g1.copy())
+        opt.lr = 0.01
+        opt.step(theta, g2.copy())
+    v = 0.9 * g1 + g2
+    np.testing.assert_allclose(a, theta0 - 0.1 * g1 - 0.01 * v)
+    np.testing.assert_allclose(b, theta0 - 0.1 * g1 + 0.9 * (-0.1 * g1) - 0.01 * g2)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_short_last_batch_matches_sklearn(task, weighted):
+    # 60 rows in batches of 25: the last has 10, and scikit-learn scales its L2 term
+    # by that batch's own size (or sum of sample weights).
+    X, y, ours_cls, theirs_cls = _task(task, np.random.default_rng(0))
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, 60) if weighted else None
+    params = dict(hidden_layer_sizes=(7,), activation="tanh", random_state=0, tol=0.0,
+                  n_iter_no_change=1000, shuffle=False, solver="sgd", momentum=0.9,
+                  learning_rate_init=0.05, alpha=0.3, batch_size=25, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = ours_cls(**params).fit(X, y, sample_weight=sw)
+        theirs = theirs_cls(**params).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    for mine, their in zip(ours.coefs_ + ours.intercepts_,
+                           theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, their, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_poisson_regressor_matches_sklearn(solver, outputs):
+    # Exponential outputs, half Poisson deviance: the same objective and steps.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    lam = np.exp(0.3 * X @ rng.normal(size=(5, outputs)))
+    y = rng.poisson(lam).astype(float)
+    y = y.ravel() if outputs == 1 else y
+    params = dict(loss="poisson", hidden_layer_sizes=(7,), activation="tanh", random_state=0,
+                  tol=0.0, n_iter_no_change=1000, shuffle=False, solver=solver, alpha=0.01,
+                  max_iter=15)
+    if solver == "sgd":
+        params.update(learning_rate_init=0.02, momentum=0.9, batch_size=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(**params).fit(X, y)
+        theirs = sk_nn.MLPRegressor(**params).fit(X, y)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    rtol = 1e-9 if solver == "sgd" else 1e-6
+    if solver == "sgd":
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=rtol)
+    for mine, their in zip(ours.coefs_ + ours.intercepts_,
+                           theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, their, rtol=rtol, atol=rtol * 1e-3)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=rtol)
+    assert ours.score(X, y) == pytest.approx(theirs.score(X, y), rel=rtol)
+    with pytest.raises(ValueError, match="negative"):
+        MLPRegressor(**params).fit(X, -y)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_float32_predictions_track_float64_as_sklearns(solver):
+    # Small outputs (|ŷ| ~ 1e-3 … 1e-1). A float32 model predicts float64 X in
+    # float64, as scikit-learn does (rounding X to float32 cost up to 6e-4 relative
+    # on the smallest outputs); float32 training stays as close to float64 as
+    # scikit-learn's does.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 8))
+    y = X @ rng.normal(size=8) * 0.01 + 0.001 * rng.normal(size=500)
+    params = dict(hidden_layer_sizes=(32,), random_state=0, max_iter=30, solver=solver,
+                  shuffle=False, learning_rate_init=0.01, batch_size=100)
+    gap = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for name, cls in (("ours", MLPRegressor), ("theirs", sk_nn.MLPRegressor)):
+            p32 = cls(**params).fit(X.astype(np.float32), y.astype(np.float32)).predict(X)
+            p64 = cls(**params).fit(X, y).predict(X)
+            gap[name] = np.abs(p32 / p64 - 1)[np.abs(p64) > 1e-3].max()
+    assert gap["ours"] < 1e-4 and gap["ours"] < 3 * gap["theirs"], gap
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel", "regression"])
@@ -175,6 +283,29 @@ def test_coefs_and_intercepts_are_views_into_theta(small):
 
 
 @quiet
+def test_coefs_and_intercepts_can_be_assigned(small):
+    X, y = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier((5,), max_iter=3, random_state=0).fit(X, y)
+        theirs = sk_nn.MLPClassifier((5,), max_iter=3, random_state=1).fit(X, y)
+    theta = ours._net.theta
+    ours.coefs_ = [W.copy() for W in theirs.coefs_]
+    ours.intercepts_ = tuple(b.tolist() for b in theirs.intercepts_)
+    assert ours._net.theta is theta           # copied into θ, views stay valid
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-14)
+    before = theta.copy()
+    with pytest.raises(ValueError, match=r"shapes \[\(6, 5\), \(5, 3\)\].*\(5, 6\)"):
+        ours.coefs_ = [np.zeros((5, 6)), np.zeros((5, 3))]
+    with pytest.raises(ValueError, match="shapes"):
+        ours.intercepts_ = [np.zeros(5)]
+    with pytest.raises(ValueError, match="NaN"):
+        ours.intercepts_ = [np.zeros(5), np.full(3, np.nan)]
+    np.testing.assert_array_equal(theta, before)   # a bad assignment changes nothing
+    with pytest.raises(AttributeError):
+        MLPClassifier().coefs_ = theirs.coefs_
+
+
 def test_grid_search_with_two_jobs(digits):
     X_train, X_test, y_train, y_test = digits
     search = GridSearchCV(MLPClassifier(max_iter=15, random_state=0),
@@ -415,14 +546,47 @@ def test_warm_start(small):
         clf.set_params(hidden_layer_sizes=(8,)).fit(X[y < 2], y[y < 2])
 
 
-def test_divergence_raises_value_error():
+def _diverging():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(50, 3)) * 1e3
-    y = X.sum(axis=1) * 1e3
-    reg = MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=10.0,
-                       max_iter=50, random_state=0)
-    with pytest.raises(ValueError, match="non-finite"):
-        reg.fit(X, y)
+    return X, X.sum(axis=1) * 1e3
+
+
+def test_divergence_raises_value_error():
+    X, y = _diverging()
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=10.0,
+                  max_iter=50, random_state=0)
+    with pytest.raises(ValueError) as theirs, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_nn.MLPRegressor(**params).fit(X, y)
+    with pytest.raises(ValueError, match="non-finite") as ours:
+        MLPRegressor(**params).fit(X, y)
+    assert str(ours.value).startswith(str(theirs.value))     # scikit-learn's text
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_divergence_under_early_stopping_finishes_like_sklearn(shuffle):
+    # scikit-learn trains on: NaN validation scores (which reset its count), best
+    # weights restored at the end, a warning, no error.
+    X, y = _diverging()
+    params = dict(hidden_layer_sizes=(8,), solver="sgd", learning_rate_init=10.0,
+                  max_iter=20, random_state=0, early_stopping=True, shuffle=shuffle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = sk_nn.MLPRegressor(**params).fit(X, y)
+    with pytest.warns(RuntimeWarning, match="non-finite"), \
+            pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        ours = MLPRegressor(**params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ == 20 == len(ours.loss_curve_)
+    assert np.isnan(ours.validation_scores_[-1]) and np.isnan(theirs.validation_scores_[-1])
+    assert np.isnan(ours.loss_curve_[-1]) and not np.isfinite(theirs.loss_curve_[-1])
+    assert all(np.isfinite(W).all() for W in ours.coefs_ + ours.intercepts_)
+    assert ours.best_validation_score_ == np.nanmax(ours.validation_scores_)
+    if not shuffle:   # the same steps until the divergence, so the same best epoch
+        np.testing.assert_allclose(ours.best_validation_score_, theirs.best_validation_score_,
+                                   rtol=1e-9)
+        for mine, their in zip(ours.coefs_, theirs.coefs_, strict=True):
+            np.testing.assert_allclose(mine, their, rtol=1e-9)
 
 
 # ---- beyond scikit-learn ------------------------------------------------------------------
@@ -471,10 +635,16 @@ def test_dtype_follows_input_or_parameter(small):
                                   (X, None, np.float64), (X.astype(int), None, np.float64),
                                   (X, "float32", np.float32)]:
         clf = MLPClassifier((8,), max_iter=2, dtype=dtype).fit(X_in, y)
-        assert clf.coefs_[0].dtype == expected and clf.predict_proba(X).dtype == expected
+        assert clf.coefs_[0].dtype == expected
+        assert clf.predict_proba(X.astype(np.float32)).dtype == expected
+        assert clf.predict_proba(X).dtype == np.float64    # scikit-learn: X's precision
     reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=2)
     reg.fit(X.astype(np.float32), y.astype(np.float32))
-    assert reg.predict(X).dtype == np.float32
+    assert reg.predict(X.astype(np.float32)).dtype == np.float32
+    assert reg.predict(X).dtype == np.float64
+    theirs = sk_nn.MLPRegressor(hidden_layer_sizes=(8,), max_iter=2)
+    theirs.fit(X.astype(np.float32), y.astype(np.float32))
+    assert theirs.predict(X).dtype == np.float64
 
 
 @pytest.mark.parametrize("cls, params, error", [
@@ -496,10 +666,46 @@ def test_dtype_follows_input_or_parameter(small):
     (MLPClassifier, dict(class_weight="even"), ValueError),
     (MLPClassifier, dict(shuffle="yes"), TypeError),
     (MLPClassifier, dict(dtype="float16"), ValueError),
-    (MLPRegressor, dict(loss="poisson"), ValueError),
     (MLPRegressor, dict(alpha=-1.0), ValueError),
 ])
 def test_bad_parameters_raise(small, cls, params, error):
     X, y = small
     with pytest.raises(error):
+        cls(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="newton"), dict(activation="softmax"), dict(batch_size=0),
+    dict(batch_size="all"), dict(learning_rate="cosine"), dict(learning_rate_init=0.0),
+    dict(alpha=-1.0), dict(power_t=-1.0), dict(max_iter=0), dict(tol=-1.0),
+    dict(shuffle="yes"), dict(warm_start=2), dict(early_stopping="no"),
+    dict(momentum=-0.1), dict(validation_fraction=1.0), dict(beta_1=1.0), dict(beta_2=-1),
+    dict(epsilon=0.0), dict(n_iter_no_change=0), dict(max_fun=0), dict(random_state="x"),
+    dict(hidden_layer_sizes="8"), dict(hidden_layer_sizes=1.5),
+])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_invalid_parameters_raise_sklearns_error(small, params, kind):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y = small
+    ours, theirs = ((MLPClassifier, sk_nn.MLPClassifier) if kind == "classifier"
+                    else (MLPRegressor, sk_nn.MLPRegressor))
+    with pytest.raises(InvalidParameterError) as expected:
+        theirs(**params).fit(X, y)
+    with pytest.raises(InvalidParameterError) as got:
+        ours(**params).fit(X, y)
+    # scikit-learn's message; the list of options is wider where cbackprop offers more
+    name = next(iter(params))
+    assert str(got.value).startswith(f"The '{name}' parameter of {ours.__name__} must be")
+    assert str(got.value).split(". Got ")[-1] == str(expected.value).split(". Got ")[-1]
+
+
+@pytest.mark.parametrize("cls, params", [
+    (MLPClassifier, dict(weight_decay=-1.0)), (MLPClassifier, dict(dropout=1.0)),
+    (MLPClassifier, dict(dropout="x")), (MLPClassifier, dict(class_weight="even")),
+    (MLPClassifier, dict(callbacks=print)), (MLPRegressor, dict(loss="absolute")),
+])
+def test_cbackprops_own_parameters_are_checked(small, cls, params):
+    X, y = small
+    with pytest.raises(ValueError):
         cls(**params).fit(X, y)

@@ -140,3 +140,33 @@ def test_extreme_logits_stay_finite(dtype):
         assert L == pytest.approx(expected, rel=1e-6)
         assert np.all(np.isfinite(g))
         assert np.abs(g).max() == pytest.approx(1.0 if out == "softmax" else 1 / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "softplus"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_poisson_loss_and_gradient(hidden, weighted, dtype, rtol):
+    # Half Poisson deviance of μ = eᶻ from an identity (log-link) output; δ = eᶻ − y.
+    rng = np.random.default_rng(3)
+    net = cb.Network(5, [cb.Dense(4, hidden), cb.Dense(3, "identity")], loss="poisson",
+                     dtype=dtype, seed=3, alpha=0.05)
+    net.theta[...] += rng.normal(0, 0.3, net.theta.size)
+    X = rng.normal(size=(8, 5))
+    y = rng.poisson(2.0, (8, 3)).astype(float)           # zeros too (y log y = 0)
+    w = rng.uniform(0.5, 2, 8) if weighted else np.ones(8)
+    L, g = net.loss_and_grad(X, y, sample_weight=w if weighted else None)
+    zs, _ = forward(net.params, ["tanh" if hidden == "tanh" else hidden, "identity"], X)
+    z = zs[-1]
+    mu = np.exp(z)
+    yl = np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0.0)
+    per = (mu - y * z + yl - y).mean(axis=1)
+    L_ref = (w * per).sum() / w.sum() + 0.025 * sum((W.astype(float) ** 2).sum()
+                                                     for W, _ in net.params)
+    assert L == pytest.approx(L_ref, rel=rtol)
+    assert cb.gradcheck(net, X, y, sample_weight=w if weighted else None) \
+        <= GRADCHECK_TOL[dtype]
+
+
+def test_poisson_needs_an_identity_output():
+    with pytest.raises(ValueError, match="identity"):
+        cb.Network(3, [cb.Dense(2, "softplus")], loss="poisson")
+    assert cb.Network(3, [cb.Dense(2, "identity")]).loss.name == "mse"   # default unchanged

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 import cbackprop as cb
+from cbackprop.optimizers import SGDVelocity
 
 OPTIMIZERS = [
     lambda: cb.SGD(lr=0.1),
     lambda: cb.SGD(lr=0.05, momentum=0.9, weight_decay=0.01),
+    lambda: SGDVelocity(lr=0.05, momentum=0.9, weight_decay=0.01),
     lambda: cb.Adam(lr=0.01),
     lambda: cb.RMSprop(lr=0.01, momentum=0.5),
 ]

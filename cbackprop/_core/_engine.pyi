@@ -18,6 +18,8 @@ class Layout:
     """A network's shape for the kernels: widths, activation codes, dropout, loss, alpha."""
 
     sizes: tuple[int, ...]
+    #: > 0: each training batch of total weight S uses the L2 strength alpha_per_weight / S.
+    alpha_per_weight: float
 
     def __init__(self, sizes: ArrayLike, acts: ArrayLike, dropout: ArrayLike, loss: int,
                  delta: float, alpha: float) -> None: ...

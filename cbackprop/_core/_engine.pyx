@@ -24,7 +24,7 @@ from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport (
-    layer_step, SGD, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY)
+    layer_step, SGD, SGD_VELOCITY, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY)
 
 # Status codes returned by train_batches.
 cpdef enum:
@@ -39,6 +39,7 @@ cdef struct Spec:
     int loss
     double delta                # huber's δ
     double alpha                # L2 strength: loss += α/2 Σ‖W‖²
+    double alpha_per_weight     # > 0: a training batch of total weight S uses α = this/S
     const double* dropout       # per-layer drop rates while training, else NULL
     uint64_t* rng               # splitmix64 state for the dropout masks
     double* health              # training-health sums (health_size), else NULL
@@ -47,7 +48,12 @@ cdef struct Spec:
 cdef class Layout:
     """A network's shape for the kernels, built once: widths sizes = [d, m₁, …,
     m_L], one activation code and training dropout rate per layer, the loss code,
-    huber's δ and the L2 strength α (trusted: the Python layer checked them)."""
+    huber's δ and the L2 strength α (trusted: the Python layer checked them).
+
+    `alpha_per_weight` (0, off, by default; set before training) scales the L2
+    term of each training batch by that batch's own total weight S: α =
+    alpha_per_weight / S there (scikit-learn's alpha/(2S)·‖W‖² per batch, so a
+    short last batch gets a larger penalty); loss_and_grad keeps α."""
 
     cdef Spec spec
     cdef readonly tuple sizes
@@ -67,6 +73,7 @@ cdef class Layout:
         self.spec.loss = loss
         self.spec.delta = delta
         self.spec.alpha = alpha
+        self.spec.alpha_per_weight = 0
         self.spec.dropout = NULL      # on only in training passes
         self.spec.rng = NULL
         self.spec.health = NULL
@@ -77,6 +84,14 @@ cdef class Layout:
         step, and the workspace has room for them."""
         self._health = sums
         self.spec.health = &self._health[0]
+
+    @property
+    def alpha_per_weight(self):
+        return self.spec.alpha_per_weight
+
+    @alpha_per_weight.setter
+    def alpha_per_weight(self, double value):
+        self.spec.alpha_per_weight = value
 
     cdef Spec training_spec(self, uint64_t* rng) noexcept:
         cdef Spec s = self.spec
@@ -162,11 +177,13 @@ cdef void watch_layer(const Spec* s, Py_ssize_t l, int kind, const double* hp, P
 
     ∂C/∂θ (the L2 term included) is g where the update formed it; plain SGD's
     fused step never forms ∂C/∂W, so it is read off the step instead:
-    (W_old − W)/lr − λ_wd·W_old, or with momentum v − μ·v_old − λ_wd·W_old."""
+    (W_old − W)/lr − λ_wd·W_old, or with momentum v − μ·v_old − λ_wd·W_old
+    (SGD_VELOCITY: (μ·v_old − v)/lr − λ_wd·W_old)."""
     cdef Py_ssize_t i, j, h0 = 0, n_in = s.sizes[l], n_out = s.sizes[l + 1]
     cdef Py_ssize_t nw = n_in * n_out
     cdef int act = s.acts[l]
-    cdef bint derived = kind == SGD and hp[HP_NESTEROV] == 0
+    cdef bint velocity = kind == SGD_VELOCITY
+    cdef bint derived = (kind == SGD or velocity) and hp[HP_NESTEROV] == 0
     cdef double lr = hp[HP_LR], mu = hp[HP_MOMENTUM], wd = hp[HP_WEIGHT_DECAY]
     cdef double gsq = 0, dsq = 0, wsq = 0, d, gi, top
     cdef double* h
@@ -184,6 +201,8 @@ cdef void watch_layer(const Spec* s, Py_ssize_t l, int kind, const double* hp, P
             gi = g[i]                 # the bias gradient is always in g
         elif mu == 0:
             gi = (<double> old[i] - W[i]) / lr - wd * old[i]
+        elif velocity:
+            gi = (mu * old[nw + n_out + i] - <double> v[i]) / lr - wd * old[i]
         else:
             gi = <double> v[i] - mu * old[nw + n_out + i] - wd * old[i]
         gsq += gi * gi
@@ -379,14 +398,20 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
                         state + p, old, False)
 
 
-cdef double batch_forward(const Spec* s, const floating* theta, const floating[:, ::1] X,
+cdef inline void batch_alpha(Spec* s, double wsum) noexcept nogil:
+    """α of one training batch of total weight wsum (see Layout.alpha_per_weight)."""
+    if s.alpha_per_weight > 0:
+        s.alpha = s.alpha_per_weight / wsum
+
+
+cdef double batch_forward(Spec* s, const floating* theta, const floating[:, ::1] X,
                           const floating[:, ::1] Y, const floating[::1] w,
                           const Py_ssize_t* rows, Py_ssize_t nb, floating* ws, Py_ssize_t B,
                           double* wsum, Py_ssize_t* correct) noexcept nogil:
     """Gather rows X[rows], Y[rows] (and their weights, 1 without w) into the
     batch buffers, then forward and loss, leaving δᴸ in dZᴸ. Returns the batch
-    loss plus the L2 term; *wsum gets the batch's weight, *correct its rows
-    classified right (added)."""
+    loss plus the L2 term (of this batch's α, batch_alpha); *wsum gets the
+    batch's weight, *correct its rows classified right (added)."""
     cdef Py_ssize_t i, r, d = X.shape[1], k = Y.shape[1]
     cdef floating* Xb = ws + layer_offset(s, B, s.n_layers)
     cdef floating* Yb = Xb + B * d
@@ -400,6 +425,7 @@ cdef double batch_forward(const Spec* s, const floating* theta, const floating[:
         memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
         wb[i] = w[r] if weighted else 1
         wsum[0] += wb[i]
+    batch_alpha(s, wsum[0])
     loss = forward_loss(s, theta, Xb, Yb, wb if weighted else NULL, nb, wsum[0], ws, B,
                         correct)
     if s.alpha != 0:

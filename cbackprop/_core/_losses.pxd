@@ -7,6 +7,7 @@ cpdef enum LossCode:
     BINARY_CROSS_ENTROPY = 1
     MSE = 2
     HUBER = 3
+    POISSON = 4
 
 
 cdef double loss_backward(int loss, int out_act, const floating* Z, const floating* A,

@@ -2,6 +2,7 @@
 # with the output activation where the pair simplifies:
 #   softmax + cross_entropy         δ = softmax(z) − y
 #   sigmoid + binary_cross_entropy  δ = σ(z) − y
+#   identity + poisson (log link)   δ = eᶻ − y   (the output z is log μ)
 # Both losses are computed from z (log-sum-exp, log-sigmoid), never from a
 # probability that may round to 0, so logits of ±1e4 still give finite numbers
 # (cross-entropy's log-sum-exp is z_max − log of the largest probability,
@@ -59,6 +60,15 @@ cdef double loss_backward(int loss, int out_act, const floating* Z, const floati
                 r = a[j] - y[j]
                 row += r * r
                 d[j] = <floating> (s * 2 * r)
+        elif loss == POISSON:
+            # half Poisson deviance of μ = eᶻ (scikit-learn's, with its constant
+            # y log y − y): μ − y z + y log y − y, computed from z = log μ.
+            for j in range(k):
+                r = exp(<double> z[j])
+                row += r - y[j] * <double> z[j] - y[j]
+                if y[j] > 0:
+                    row += y[j] * log(<double> y[j])
+                d[j] = <floating> (s * (r - y[j]))
         else:  # HUBER
             for j in range(k):
                 r = a[j] - y[j]

@@ -6,6 +6,7 @@ cpdef enum OptimizerKind:
     ADAM = 1
     ADAMW = 2
     RMSPROP = 3
+    SGD_VELOCITY = 4     # scikit-learn's SGD: the velocity holds −lr·g
 
 # Hyper-parameters travel as one double array, indexed by these slots
 # (`Optimizer.hyperparameters` fills it by these names).

@@ -15,7 +15,7 @@ from libc.math cimport sqrt, sqrtf, pow
 from cbackprop._core._blas cimport gemm
 
 #: State buffers per optimizer, in units of θ's size.
-N_STATE = {SGD: 1, ADAM: 2, ADAMW: 2, RMSPROP: 2}
+N_STATE = {SGD: 1, ADAM: 2, ADAMW: 2, RMSPROP: 2, SGD_VELOCITY: 1}
 
 
 cdef inline floating fsqrt(floating x) noexcept nogil:
@@ -41,6 +41,28 @@ cdef void sgd(const double* hp, floating* theta, const floating* grad,
         for i in range(n):
             v[i] = mu * v[i] + grad[i] + wd * theta[i]
             theta[i] -= lr * v[i]
+
+
+cdef void sgd_velocity(const double* hp, floating* theta, const floating* grad,
+                       floating* v, Py_ssize_t n) noexcept nogil:
+    """scikit-learn's SGD (the velocity carries the learning rate, so a schedule
+    that changes lr acts on new gradients only): g ← g + λθ; v ← μv − lr·g;
+    θ ← θ + (μv − lr·g if nesterov else v). Equal to `sgd` while lr is constant."""
+    cdef Py_ssize_t i
+    cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], g
+    if mu == 0:
+        for i in range(n):
+            theta[i] -= lr * (grad[i] + wd * theta[i])
+    elif hp[HP_NESTEROV] != 0:
+        for i in range(n):
+            g = grad[i] + wd * theta[i]
+            v[i] = mu * v[i] - lr * g
+            theta[i] += mu * v[i] - lr * g
+    else:
+        for i in range(n):
+            v[i] = mu * v[i] - lr * (grad[i] + wd * theta[i])
+            theta[i] += v[i]
 
 
 cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
@@ -95,6 +117,8 @@ cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
     and s2 (so a slice of θ can be updated: the engine does it layer by layer)."""
     if kind == SGD:
         sgd(hp, theta, grad, s1, n)
+    elif kind == SGD_VELOCITY:
+        sgd_velocity(hp, theta, grad, s1, n)
     elif kind == ADAM or kind == ADAMW:
         adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n)
     else:
@@ -116,11 +140,12 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
     with g + n_in·n_out already holding ∂C/∂b = Σ_rows dZ. g is the layer's
     slice of the gradient buffer, s1 and s2 its slices of the state buffers.
 
-    Plain SGD writes the step into W inside the ∂W GEMM: W ← (1 − lr·λ)W −
-    lr·a_prevᵀ·dZ; SGD with momentum accumulates into the velocity there:
-    v ← μv + a_prevᵀ·dZ (at n = 1 an outer product folded into the velocity
-    loop). Other optimizers get ∂W in g, then `update_slice`. λ = weight_decay
-    + alpha (the L2 term's gradient αW); biases get no alpha. The result is
+    Plain SGD (either kind) writes the step into W inside the ∂W GEMM:
+    W ← (1 − lr·λ)W − lr·a_prevᵀ·dZ; SGD with momentum accumulates into the
+    velocity there: v ← μv + a_prevᵀ·dZ (SGD_VELOCITY: v ← μv − lr·a_prevᵀ·dZ;
+    at n = 1 an outer product folded into the velocity loop). Other optimizers
+    get ∂W in g, then `update_slice`. λ = weight_decay + alpha (the L2 term's
+    gradient αW); biases get no alpha. The result is
     the flat rule's, in another order of rounding."""
     cdef Py_ssize_t i, j, nw = n_in * n_out
     cdef floating ai
@@ -129,7 +154,11 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
     cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], a = <floating> alpha
     cdef floating lam = wd + a
-    cdef bint plain_sgd = kind == SGD and hp[HP_NESTEROV] == 0
+    cdef bint velocity = kind == SGD_VELOCITY
+    cdef bint plain_sgd = (kind == SGD or velocity) and hp[HP_NESTEROV] == 0
+    # The velocity form stores −lr·(the torch form's buffer): vg scales the
+    # gradient into v, vs the step W takes from v.
+    cdef floating vg = -lr if velocity else 1, vs = -1 if velocity else lr
     if plain_sgd and mu == 0:
         gemm(True, False, <int> n_in, <int> n_out, <int> n, -lr, a_prev, <int> n_in,
              dZ, <int> n_out, 1 - lr * lam, W, <int> n_out)
@@ -141,21 +170,21 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
         for i in range(n_in):
             ai = a_prev[i]
             for j in range(n_out):
-                v[i * n_out + j] = (mu * v[i * n_out + j] + ai * dZ[j]
-                                    + lam * W[i * n_out + j])
-                W[i * n_out + j] -= lr * v[i * n_out + j]
+                v[i * n_out + j] = (mu * v[i * n_out + j] + vg * ai * dZ[j]
+                                    + vg * lam * W[i * n_out + j])
+                W[i * n_out + j] -= vs * v[i * n_out + j]
         for i in range(nw, nw + n_out):
-            v[i] = mu * v[i] + dZ[i - nw] + wd * W[i]
-            W[i] -= lr * v[i]
+            v[i] = mu * v[i] + vg * dZ[i - nw] + vg * wd * W[i]
+            W[i] -= vs * v[i]
     elif plain_sgd:
-        gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
+        gemm(True, False, <int> n_in, <int> n_out, <int> n, vg, a_prev,
              <int> n_in, dZ, <int> n_out, mu, v, <int> n_out)
         for i in range(nw):
-            v[i] += lam * W[i]
-            W[i] -= lr * v[i]
+            v[i] += vg * lam * W[i]
+            W[i] -= vs * v[i]
         for i in range(nw, nw + n_out):
-            v[i] = mu * v[i] + gb[i - nw] + wd * W[i]
-            W[i] -= lr * v[i]
+            v[i] = mu * v[i] + vg * gb[i - nw] + vg * wd * W[i]
+            W[i] -= vs * v[i]
     else:
         gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
              <int> n_in, dZ, <int> n_out, <floating> 0, g, <int> n_out)
