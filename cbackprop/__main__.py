@@ -290,7 +290,7 @@ def _warn_if_blown_up(initial: float, final: float, args) -> None:
 def cmd_evaluate(args) -> int:
 
     net = load(args.model)
-    X, y = load_data(args, args.split)
+    X, y = load_data(args, args.split or "test")
     result = net.evaluate(X, _class_indices(net, y))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
@@ -307,11 +307,11 @@ def cmd_predict(args) -> int:
     if datasets.is_table(args.data):
         # A table may hold its label column (as for train; labels may be text) or only
         # the features.
-        X, _ = load_data(args, args.split)
+        X, _ = load_data(args, args.split or "test")
         if X.shape[1] == net.n_inputs - 1 and args.label_column is None:
-            X, _ = load_data(args, args.split, need_labels=False)
+            X, _ = load_data(args, args.split or "test", need_labels=False)
     else:
-        X, _ = load_data(args, args.split, need_labels=False)
+        X, _ = load_data(args, args.split or "test", need_labels=False)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
@@ -470,8 +470,9 @@ def _add_data_options(p, with_split: bool) -> None:
     p.add_argument("--delimiter", default=None, metavar="CHAR", type=_delimiter,
                    help="CSV: the field separator (default: tab for .tsv, else ',')")
     if with_split:
-        p.add_argument("--split", choices=("train", "test"), default="test",
-                       help="named data sets and MNIST: which part to use (default: test)")
+        p.add_argument("--split", choices=("train", "test"), default=None,
+                       help="built-in data sets and MNIST: which part to use (default: "
+                            "test); a file is used whole")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -575,14 +576,23 @@ def _option_conflict(args) -> str | None:
     if args.command == "train" and args.momentum is not None \
             and args.optimizer not in ("sgd", "rmsprop"):
         return f"--momentum applies to sgd and rmsprop, not {args.optimizer}"
-    if args.command in ("train", "evaluate", "predict") \
-            and not datasets.is_table(args.data):
+    if args.command not in ("train", "evaluate", "predict"):
+        return None
+    if not datasets.is_table(args.data):
         for option, value in (("--label-column", args.label_column),
                               ("--delimiter", args.delimiter)):
             if value is not None:
-                what = ("an MNIST directory" if os.path.isdir(args.data) else args.data)
-                return (f"{option} is for .csv/.tsv tables; {what} has its labels "
-                        "built in")
+                if os.path.isdir(args.data):
+                    what = "an MNIST directory has its labels built in"
+                elif args.data.lower().endswith(".npz"):
+                    what = f"{args.data} has its labels in its array y"
+                else:
+                    what = f"{args.data} has its labels built in"
+                return f"{option} is for .csv/.tsv tables; {what}"
+    if getattr(args, "split", None) is not None and args.data not in datasets.NAMED_DATASETS \
+            and os.path.isfile(args.data):
+        return (f"--split is for the built-in data sets and MNIST directories; the file "
+                f"{args.data} is used whole")
     return None
 
 

@@ -448,6 +448,14 @@ def test_label_column_and_delimiter_are_for_tables_only(tmp_path, capsys):
         main(["train", "digits", "--label-column", "3"])
     _, err = capsys.readouterr()
     assert exit_info.value.code == 2 and "--label-column is for .csv/.tsv tables" in err
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=np.arange(4) % 2)
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path / "d.npz"), "--label-column", "0"])
+    assert "d.npz has its labels in its array y" in capsys.readouterr()[1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "m.cbp", str(tmp_path / "d.npz"), "--split", "train"])
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "d.npz is used whole" in err
     (tmp_path / "mnist").mkdir()
     with pytest.raises(SystemExit):
         main(["evaluate", "m.cbp", str(tmp_path / "mnist"), "--label-column", "3"])
