@@ -260,7 +260,12 @@ def cmd_train(args) -> int:
                                 for k, v in final.items()))
     _warn_if_blown_up(initial_loss, final["loss"], args)
     if args.save:
-        net.save(args.save)
+        try:
+            net.save(args.save)
+        except OSError as exc:
+            # Name the file asked for, not the temporary file it is written through.
+            raise type(exc)(f"--save {args.save}: could not write it: "
+                            f"{exc.strerror or exc}") from None
         say(f"saved the model to {args.save}")
     if args.plot:
         sizes = "-".join(str(n) for n in net.sizes)

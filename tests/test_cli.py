@@ -362,6 +362,20 @@ def test_predict_out_is_checked_before_the_model_is_read(name, match, tmp_path, 
     assert err.startswith("cbackprop: error: --out:") and match in err
 
 
+def test_a_failed_save_names_the_file_not_its_temporary(monkeypatch, tmp_path, capsys):
+    from cbackprop import serialization
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(serialization.os, "open", full_disk)
+    model = tmp_path / "m.cbp"
+    status, _, err = run(capsys, "train", "xor", "--epochs", "1", "-q", "--save", str(model))
+    assert status == 1 and err.count("\n") == 1
+    assert f"--save {model}: could not write it: No space left on device" in err
+    assert ".tmp" not in err
+
+
 def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     model = tmp_path / "m.cbp"
     cb.Network(64, [cb.Dense(10, "softmax")], seed=0).save(model)
