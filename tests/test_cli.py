@@ -378,11 +378,14 @@ def test_a_failed_save_names_the_file_not_its_temporary(monkeypatch, tmp_path, c
 
 def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     model = tmp_path / "m.cbp"
-    cb.Network(64, [cb.Dense(10, "softmax")], seed=0).save(model)
+    cb.Network(2, [cb.Dense(10, "softmax")], seed=0).save(model)
+    # About 2 MB of output: far more than a pipe holds, so the writer meets the closed end
+    # however late the reader closes it.
+    np.savez(tmp_path / "d.npz", X=np.zeros((20_000, 2)))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "cbackprop", "predict", str(model),
-                             "digits"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, cwd=ROOT)
+                             str(tmp_path / "d.npz")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
     proc.stdout.readline()
     proc.stdout.close()         # as `| head -1` does
     err = proc.stderr.read().decode()
@@ -399,12 +402,14 @@ def test_buffered_output_into_a_closed_pipe_exits_quietly(argv, tmp_path):
     argv = [str(model) if a == "MODEL" else a for a in argv]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("PYTHONUNBUFFERED", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    proc.stdout.close()         # the reader is gone before anything is written
-    err = proc.stderr.read().decode()
-    proc.wait(timeout=60)
-    assert err == "" and proc.returncode == 141
+    read_end, write_end = os.pipe()
+    os.close(read_end)          # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cbackprop", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.stderr.decode() == "" and proc.returncode == 141
 
 
 def _write_pets(path, rng, n=120):
