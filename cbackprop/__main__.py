@@ -52,8 +52,9 @@ class _Parser(argparse.ArgumentParser):
 # ---- train --------------------------------------------------------------------
 
 def _int_list(text: str) -> list[int]:
+    parts = text.split(",") if text.strip() else []      # '' means no hidden layers
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}") from None
@@ -64,10 +65,13 @@ def _int_list(text: str) -> list[int]:
 
 def _float_list(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}") from None
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
 
 
 def _number(text: str, kind=float, low=None, low_open=False, high_open=None):
