@@ -53,8 +53,9 @@ class _Parser(argparse.ArgumentParser):
 # ---- train --------------------------------------------------------------------
 
 def _int_list(text: str) -> list[int]:
+    parts = text.split(",") if text.strip() else []      # '' means no hidden layers
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}") from None
@@ -65,10 +66,13 @@ def _int_list(text: str) -> list[int]:
 
 def _float_list(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}") from None
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
 
 
 def _number(text: str, kind=float, low=None, low_open=False, high_open=None):
@@ -286,7 +290,7 @@ def cmd_train(args) -> int:
                                     for k, v in final.items()))
         _warn_if_blown_up(initial_loss, final["loss"], args)
     if args.save and rank == 0:
-        net.save(args.save)
+        _save(net, args.save)
         say(f"saved the model to {args.save}")
     if args.plot and rank == 0:
         sizes = "-".join(str(n) for n in net.sizes)
@@ -295,6 +299,14 @@ def cmd_train(args) -> int:
                                       f"{args.optimizer}")
         say(f"saved the learning curves to {args.plot}")
     return 0
+
+
+def _save(net, path) -> None:
+    try:
+        net.save(path)
+    except OSError as exc:
+        # Name the file asked for, not the temporary file it is written through.
+        raise type(exc)(f"--save {path}: could not write it: {exc.strerror or exc}") from None
 
 
 def _new_network(args, X, y, say):
@@ -341,7 +353,7 @@ def _save_interrupted(net, optimizer, args, n_rows: int, rank: int) -> None:
     per_epoch = -(-n_rows // args.batch_size)
     held = f"{steps // per_epoch} epochs and {steps % per_epoch} steps ({steps} steps in all)"
     if args.save:
-        net.save(args.save)
+        _save(net, args.save)
         print(f"cbackprop: interrupted; saved the model as it stands to {args.save}: {held}",
               file=sys.stderr)
     if args.checkpoint or args.resume:
@@ -372,7 +384,7 @@ def _warn_if_blown_up(initial: float, final: float, args) -> None:
 def cmd_evaluate(args) -> int:
 
     net = load(args.model)
-    X, y = load_data(args, args.split)
+    X, y = load_data(args, args.split or "test")
     result = net.evaluate(X, _class_indices(net, y))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
@@ -389,11 +401,11 @@ def cmd_predict(args) -> int:
     if datasets.is_table(args.data):
         # A table may hold its label column (as for train; labels may be text) or only
         # the features.
-        X, _ = load_data(args, args.split)
+        X, _ = load_data(args, args.split or "test")
         if X.shape[1] == net.n_inputs - 1 and args.label_column is None:
-            X, _ = load_data(args, args.split, need_labels=False)
+            X, _ = load_data(args, args.split or "test", need_labels=False)
     else:
-        X, _ = load_data(args, args.split, need_labels=False)
+        X, _ = load_data(args, args.split or "test", need_labels=False)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
@@ -552,8 +564,9 @@ def _add_data_options(p, with_split: bool) -> None:
     p.add_argument("--delimiter", default=None, metavar="CHAR", type=_delimiter,
                    help="CSV: the field separator (default: tab for .tsv, else ',')")
     if with_split:
-        p.add_argument("--split", choices=("train", "test"), default="test",
-                       help="named data sets and MNIST: which part to use (default: test)")
+        p.add_argument("--split", choices=("train", "test"), default=None,
+                       help="built-in data sets and MNIST: which part to use (default: "
+                            "test); a file is used whole")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -674,14 +687,23 @@ def _option_conflict(args) -> str | None:
             if value:
                 return (f"--resume continues a run as it was set up; {option} is for a new "
                         "run (a resumed run checkpoints to the file it resumes)")
-    if args.command in ("train", "evaluate", "predict") \
-            and not datasets.is_table(args.data):
+    if args.command not in ("train", "evaluate", "predict"):
+        return None
+    if not datasets.is_table(args.data):
         for option, value in (("--label-column", args.label_column),
                               ("--delimiter", args.delimiter)):
             if value is not None:
-                what = ("an MNIST directory" if os.path.isdir(args.data) else args.data)
-                return (f"{option} is for .csv/.tsv tables; {what} has its labels "
-                        "built in")
+                if os.path.isdir(args.data):
+                    what = "an MNIST directory has its labels built in"
+                elif args.data.lower().endswith(".npz"):
+                    what = f"{args.data} has its labels in its array y"
+                else:
+                    what = f"{args.data} has its labels built in"
+                return f"{option} is for .csv/.tsv tables; {what}"
+    if getattr(args, "split", None) is not None and args.data not in datasets.NAMED_DATASETS \
+            and os.path.isfile(args.data):
+        return (f"--split is for the built-in data sets and MNIST directories; the file "
+                f"{args.data} is used whole")
     return None
 
 

@@ -250,7 +250,10 @@ def _has_header(first: list[str], second: list[str] | None) -> bool:
 
 
 def _not_a_number(path, line, column: str, field: str) -> ValueError:
-    if field:
+    if _is_number(field):
+        found = f"found {field!r}, not a finite number"
+        advice = "fill in the missing value or drop the row"
+    elif field:
         found = f"found {field!r} where a number belongs"
         advice = ("encode it as a number, or drop the column; only the label column may "
                   "hold text")
@@ -320,7 +323,7 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
     index = None
     if label_column is not None:
         index = _label_index(path, label_column, names, n_columns)
-    X, labels = [], []
+    X, labels, lines = [], [], []
     for line, fields in itertools.chain(rows, records):
         if len(fields) != n_columns:
             raise ValueError(
@@ -333,11 +336,16 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
                 raise _not_a_number(path, line, _column(names, index), label)
             labels.append(label)
         try:
-            X.append(np.array(fields, dtype=np.float64))
+            row = np.array(fields, dtype=np.float64)
         except ValueError:
-            j = next(j for j, field in enumerate(fields) if not _is_number(field))
+            row = None
+        if row is None or not np.all(np.isfinite(row)):
+            j = next(j for j, field in enumerate(fields)
+                     if not (_is_number(field) and math.isfinite(float(field))))
             column = j + 1 if index is not None and j >= index else j   # before the pop
-            raise _not_a_number(path, line, _column(names, column), fields[j]) from None
+            raise _not_a_number(path, line, _column(names, column), fields[j])
+        X.append(row)
+        lines.append(line)
     if not X:
         raise ValueError(f"{path} has a header but no data rows")
     X = np.vstack(X) if X[0].size else np.empty((len(X), 0))
@@ -345,7 +353,10 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
         return X, None
     if all(_is_number(label) for label in labels):
         y = np.array(labels, dtype=np.float64)
-        if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            raise _not_a_number(path, lines[bad[0]], _column(names, index), labels[bad[0]])
+        if np.all(y == np.round(y)):
             y = y.astype(np.int64)
     else:
         y = np.array(labels, dtype=str)

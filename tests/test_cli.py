@@ -247,6 +247,9 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
                                   ["train", "digits", "--alpha", "nan"],
                                   ["trace", "--eps", "0"],
                                   ["trace", "--eps", "-1"],
+                                  ["trace", "--x", "nan,1"],
+                                  ["trace", "--y", "0,inf"],
+                                  ["train", "digits", "--hidden", "4,,4"],
                                   ["train", "digits", "--optimizer", "sgd", "--momentum",
                                    "1.5"],
                                   ["train", "digits", "--activation", "softmax"],
@@ -362,13 +365,30 @@ def test_predict_out_is_checked_before_the_model_is_read(name, match, tmp_path, 
     assert err.startswith("cbackprop: error: --out:") and match in err
 
 
+def test_a_failed_save_names_the_file_not_its_temporary(monkeypatch, tmp_path, capsys):
+    from cbackprop import serialization
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(serialization.os, "open", full_disk)
+    model = tmp_path / "m.cbp"
+    status, _, err = run(capsys, "train", "xor", "--epochs", "1", "-q", "--save", str(model))
+    assert status == 1 and err.count("\n") == 1
+    assert f"--save {model}: could not write it: No space left on device" in err
+    assert ".tmp" not in err
+
+
 def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     model = tmp_path / "m.cbp"
-    cb.Network(64, [cb.Dense(10, "softmax")], seed=0).save(model)
+    cb.Network(2, [cb.Dense(10, "softmax")], seed=0).save(model)
+    # About 2 MB of output: far more than a pipe holds, so the writer meets the closed end
+    # however late the reader closes it.
+    np.savez(tmp_path / "d.npz", X=np.zeros((20_000, 2)))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "cbackprop", "predict", str(model),
-                             "digits"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, cwd=ROOT)
+                             str(tmp_path / "d.npz")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
     proc.stdout.readline()
     proc.stdout.close()         # as `| head -1` does
     err = proc.stderr.read().decode()
@@ -385,12 +405,14 @@ def test_buffered_output_into_a_closed_pipe_exits_quietly(argv, tmp_path):
     argv = [str(model) if a == "MODEL" else a for a in argv]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("PYTHONUNBUFFERED", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    proc.stdout.close()         # the reader is gone before anything is written
-    err = proc.stderr.read().decode()
-    proc.wait(timeout=60)
-    assert err == "" and proc.returncode == 141
+    read_end, write_end = os.pipe()
+    os.close(read_end)          # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cbackprop", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, env=env, cwd=ROOT, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.stderr.decode() == "" and proc.returncode == 141
 
 
 def _write_pets(path, rng, n=120):
@@ -448,6 +470,14 @@ def test_label_column_and_delimiter_are_for_tables_only(tmp_path, capsys):
         main(["train", "digits", "--label-column", "3"])
     _, err = capsys.readouterr()
     assert exit_info.value.code == 2 and "--label-column is for .csv/.tsv tables" in err
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)), y=np.arange(4) % 2)
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path / "d.npz"), "--label-column", "0"])
+    assert "d.npz has its labels in its array y" in capsys.readouterr()[1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "m.cbp", str(tmp_path / "d.npz"), "--split", "train"])
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "d.npz is used whole" in err
     (tmp_path / "mnist").mkdir()
     with pytest.raises(SystemExit):
         main(["evaluate", "m.cbp", str(tmp_path / "mnist"), "--label-column", "3"])

@@ -4,6 +4,7 @@ Every file is written here, in tmp_path; nothing is downloaded.
 """
 
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -424,3 +425,14 @@ def test_load_csv_ignores_a_byte_order_mark(tmp_path):
     (tmp_path / "named.csv").write_bytes(bom + b"label,a\n0,1\n1,2\n")
     X, y = cb.datasets.load_csv(tmp_path / "named.csv", label_column="label")
     assert X.tolist() == [[1], [2]] and y.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("text, where", [
+    ("a,b,label\n1,2,0\n3,nan,1\n", "line 3, column 2 ('b'): found 'nan'"),
+    ("a,b,label\n1,2,0\n-inf,4,1\n", "line 3, column 1 ('a'): found '-inf'"),
+    ("a,label,b\n1,2,0\n3,NaN,1\n", "line 3, column 2 ('label'): found 'NaN'"),
+])
+def test_load_csv_reports_nan_and_infinity_by_line_and_column(text, where, tmp_path):
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(ValueError, match=re.escape(where) + ", not a finite number; fill in"):
+        cb.datasets.load_csv(tmp_path / "d.csv", label_column="label")
