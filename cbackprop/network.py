@@ -310,7 +310,10 @@ class Network:
         Parameters
         ----------
         X : array-like (n_samples, n_inputs)
-        y : targets (see DESIGN: class indices or one-hot for cross_entropy)
+        y : targets
+            cross_entropy: class indices 0..k−1 (integers or integral floats)
+            or one-hot rows (n, k); binary_cross_entropy: values in [0, 1];
+            mse, huber: real values, shape (n,) or (n, k).
         optimizer : Optimizer, default Adam()
             Its state (momentum, moments) carries over between fit calls.
         epochs : int, default 1
