@@ -168,7 +168,7 @@ def test_ctrl_c_ends_an_estimator_fit_within_half_a_second_with_a_usable_model()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
-def test_ctrl_c_during_command_line_training_exits_130_and_leaves_no_partial_file(tmp_path):
+def test_ctrl_c_during_command_line_training_exits_130_and_saves_a_whole_model(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "cbackprop", "train", "digits", "--epochs", "100000",
@@ -186,9 +186,11 @@ def test_ctrl_c_during_command_line_training_exits_130_and_leaves_no_partial_fil
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130 and err == "cbackprop: interrupted\n"
+    assert proc.returncode == 130 and err.endswith("cbackprop: interrupted\n")
+    assert "saved the model as it stands" in err
     assert exited < 2.0, f"exited {exited:.2f} s after SIGINT"   # KeyboardInterrupt + teardown
-    assert os.listdir(tmp_path) == []          # no torn model file, no temporary left
+    assert os.listdir(tmp_path) == ["model.cbp"]      # whole, and no temporary left
+    assert cb.load(tmp_path / "model.cbp").n_inputs == 64
 
 
 # ---- threads -----------------------------------------------------------------
