@@ -569,6 +569,13 @@ def _add_data_options(p, with_split: bool) -> None:
                             "test); a file is used whole")
 
 
+def _add_model_and_data(p) -> None:
+    """evaluate's and predict's arguments: a saved model and the data to run it on."""
+    p.add_argument("model", metavar="MODEL", help="a file written by train --save")
+    p.add_argument("data", metavar="DATA", help="as for train")
+    _add_data_options(p, with_split=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cbackprop",
@@ -631,9 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved network on data",
                        description="Print the loss (and accuracy) of a saved network on DATA.")
-    p.add_argument("model", metavar="MODEL", help="a file written by train --save")
-    p.add_argument("data", metavar="DATA", help="as for train")
-    _add_data_options(p, with_split=True)
+    _add_model_and_data(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="outputs of a saved network for data",
@@ -641,10 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "classifiers: the class, then each probability) or, for "
                                    "an --out ending in .npy, as a NumPy array. A CSV may "
                                    "include or omit its label column.")
-    p.add_argument("model", metavar="MODEL", help="a file written by train --save")
-    p.add_argument("data", metavar="DATA", help="as for train")
+    _add_model_and_data(p)
     p.add_argument("--out", metavar="FILE", help="write here instead of to stdout")
-    _add_data_options(p, with_split=True)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("trace", help="backpropagation by hand on a tiny network",

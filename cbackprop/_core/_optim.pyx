@@ -48,13 +48,13 @@ cdef void sgd_velocity(const double* hp, floating* theta, const floating* grad,
     """scikit-learn's SGD (the velocity carries the learning rate, so a schedule
     that changes lr acts on new gradients only): g ← g + λθ; v ← μv − lr·g;
     θ ← θ + (μv − lr·g if nesterov else v). Equal to `sgd` while lr is constant."""
+    if hp[HP_MOMENTUM] == 0:       # no velocity: the same step as `sgd`
+        sgd(hp, theta, grad, v, n)
+        return
     cdef Py_ssize_t i
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
     cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], g
-    if mu == 0:
-        for i in range(n):
-            theta[i] -= lr * (grad[i] + wd * theta[i])
-    elif hp[HP_NESTEROV] != 0:
+    if hp[HP_NESTEROV] != 0:
         for i in range(n):
             g = grad[i] + wd * theta[i]
             v[i] = mu * v[i] - lr * g
