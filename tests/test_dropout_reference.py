@@ -83,16 +83,18 @@ def test_the_stream_is_splitmix64():
     assert outputs == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
 
 
-def test_training_with_dropout_follows_the_reference(dtype):
+@pytest.mark.parametrize("batch", [23, 5], ids=["one-step", "short-last"])
+def test_training_with_dropout_follows_the_reference(dtype, batch):
     """Forward scaling (the reported loss) and the backward mask (θ after the
-    steps) against the reference, over batches of which the last is short."""
+    steps) against the reference: one step on the whole set (the loss then
+    depends on the forward pass alone), and batches of which the last is short."""
     acts, rates = ["tanh", "relu", "identity"], [0.3, 0.5, 0.0]
     net = cb.Network(4, [cb.Dense(8, acts[0], dropout=rates[0]),
                          cb.Dense(6, acts[1], dropout=rates[1]), cb.Dense(2, acts[2])],
                      loss="mse", dtype=dtype, seed=3)
     rng = np.random.default_rng(4)
     X, Y = rng.normal(size=(23, 4)).astype(dtype), rng.normal(size=(23, 2)).astype(dtype)
-    lr, batch = 0.1, 5
+    lr = 0.1
     params = views(net.sizes, net.theta.astype(np.float64))
     state, total = int(net.rng_state[0]), 0.0
     for start in range(0, 23, batch):

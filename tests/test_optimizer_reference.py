@@ -7,6 +7,8 @@ The fused path is checked on whole fits (shuffle=False, so the batches are
 known): each batch's gradient comes from `tests/reference.py`, then the
 reference rule steps θ. Batch sizes 1, a size whose last batch is short, and
 the whole data set; alpha > 0 so the L2 term reaches the update too.
+Both paths compare θ, the step count and every state buffer (momentum,
+moments) with the reference's.
 """
 
 import numpy as np
@@ -49,6 +51,26 @@ def reference_step(name: str, cfg: dict, theta, g, state: dict, t: int):
     return theta - lr * step
 
 
+#: Each rule's buffers in the order the optimizer stacks them in `state`
+#: (same layout as θ each: state[0:n] is the first, state[n:2n] the second).
+BUFFERS = {"sgd": ("v",), "adam": ("m", "v"), "adamw": ("m", "v"), "rmsprop": ("v", "b")}
+
+
+def stacked_state(name: str, state: dict, n: int) -> np.ndarray:
+    """The reference's buffers as the optimizer's flat `state` (unused ones zero)."""
+    return np.concatenate([np.broadcast_to(state.get(key, 0.0), (n,)) for key in BUFFERS[name]])
+
+
+def assert_same_optimizer(opt, theta, expected_theta, state, t, dtype):
+    """θ, the step count and every state buffer against the reference."""
+    np.testing.assert_allclose(theta, expected_theta, rtol=TOL[dtype], atol=TOL[dtype],
+                               err_msg="θ")
+    assert opt.t == t
+    assert opt.state.dtype == dtype
+    np.testing.assert_allclose(opt.state, stacked_state(opt.name, state, theta.size),
+                               rtol=TOL[dtype], atol=TOL[dtype], err_msg="optimizer state")
+
+
 CASES = [
     (cb.SGD, {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}),
     (cb.SGD, {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.05}),
@@ -78,7 +100,7 @@ def test_step_follows_the_reference(case, dtype):
         g = rng.normal(size=40).astype(dtype)
         opt.step(theta, g)
         expected = reference_step(cls.name, cfg, expected, g.astype(np.float64), state, t)
-    np.testing.assert_allclose(theta, expected, rtol=TOL[dtype], atol=TOL[dtype])
+    assert_same_optimizer(opt, theta, expected, state, 5, dtype)
 
 
 ACTS = ["tanh", "sigmoid", "identity"]
@@ -109,5 +131,6 @@ def test_fused_fit_follows_the_reference(case, batch_size, dtype):
         rows = slice(start, start + batch_size)
         g = flat_gradient(net.sizes, net.alpha, theta, Xd[rows], Yd[rows])
         theta = reference_step(cls.name, cfg, theta, g, state, t)
-    net.fit(X, Y, optimizer=cls(**cfg), epochs=1, batch_size=batch_size, shuffle=False)
-    np.testing.assert_allclose(net.theta, theta, rtol=TOL[dtype], atol=TOL[dtype])
+    opt = cls(**cfg)
+    net.fit(X, Y, optimizer=opt, epochs=1, batch_size=batch_size, shuffle=False)
+    assert_same_optimizer(opt, net.theta, theta, state, t, dtype)

@@ -200,6 +200,9 @@ CRAFTS = {
     "rng-not-str": lambda h, d: (h["__metadata__"].update(rng_state=7), d),
     "rng-missing": lambda h, d: (h["__metadata__"].pop("rng_state"), d),
     "metadata-missing": lambda h, d: (h.pop("__metadata__"), d),
+    "metadata-unknown": lambda h, d: (h["__metadata__"].update(evil="1"), d),
+    "tensor-checkpoint-like": lambda h, d: (h.update({"checkpoints.x": {
+        "dtype": "F32", "shape": [1], "data_offsets": [len(d), len(d) + 4]}}), d + bytes(4)),
 }
 
 
@@ -269,6 +272,31 @@ def test_repeated_json_keys_are_refused(saved, tmp_path, where):
     header, data = split(saved[1])
     with pytest.raises(ValueError, match=NOT_VALID + ".*repeated"):
         load_bytes(tmp_path, seal_edited(header, data, REPEATS[where]))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(trained, tmp_path_factory):
+    net, X, y = trained
+    path = tmp_path_factory.mktemp("ckpt") / "run.safetensors"
+    net = cb.Network.from_config(net.get_config())
+    net.fit(X, y, optimizer=cb.Adam(), epochs=1, batch_size=16, checkpoint=path)
+    return path.read_bytes()
+
+
+def test_checkpoint_entries_are_the_only_unknown_keys_load_skips(checkpoint_file, tmp_path):
+    """A checkpoint's "checkpoint.*" tensors and "checkpoint" metadata entry are
+    skipped by load; any other key beside them is refused, checksum valid or not."""
+    header, data = split(checkpoint_file)
+    assert "checkpoint" in header["__metadata__"]
+    assert any(name.startswith("checkpoint.") for name in header)
+    assert load_bytes(tmp_path, reseal(header, data)).theta.size > 0
+    evil = dict(header, **{"evil": {"dtype": "F32", "shape": [1],
+                                    "data_offsets": [len(data), len(data) + 4]}})
+    with pytest.raises(ValueError, match=NOT_VALID + ".*not a checkpoint entry"):
+        load_bytes(tmp_path, reseal(evil, data + bytes(4)))
+    meta = dict(header, __metadata__={**header["__metadata__"], "evil": "1"})
+    with pytest.raises(ValueError, match=NOT_VALID + ".*unknown metadata"):
+        load_bytes(tmp_path, reseal(meta, data))
 
 
 def test_the_crafting_itself_is_sound(saved, tmp_path):
