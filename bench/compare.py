@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import WORKLOADS, cpu_snapshot, other_load  # noqa: E402
+from run import WORKLOADS, cpu_snapshot  # noqa: E402
 
 # Runs inside each tree: prints {workload: seconds per step}.
 _TIMER = r"""
@@ -82,7 +83,11 @@ def main() -> int:
         for label, tree in (trees.items() if repeat % 2 == 0 else reversed(trees.items())):
             for name, t in time_tree(tree, workloads, args.seconds).items():
                 times[label][name].append(t)
-    load = other_load(before, cpu_snapshot())
+    after = cpu_snapshot()
+    # The timed trees run in child processes: their CPU time is ours, not another's.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = max(0.0, ((after[1] - before[1]) - (after[2] - before[2])
+                     - (children.ru_utime + children.ru_stime)) / (after[0] - before[0]))
     print(f"this tree: {trees['this']}\nother tree: {trees['other']}")
     print(f"float32, SGD momentum 0.9, 1 BLAS thread; medians of {args.repeats} repeats, "
           f"other processes kept {load:.2f} cores busy")
