@@ -24,14 +24,14 @@ from cbackprop.checkpoint import Checkpoint, resume
 from cbackprop.gradcheck import gradcheck
 from cbackprop.history import History
 from cbackprop.layers import Dense
-from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss
+from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, Poisson
 from cbackprop.network import DivergenceError, LayerTrace, Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 
 __all__ = [
     "Network", "Dense", "History", "LayerTrace", "DivergenceError",
     "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
-    "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber",
+    "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber", "Poisson",
     "gradcheck", "load", "resume", "Checkpoint", "datasets",
     "MLPClassifier", "MLPRegressor",    # lazy: see __getattr__
 ]

@@ -144,6 +144,9 @@ def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,
         raise ValueError(f"{name} contains NaN or infinity")
     if loss in ("cross_entropy", "binary_cross_entropy") and (Y.min() < 0 or Y.max() > 1):
         raise ValueError(f"{name}: targets for {loss} must lie in [0, 1]")
+    if loss == "poisson" and Y.min() < 0:
+        raise ValueError(f"{name}: targets for the poisson loss are counts or rates, >= 0; "
+                         f"got {Y.min()}")
     if loss == "cross_entropy" and not np.allclose(Y.sum(axis=1), 1, atol=1e-4):
         raise ValueError(
             f"{name}: each row of 2-D cross_entropy targets must be one-hot "

@@ -148,3 +148,12 @@ def test_save_load_round_trip_is_bitwise(tmp_path, digits, dtype):
     path.write_bytes(data[:-7])
     with pytest.raises(ValueError, match="not a valid cbackprop model"):
         cb.load(path)
+
+
+def test_poisson_targets_must_be_non_negative_and_theta_stays():
+    net = cb.Network(2, [cb.Dense(1)], loss=cb.Poisson(), seed=0)
+    theta = net.theta.copy()
+    with pytest.raises(ValueError, match="poisson loss are counts or rates, >= 0"):
+        net.fit(np.ones((3, 2)), np.array([1.0, -1.0, 2.0]), optimizer=cb.SGD())
+    np.testing.assert_array_equal(net.theta, theta)
+    net.fit(np.ones((3, 2)), np.array([1.0, 0.0, 2.0]), optimizer=cb.SGD())
