@@ -51,7 +51,7 @@ class Network:
     loss : str or Loss, optional
         "cross_entropy" (softmax output), "binary_cross_entropy" (sigmoid
         output), "mse", "huber" (or `cb.Huber(delta)`) or "poisson" (identity
-        output giving log μ: `cb.losses.Poisson`). Default: from the
+        output giving log μ: `cb.Poisson()`). Default: from the
         output activation (softmax → cross_entropy, sigmoid →
         binary_cross_entropy, otherwise mse).
     dtype : {"float32", "float64"}, default "float32"
