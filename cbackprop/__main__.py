@@ -33,6 +33,7 @@ from cbackprop._version import __version__
 from cbackprop.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from cbackprop.checkpoint import resume
 from cbackprop.gradcheck import finite_differences
+from cbackprop.history import health_table
 from cbackprop.layers import Dense
 from cbackprop.losses import LOSSES
 from cbackprop.network import Network, load
@@ -334,13 +335,9 @@ def _new_network(args, X, y, say):
 
 def _health_printer(say):
     """A fit callback that prints each epoch's training-health table (train --health)."""
-    from cbackprop.history import History
 
     def show(epoch, logs):
-        history = History()
-        history.epoch = [epoch]
-        history.record_health(logs["health"])
-        say(f"health after epoch {epoch + 1}:\n{history.health_table()}")
+        say(f"health after epoch {epoch + 1}:\n{health_table(logs['health'])}")
 
     return show
 

@@ -511,9 +511,8 @@ class TrainingSession:
         history = History() if history is None else history
         if checkpoint is not None:
             serialization.check_writable(checkpoint)
-        first = len(history.epoch) if history.epoch else 0
         with self, Progress(epochs, self.n_rows, verbose) as progress:
-            for epoch in range(first, epochs):
+            for epoch in range(len(history.epoch), epochs):
                 logs = self.run_epoch(on_chunk=lambda done, _n, loss, e=epoch:
                                       progress.chunk(e, done, loss))
                 if logs is None:

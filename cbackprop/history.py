@@ -9,6 +9,22 @@ import os
 _NOT_CURVES = frozenset({"time", "health"})
 
 
+def health_table(rows: list[dict]) -> str:
+    """One epoch's health records (one per layer) as a table, with advice lines."""
+
+    def show(value, width):
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.0%}"
+
+    lines = [f"  {'layer':>5} {'units':>6} {'activation':<11} {'|dC/dW|':>9} "
+             f"{'|W|':>8} {'|dW|/|W|':>9} {'dead':>6} {'saturated':>9}"]
+    for r in rows:
+        lines.append(f"  {r['layer'] + 1:>5} {r['units']:>6} {r['activation']:<11} "
+                     f"{r['grad_norm']:>9.2e} {r['weight_norm']:>8.3g} "
+                     f"{r['update_ratio']:>9.1e} {show(r['dead_fraction'], 6)} "
+                     f"{show(r['saturated_fraction'], 9)}")
+    return "\n".join(lines + health_warnings(rows))
+
+
 def health_warnings(rows: list[dict]) -> list[str]:
     """Advice for one epoch's health records (one per layer), in the lecture's words."""
     out = []
@@ -117,19 +133,7 @@ class History:
         if not records:
             raise ValueError("no health figures: fit with health=True")
         epoch = self.epoch[epoch]
-        rows = [r for r in records if r["epoch"] == epoch]
-
-        def show(value, width):
-            return f"{'-':>{width}}" if value is None else f"{value:>{width}.0%}"
-
-        lines = [f"  {'layer':>5} {'units':>6} {'activation':<11} {'|dC/dW|':>9} "
-                 f"{'|W|':>8} {'|dW|/|W|':>9} {'dead':>6} {'saturated':>9}"]
-        for r in rows:
-            lines.append(f"  {r['layer'] + 1:>5} {r['units']:>6} {r['activation']:<11} "
-                         f"{r['grad_norm']:>9.2e} {r['weight_norm']:>8.3g} "
-                         f"{r['update_ratio']:>9.1e} {show(r['dead_fraction'], 6)} "
-                         f"{show(r['saturated_fraction'], 9)}")
-        return "\n".join(lines + health_warnings(rows))
+        return health_table([r for r in records if r["epoch"] == epoch])
 
     def plot(self, path=None, title: str | None = None, kind: str = "curves"):
         """Draw the learning curves with matplotlib; save them to `path` if given.
