@@ -24,6 +24,7 @@ from cbackprop.checkpoint import Checkpoint, resume
 from cbackprop.gradcheck import gradcheck
 from cbackprop.history import History
 from cbackprop.layers import Dense
+from cbackprop.many import fit_many
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, Poisson
 from cbackprop.network import DivergenceError, LayerTrace, Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
@@ -32,7 +33,7 @@ __all__ = [
     "Network", "Dense", "History", "LayerTrace", "DivergenceError",
     "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
     "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber", "Poisson",
-    "gradcheck", "load", "resume", "Checkpoint", "datasets",
+    "gradcheck", "load", "resume", "Checkpoint", "datasets", "fit_many",
     "MLPClassifier", "MLPRegressor",    # lazy: see __getattr__
 ]
 

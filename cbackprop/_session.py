@@ -243,7 +243,13 @@ class TrainingSession:
 
     # ---- training ----------------------------------------------------------------
 
-    def __enter__(self) -> TrainingSession:
+    def claim(self) -> None:
+        """Make this the network's one running fit: the network and the
+        optimizer are registered as busy (a second fit of either raises
+        RuntimeError), the optimizer's state is taken and the rollback point
+        set (`commit`). Entering the session claims it; a bank of networks
+        (`cbackprop.many`) claims its members' sessions without entering them,
+        and calls `release` when done."""
         if self.optimizer is None:
             raise TypeError("a session without an optimizer cannot train")
         net, optimizer = self.network, self.optimizer
@@ -260,6 +266,14 @@ class TrainingSession:
             # replace the running fit's state.
             optimizer.state = optimizer.prepare(net.theta)
             self.commit()
+        except BaseException:
+            self.release()
+            raise
+
+    def __enter__(self) -> TrainingSession:
+        self.claim()
+        net = self.network
+        try:
             B = self.batch_size
             self.order = np.arange(self.n_rows, dtype=np.intp)
             if self._restored_order is not None:
@@ -276,7 +290,7 @@ class TrainingSession:
                 self.reducer.start(self)
                 self.commit()
         except BaseException:
-            self._release()
+            self.release()
             raise
         self._entered = True
         return self
@@ -287,9 +301,10 @@ class TrainingSession:
             self.threads.__exit__(exc_type, exc, tb)
             self.interrupt.__exit__(exc_type, exc, tb)
         finally:
-            self._release()
+            self.release()
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """End what `claim` started (entering and leaving the session do both)."""
         with _busy_lock:
             _busy.discard(id(self.network))
             _busy.discard(id(self.optimizer))
@@ -313,6 +328,11 @@ class TrainingSession:
         self._stop_requested = True
 
     @property
+    def stop_requested(self) -> bool:
+        """True once stop() was called (`Network.stop` calls it)."""
+        return self._stop_requested
+
+    @property
     def stopped(self) -> bool:
         """True once stop() or Ctrl-C asked this session to end (with a reducer:
         once all processes agreed to, at the same step)."""
@@ -332,7 +352,9 @@ class TrainingSession:
             self._saved = (theta, {"name": opt.name, "t": opt.t, "state": state},
                            net.rng_state.copy())
 
-    def _diverged(self, what: str) -> DivergenceError:
+    def rollback(self, what: str) -> DivergenceError:
+        """Return θ, the optimizer and the random stream to the last `commit`;
+        the DivergenceError to raise says that `what` became non-finite."""
         net = self.network
         net.theta[...] = self._saved[0]
         # The state and step count go back; the hyper-parameters stay as they are now.
@@ -380,9 +402,9 @@ class TrainingSession:
             # Readers see θ only between chunks, and only finite.
             with net.params_lock.write():
                 loss_sum, done, ok_rows, status = self._train_chunk(pos, stop)
-                error = (self._diverged("the loss") if status != _engine.STATUS_OK
+                error = (self.rollback("the loss") if status != _engine.STATUS_OK
                          else None if V.all_finite(net.theta)
-                         else self._diverged("the parameters"))
+                         else self.rollback("the parameters"))
             if error is not None:
                 raise error
             elapsed = time.perf_counter() - t0

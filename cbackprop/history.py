@@ -66,11 +66,15 @@ class History:
         One list per measured quantity, one entry per epoch.
     epoch : list of int
         The epoch numbers (counted from 0 within the fit).
+    stop_reason : str or None
+        Set by `cb.fit_many` when a network stopped before its last epoch:
+        "callback", "stop" (net.stop()) or "diverged"; None otherwise.
     """
 
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+        self.stop_reason: str | None = None
 
     def record(self, epoch: int, logs: dict) -> None:
         """Append one epoch's figures (called by fit)."""

@@ -63,3 +63,25 @@ def shuffle(order: NDArray[np.intp], rng: NDArray[np.uint64]) -> None:
 
 def all_finite(x: NDArray[_F]) -> bool:
     """True when no element of x is NaN or ±inf."""
+
+class Bank:
+    """K networks of one shape trained on the same batches (`cbackprop.many`)."""
+
+    size: int
+
+    def __init__(self, layouts: list[Layout], thetas: list[NDArray[_F]],
+                 states: list[NDArray[_F]], hps: list[NDArray[np.float64]],
+                 step_counters: list[NDArray[np.int64]], rngs: list[NDArray[np.uint64]],
+                 kind: int) -> None: ...
+    def failed(self, k: int) -> bool:
+        """True once network k met a non-finite batch loss."""
+    def retire(self, k: int) -> None:
+        """Train network k no further."""
+    def workspace_size(self, B: int) -> int:
+        """Elements of bank_train's workspace for batches of up to B rows."""
+
+def bank_train(bank: Bank, wide: NDArray[_F], wide_grad: NDArray[_F], wide_state: NDArray[_F],
+               scratch: NDArray[_F], X: NDArray[_F], Y: NDArray[_F], w: NDArray[_F],
+               order: NDArray[np.intp], start: int, stop: int, B: int, ws: NDArray[_F],
+               results: NDArray[np.float64]) -> None:
+    """Train every network of the bank on rows order[start:stop] in batches of B."""

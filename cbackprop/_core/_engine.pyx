@@ -16,6 +16,7 @@ from cython cimport floating
 from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint32_t, uint64_t
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport (
-    layer_step, SGD, SGD_VELOCITY, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY)
+    layer_step, update_slice, SGD, SGD_VELOCITY, HP_LR, HP_MOMENTUM, HP_NESTEROV,
+    HP_WEIGHT_DECAY, HP_EPS)
 
 # Status codes returned by train_batches.
 cpdef enum:
@@ -363,13 +365,14 @@ cdef double forward_loss(const Spec* s, const floating* theta, const floating* X
 
 cdef void backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
                           Py_ssize_t n_params, int kind, const double* hp, long long t,
-                          const floating* X, Py_ssize_t n, floating* ws,
-                          Py_ssize_t B) noexcept nogil:
+                          const floating* X, Py_ssize_t n, floating* ws, Py_ssize_t B,
+                          floating* dX=NULL, Py_ssize_t ldx=0) noexcept nogil:
     """The backward pass from dZᴸ with the optimizer step fused in: each layer
     is updated (`_optim.layer_step`) as soon as its gradient is known, once
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
     full backward pass then one update, while the layer's gradient is still
-    in cache."""
+    in cache. With dX (row stride ldx), dX = dZ¹·W¹ᵀ, the δ for the input
+    before σ' (a bank's first layer, `Bank`), is formed too."""
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
@@ -387,6 +390,9 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
         a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
         if l > 0:
             delta_prev(s, l, theta + p, dZ, n, ws, B)
+        elif dX != NULL:
+            gemm(False, True, <int> n, <int> n_in, <int> n_out, <floating> 1,
+                 dZ, <int> n_out, theta + p, <int> n_out, <floating> 0, dX, <int> ldx)
         column_sums(dZ, n, n_out, grad + p + nw, False)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
@@ -576,3 +582,298 @@ def all_finite(const floating[::1] x):
                     bad64 |= (f64[j] & 0x7FF0000000000000ULL) == 0x7FF0000000000000ULL
             i += 4096
     return bad32 == 0 and bad64 == 0
+
+
+# ---- many networks on one pass over the data (cbackprop.many) --------------
+#
+# A bank trains K networks of one shape on the same batches. Their first layers
+# sit side by side as one wide layer [W¹₁ … W¹_K] (d × K·m₁ row-major, then the
+# K biases: the layout of one layer of K·m₁ units), so the first layer's forward
+# product and its ∂W are one GEMM each for all K: X·[W₁ … W_K] and
+# Xᵀ·[δ₁ … δ_K], and bias, σ and σ' are one pass over the wide block. Each
+# network's layers 2…L run the ordinary engine passes (a Spec of those layers,
+# `Member.sub`) on its own block of the wide activations, one network after
+# another, sharing one workspace. The wide layer's parameters and optimizer
+# state are copies, written back by Python (cbackprop/many.py).
+
+cdef struct Member:
+    Spec sub              # the network's layers 2…L; its input is its block of A¹
+    double dropout1       # the first layer's training dropout rate
+    void* theta           # θ (its first layer is stale while banked)
+    void* state           # the optimizer's state buffers, θ's layout each
+    const double* hp      # the optimizer's hyper-parameter vector (HP_* slots)
+    long long* t          # its step counter
+    Py_ssize_t n_params
+    bint failed           # a non-finite batch loss: trained no further
+    bint retired          # stopped (stop(), a callback): trained no further
+    bint running          # takes part in the current batch
+    double wsum           # the current batch's total weight for this network
+
+
+cdef class Bank:
+    """K networks of one shape for `bank_train` (trusted: cbackprop.many
+    checked that they share widths, first activation, loss and dtype).
+
+    layouts, thetas, states, hps, step_counters and rngs hold one entry per
+    network: its Layout, θ, optimizer state, hyper-parameter vector (read at
+    every step, so it may be changed in place between calls), step counter
+    and random stream (for dropout). kind is the optimizer kind of all."""
+
+    cdef Member* members
+    cdef readonly Py_ssize_t size
+    cdef Py_ssize_t d, m1
+    cdef int act1, kind
+    cdef list _keep
+
+    def __cinit__(self, layouts, thetas, states, hps, step_counters, rngs, int kind):
+        cdef Py_ssize_t k, K = len(layouts)
+        cdef Layout layout
+        cdef Member* m
+        cdef double[::1] hp
+        cdef long long[::1] t
+        cdef uint64_t[::1] rng
+        self.members = <Member*> PyMem_Malloc(max(K, 1) * sizeof(Member))
+        if self.members == NULL:
+            raise MemoryError()
+        self.size = K
+        self.kind = kind
+        self._keep = [layouts, thetas, states, hps, step_counters, rngs]
+        for k in range(K):
+            layout = layouts[k]
+            hp, t, rng = hps[k], step_counters[k], rngs[k]
+            m = &self.members[k]
+            m.sub = layout.training_spec(&rng[0])
+            m.sub.sizes += 1
+            m.sub.acts += 1
+            m.sub.dropout += 1
+            m.sub.n_layers -= 1
+            m.dropout1 = layout._dropout[0]
+            m.theta = <void*> <Py_ssize_t> thetas[k].ctypes.data
+            m.state = <void*> <Py_ssize_t> states[k].ctypes.data
+            m.hp = &hp[0]
+            m.t = &t[0]
+            m.n_params = thetas[k].shape[0]
+            m.failed = False
+            m.retired = False
+        layout = layouts[0]
+        self.d = layout.spec.sizes[0]
+        self.m1 = layout.spec.sizes[1]
+        self.act1 = layout.spec.acts[0]
+
+    def __dealloc__(self):
+        PyMem_Free(self.members)
+
+    def failed(self, Py_ssize_t k):
+        """True once network k met a non-finite batch loss (it then stopped)."""
+        return bool(self.members[k].failed)
+
+    def retire(self, Py_ssize_t k):
+        """Train network k no further (the others go on)."""
+        self.members[k].retired = True
+
+    def workspace_size(self, Py_ssize_t B):
+        """Elements of bank_train's workspace for batches of up to B rows:
+        Z¹, A¹, δ¹ and the dropout masks of the wide layer (B × K·m₁ each), the
+        batch's X, Y and per-network weights, one network's block of A¹, and
+        the workspace of one network's layers 2…L (shared: they run in turn)."""
+        cdef const Spec* sub = &self.members[0].sub
+        return self.batch_offset(B, 4) + layer_offset(sub, B, sub.n_layers)
+
+    cdef Py_ssize_t batch_offset(self, Py_ssize_t B, int part) noexcept nogil:
+        """Where a part of the workspace starts: 0 Xb, 1 Yb, 2 the weights
+        (K × B), 3 one network's block of A¹, 4 its layers' workspace."""
+        cdef const Spec* sub = &self.members[0].sub
+        cdef Py_ssize_t widths[4]
+        widths[0] = self.d
+        widths[1] = sub.sizes[sub.n_layers]
+        widths[2] = self.size
+        widths[3] = self.m1
+        cdef Py_ssize_t off = 4 * B * self.size * self.m1, i
+        for i in range(part):
+            off += B * widths[i]
+        return off
+
+
+cdef bint same_first_step(Bank bank) noexcept nogil:
+    """True when one wide layer_step gives every network its own first-layer
+    step: all take part, with equal hyper-parameters, step counts and L2 α."""
+    cdef Py_ssize_t k, j
+    cdef const Member* a = &bank.members[0]
+    cdef const Member* b
+    for k in range(bank.size):
+        b = &bank.members[k]
+        if not b.running or b.t[0] != a.t[0] or b.sub.alpha != a.sub.alpha:
+            return False
+        for j in range(HP_EPS + 1):
+            if b.hp[j] != a.hp[j]:
+                return False
+    return True
+
+
+cdef double member_l2(const Member* m, const floating* W1, Py_ssize_t ld, Py_ssize_t d,
+                      Py_ssize_t m1) noexcept nogil:
+    """α/2·Σ‖W‖² of a banked network: its first layer's block of the wide W
+    (row stride ld), then its own deeper layers, summed in add_l2's order."""
+    cdef const Spec* s = &m.sub
+    cdef const floating* theta = <const floating*> m.theta + d * m1 + m1
+    cdef Py_ssize_t l, i, j, p = 0, nw
+    cdef double sq = 0
+    for i in range(d):
+        for j in range(m1):
+            sq += <double> W1[i * ld + j] * W1[i * ld + j]
+    for l in range(s.n_layers):
+        nw = s.sizes[l] * s.sizes[l + 1]
+        for i in range(p, p + nw):
+            sq += <double> theta[i] * theta[i]
+        p += nw + s.sizes[l + 1]
+    return 0.5 * s.alpha * sq
+
+
+cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wide_state,
+                    floating* scratch, const floating* Yb, const floating* wb,
+                    Py_ssize_t w_stride, Py_ssize_t nb, floating* ws, Py_ssize_t B,
+                    double* results) noexcept nogil:
+    """One batch (already in the workspace) for every network of the bank
+    (network k's row weights at wb + k·w_stride; wb NULL: unweighted):
+    the wide first layer forward, each network's layers 2…L forward, loss and
+    fused backward step (forming its block of the wide δ¹), then the wide
+    σ' and the first layer's step. results gets, per network, the batch's
+    loss × rows, rows and rows classified right (added)."""
+    cdef Py_ssize_t K = bank.size, d = bank.d, m1 = bank.m1, KM = K * m1
+    cdef Py_ssize_t i, j, k, p1 = d * m1 + m1, off
+    cdef Py_ssize_t correct
+    cdef floating* Z1 = ws
+    cdef floating* A1 = Z1 + B * KM
+    cdef floating* dZ1 = A1 + B * KM
+    cdef floating* M1 = dZ1 + B * KM
+    cdef const floating* Xb = ws + bank.batch_offset(B, 0)
+    cdef floating* Ak = ws + bank.batch_offset(B, 3)
+    cdef floating* sub_ws = ws + bank.batch_offset(B, 4)
+    cdef floating* s2 = wide_state + (d + 1) * KM
+    cdef floating* Wi
+    cdef floating* gi
+    cdef Member* m
+    cdef double loss
+    cdef bint plain = True
+    gemm(False, False, <int> nb, <int> KM, <int> d, <floating> 1, Xb, <int> d, wide,
+         <int> KM, <floating> 0, Z1, <int> KM)
+    bias_activation_forward(bank.act1, Z1, A1, wide + d * KM, nb, KM)
+    for k in range(K):
+        m = &bank.members[k]
+        if m.running and m.dropout1 > 0:
+            plain = False
+            for i in range(nb):
+                dropout_forward(A1 + i * KM + k * m1, M1 + i * KM + k * m1, m1, m.dropout1,
+                                m.sub.rng)
+    for k in range(K):
+        m = &bank.members[k]
+        if m.running:
+            for i in range(nb):
+                memcpy(Ak + i * m1, A1 + i * KM + k * m1, m1 * sizeof(floating))
+            batch_alpha(&m.sub, m.wsum)
+            correct = 0
+            loss = forward_loss(&m.sub, <const floating*> m.theta + p1, Ak, Yb,
+                                wb + k * w_stride if wb != NULL else NULL, nb, m.wsum,
+                                sub_ws, B,
+                                &correct)
+            if m.sub.alpha != 0:
+                loss += member_l2(m, wide + k * m1, KM, d, m1)
+            if not isfinite(loss):
+                m.failed = True
+                m.running = False
+            else:
+                m.t[0] += 1
+                backward_update(&m.sub, <floating*> m.theta + p1, scratch + p1,
+                                <floating*> m.state + p1, m.n_params, bank.kind, m.hp,
+                                m.t[0], Ak, nb, sub_ws, B, dZ1 + k * m1, KM)
+                results[3 * k] += loss * nb
+                results[3 * k + 1] += nb
+                results[3 * k + 2] += correct
+        if not m.running:
+            plain = False
+            for i in range(nb):
+                memset(dZ1 + i * KM + k * m1, 0, m1 * sizeof(floating))
+    # δ¹ = σ'(Z¹) ⊙ (δ²·W²ᵀ) (⊙ the dropout mask), over the wide block at once
+    # where no network drops units of its first layer or sits this batch out.
+    if plain:
+        activation_backward(bank.act1, Z1, A1, dZ1, nb * KM)
+    else:
+        for k in range(K):
+            m = &bank.members[k]
+            if not m.running:
+                continue
+            for i in range(nb):
+                off = i * KM + k * m1
+                if m.dropout1 > 0:
+                    dropout_activation_backward(bank.act1, Z1 + off, M1 + off, dZ1 + off, m1)
+                else:
+                    activation_backward(bank.act1, Z1 + off, A1 + off, dZ1 + off, m1)
+    column_sums(dZ1, nb, KM, wide_grad + d * KM, False)
+    if same_first_step(bank):
+        # Everyone's step at once: what the network's own fit does, K·m₁ units wide.
+        m = &bank.members[0]
+        layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, dZ1, nb, d, KM, wide,
+                   wide_grad, wide_state, s2)
+        return
+    gemm(True, False, <int> d, <int> KM, <int> nb, <floating> 1, Xb, <int> d, dZ1, <int> KM,
+         <floating> 0, wide_grad, <int> KM)
+    for k in range(K):
+        m = &bank.members[k]
+        if not m.running:
+            continue
+        for i in range(d + 1):
+            off = i * KM + k * m1
+            Wi = wide + off
+            gi = wide_grad + off
+            if i < d and m.sub.alpha != 0:        # the L2 term's gradient αW (not b)
+                for j in range(m1):
+                    gi[j] += <floating> m.sub.alpha * Wi[j]
+            update_slice(bank.kind, m.hp, m.t[0], Wi, gi, wide_state + off, s2 + off, m1)
+
+
+def bank_train(Bank bank, floating[::1] wide, floating[::1] wide_grad,
+               floating[::1] wide_state, floating[::1] scratch, const floating[:, ::1] X,
+               const floating[:, ::1] Y, const floating[:, ::1] w,
+               const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop,
+               Py_ssize_t B, floating[::1] ws, double[:, ::1] results):
+    """Train every network of the bank on the rows order[start:stop], in
+    batches of B, in place: θ of layers 2…L in each network's θ, the first
+    layer in `wide` ((d + 1)·K·m₁: [W¹₁ … W¹_K] then the biases) with its
+    optimizer state in wide_state (stacked buffers of that size) and scratch
+    wide_grad; scratch is θ-sized.
+
+    w holds per-row weights: (K, n), one row per network (a network whose
+    batch weighs 0 sits the batch out), (1, n) shared, or (0, n) for none.
+    results (K × 3) gets, per network, Σ batch loss × rows, rows trained and
+    rows classified right. A network whose batch loss is not finite stops
+    before that batch's update (`Bank.failed`); the others go on."""
+    cdef Py_ssize_t K = bank.size, d = X.shape[1], k_out = Y.shape[1]
+    cdef Py_ssize_t pos = start, nb, i, k, r
+    cdef floating* Xb = &ws[0] + bank.batch_offset(B, 0)
+    cdef floating* Yb = &ws[0] + bank.batch_offset(B, 1)
+    cdef floating* wb = &ws[0] + bank.batch_offset(B, 2)
+    cdef Py_ssize_t n_weights = w.shape[0], w_stride = B if n_weights > 1 else 0
+    cdef Member* m
+    with nogil:
+        while pos < stop:
+            nb = min(B, stop - pos)
+            for i in range(nb):
+                r = order[pos + i]
+                memcpy(Xb + i * d, &X[r, 0], d * sizeof(floating))
+                memcpy(Yb + i * k_out, &Y[r, 0], k_out * sizeof(floating))
+            for k in range(K):
+                m = &bank.members[k]
+                if n_weights == 0:
+                    m.wsum = nb
+                elif k < n_weights:
+                    m.wsum = 0
+                    for i in range(nb):
+                        wb[k * B + i] = w[k, order[pos + i]]
+                        m.wsum += wb[k * B + i]
+                else:       # one row of weights for all
+                    m.wsum = bank.members[0].wsum
+                m.running = not m.failed and not m.retired and m.wsum > 0
+            bank_step(bank, &wide[0], &wide_grad[0], &wide_state[0], &scratch[0], Yb,
+                      wb if n_weights > 0 else NULL, w_stride, nb, &ws[0], B,
+                      &results[0, 0])
+            pos += nb
