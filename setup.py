@@ -26,14 +26,17 @@ directives = {
 }
 
 MODULES = ["_blas", "_activations", "_losses", "_optim", "_engine"]
+# Hand-written C compiled into a module. _kernels.c picks its instruction set at
+# run time (function target attributes), so no -march flag is needed.
+C_SOURCES = {"_blas": ["cbackprop/_core/_kernels.c"]}
 
 extensions = [
     Extension(
         f"cbackprop._core.{name}",
-        [f"cbackprop/_core/{name}.pyx"],
+        [f"cbackprop/_core/{name}.pyx"] + C_SOURCES.get(name, []),
         # A change to any declaration file rebuilds the modules that may cimport it.
-        depends=sorted(glob.glob("cbackprop/_core/*.pxd")),
-        include_dirs=[np.get_include()],
+        depends=sorted(glob.glob("cbackprop/_core/*.pxd") + glob.glob("cbackprop/_core/*.h")),
+        include_dirs=[np.get_include(), "cbackprop/_core"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # -O3 but never -ffast-math: it would delete the isfinite checks.
         # -fno-math-errno only stops sqrt setting errno (nothing reads it), which

@@ -1,13 +1,15 @@
-"""The hand-written small-GEMM kernel against BLAS, shape by shape (1 thread).
+"""The hand-written small-GEMM kernels against BLAS, shape by shape.
 
-    python bench/kernels.py [--dtypes float32,float64]
+    python bench/kernels.py [--dtypes float32,float64] [--workloads tiny,online]
 
 For every GEMM the benchmark workloads run (forward Z = A·W, ∂W = Aᵀ·δ,
-δ_prev = δ·Wᵀ) and a few more small shapes, it times cbackprop's hand kernel
-and BLAS through the same entry point (`py_gemm(kernel=...)`, many calls inside
-one nogil loop, best of several runs of thread CPU time) and prints the ratio
-and what `gemm` chooses. The dispatch rule in _core/_blas.pyx follows
-from this table.
+δ_prev = δ·Wᵀ) and a few more small shapes, it times cbackprop's hand kernels
+(at each instruction-set level this CPU has) and BLAS on 1 and 2 threads
+through the same entry point (`py_gemm(kernel=...)`, many calls inside one
+nogil loop, best of several runs of wall time) and prints what `gemm` chooses.
+The dispatch rule in _core/_blas.pyx follows from this table. It prints the
+BLAS kernel that ran (threadpoolctl): unset OPENBLAS_CORETYPE in the command
+to let OpenBLAS pick its own.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cbackprop._core._blas import kernel_for, py_gemm  # noqa: E402
+from cbackprop._core._blas import (  # noqa: E402
+    kernel_for, kernel_level, py_gemm, set_kernel_level)
 
 WORKLOADS = {"tiny": ((64, 32, 10), 32), "small": ((784, 128, 10), 64),
              "online": ((784, 128, 10), 1), "medium": ((784, 512, 512, 10), 128)}
@@ -43,7 +46,7 @@ def engine_shapes(sizes, B):
     return out
 
 
-def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.02):
+def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.01):
     rng = np.random.default_rng(0)
     A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
@@ -51,29 +54,47 @@ def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.02):
     reps = int(max(1, min(100_000, budget / (2 * m * n * k / 20e9 + 2e-7))))
     best = np.inf
     for _ in range(5):
-        t0 = time.thread_time()
+        t0 = time.perf_counter()
         py_gemm(A, B, C, ta, tb, beta=0.5, repeat=reps, kernel=kernel)
-        best = min(best, (time.thread_time() - t0) / reps)
+        best = min(best, (time.perf_counter() - t0) / reps)
     return best
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--no-extra", action="store_true")
     args = ap.parse_args(argv)
-    shapes = [(f"{w}:{s[0]}",) + s[1:] for w, (sizes, B) in WORKLOADS.items()
-              for s in engine_shapes(sizes, B)] + EXTRA
-    print("| shape | m×n×k | op | dtype | hand µs | BLAS µs | hand/BLAS | gemm uses |")
-    print("|---|---|---|---|---|---|---|---|")
-    with threadpool_limits(1, user_api="blas"):
-        for dt in args.dtypes.split(","):
-            for name, m, n, k, ta, tb in shapes:
-                hand = seconds_per_call(m, n, k, ta, tb, dt, "hand")
-                blas = seconds_per_call(m, n, k, ta, tb, dt, "blas")
+    shapes = [(f"{w}:{s[0]}",) + s[1:] for w in args.workloads.split(",")
+              for s in engine_shapes(*WORKLOADS[w])] + ([] if args.no_extra else EXTRA)
+    best = kernel_level()
+    levels = [lv for lv in ("avx512", "avx2", "portable") if set_kernel_level(lv) == lv]
+    set_kernel_level(best)
+    kernels = sorted({f"{i['internal_api']} {i.get('version')} {i.get('architecture')}"
+                      for i in threadpool_info()})
+    print(f"BLAS: {'; '.join(kernels)}. Hand kernel levels: {', '.join(levels)}; "
+          "µs per call, best of 5")
+    print("| shape | m×n×k | op | dtype | " + " | ".join(f"hand {lv}" for lv in levels)
+          + " | BLAS 1t | BLAS 2t | hand/BLAS 1t | gemm uses |")
+    print("|---|---|---|---|" + "---|" * len(levels) + "---|---|---|---|")
+    for dt in args.dtypes.split(","):
+        for name, m, n, k, ta, tb in shapes:
+            hand = {}
+            with threadpool_limits(1, user_api="blas"):
+                for lv in levels:
+                    set_kernel_level(lv)
+                    hand[lv] = seconds_per_call(m, n, k, ta, tb, dt, "hand")
+                set_kernel_level(best)
+                blas1 = seconds_per_call(m, n, k, ta, tb, dt, "blas")
                 uses = kernel_for(dt, tb, m, n, k)
-                op = ("T" if ta else "N") + ("T" if tb else "N")
-                print(f"| {name} | {m}×{n}×{k} | {op} | {dt} | {hand * 1e6:.2f} | "
-                      f"{blas * 1e6:.2f} | {hand / blas:.2f} | {uses} |", flush=True)
+            with threadpool_limits(2, user_api="blas"):
+                blas2 = seconds_per_call(m, n, k, ta, tb, dt, "blas")
+            op = ("T" if ta else "N") + ("T" if tb else "N")
+            print(f"| {name} | {m}×{n}×{k} | {op} | {dt} | "
+                  + " | ".join(f"{hand[lv] * 1e6:.2f}" for lv in levels)
+                  + f" | {blas1 * 1e6:.2f} | {blas2 * 1e6:.2f} | {hand[best] / blas1:.2f} | "
+                  f"{uses} |", flush=True)
 
 
 if __name__ == "__main__":

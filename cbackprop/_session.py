@@ -50,18 +50,20 @@ _running: dict[int, TrainingSession] = {}
 _busy_lock = threading.Lock()
 # Each network's measured thread choices, so later fits start from them.
 _thread_choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# Each network's θ-sized buffers (gradient, rollback copies), kept between its
-# fits: a fresh 100 MB buffer costs more in page faults than a step of a large
-# network. One fit per network at a time, so they are never shared.
+# Each network's fit buffers (gradient, rollback copies, the workspaces of
+# training and validation), kept between its fits: a fresh 100 MB buffer costs
+# more in page faults than a step of a large network. One fit per network at a
+# time, so they are never shared; predict and evaluate allocate their own.
 _fit_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _buffer(network, name: str, like: np.ndarray) -> np.ndarray:
-    """The network's kept buffer `name` shaped and typed like `like` (contents undefined)."""
+def _buffer(network, name: str, size: int, dtype) -> np.ndarray:
+    """The network's kept 1-D buffer `name` of `size` elements of dtype (contents undefined)."""
     kept = _fit_buffers.setdefault(network, {})
     buf = kept.get(name)
-    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-        buf = kept[name] = np.empty_like(like)
+    if buf is None or buf.shape != (size,) or buf.dtype != dtype:
+        kept.pop(name, None)          # free the old one before allocating its successor
+        buf = kept[name] = np.empty(size, dtype=dtype)
     return buf
 
 
@@ -198,6 +200,7 @@ class TrainingSession:
                     raise TypeError("validation_data must be a pair (X_val, y_val)")
                 self.validation = TrainingSession(network, *validation_data,
                                                   names=("validation X", "validation y"))
+                self.validation.in_fit = True
             self.shuffle = V.check_bool(shuffle, "shuffle")
             self.fresh_order = V.check_bool(fresh_order, "fresh_order")
             if reducer is not None and not isinstance(reducer, Reducer):
@@ -212,6 +215,7 @@ class TrainingSession:
                 self.layout.watch_health(self.health)
         self.X, self.Y, self.w = X, Y, w
         self.n_rows = X.shape[0]
+        self.in_fit = False         # a fit's validation: may use the network's kept buffers
         self._entered = False
         self._stop_requested = False
         self._halted = False        # with a reducer: the stop every process agreed
@@ -225,8 +229,11 @@ class TrainingSession:
         """(L(θ), rows classified right, ∇L(θ) in a new array or None) over all rows."""
         net = self.network
         rows = chunk_rows(self.layout, self.n_rows)
-        ws = np.empty(_engine.workspace_size(self.layout, rows), dtype=net.dtype)
-        # Private (concurrent calls must not share one); unused without with_grad.
+        size = _engine.workspace_size(self.layout, rows)
+        # Private unless run by the fit that holds the network (concurrent calls
+        # must not share one); grad is unused without with_grad.
+        ws = (_buffer(net, "validation workspace", size, net.dtype) if self.in_fit
+              else np.empty(size, dtype=net.dtype))
         grad = np.empty_like(net.theta) if with_grad else np.empty(0, net.dtype)
         with blas_threads(net, rows), net.params_lock.read():
             loss, correct = _engine.loss_and_grad(self.layout, net.theta, grad, self.X, self.Y,
@@ -278,8 +285,8 @@ class TrainingSession:
             self.order = np.arange(self.n_rows, dtype=np.intp)
             if self._restored_order is not None:
                 self.order[...] = self._restored_order
-            self.ws = np.empty(_engine.workspace_size(self.layout, B), dtype=net.dtype)
-            self.grad = _buffer(net, "grad", net.theta)
+            self.ws = _buffer(net, "workspace", _engine.workspace_size(self.layout, B), net.dtype)
+            self.grad = _buffer(net, "grad", net.theta.size, net.dtype)
             self._rows_per_chunk = B
             self.threads = self._fit_threads(B)
             # Ctrl-C stops the session at the next chunk boundary; leaving it then
@@ -344,8 +351,8 @@ class TrainingSession:
         """Keep what was trained so far: a later divergence restores θ, the
         optimizer and the random stream to this point (set on entering)."""
         net, opt = self.network, self.optimizer
-        theta, state = _buffer(net, "saved theta", net.theta), _buffer(net, "saved state",
-                                                                      opt.state)
+        theta = _buffer(net, "saved theta", net.theta.size, net.dtype)
+        state = _buffer(net, "saved state", opt.state.size, opt.state.dtype)
         with net.params_lock.read():
             np.copyto(theta, net.theta)
             np.copyto(state, opt.state)

@@ -284,13 +284,17 @@ def test_hand_kernel_and_blas_agree_with_numpy(m, n, k, trans_a, trans_b, dtype,
 
 
 def test_gemm_uses_the_hand_kernel_only_where_it_measured_faster():
-    from cbackprop._core._blas import kernel_for
+    from cbackprop._core._blas import kernel_for, kernel_level
 
     assert kernel_for("float32", False, 128, 10, 1) == "hand"       # ∂W, batch 1, 10 units
     assert kernel_for("float32", True, 1, 32, 10) == "hand"         # δ·Wᵀ, batch 1
     assert kernel_for("float64", False, 128, 10, 1) == "BLAS"
-    for m, n, k in [(32, 32, 64), (1, 128, 784), (784, 128, 1), (64, 128, 784)]:
+    for m, n, k in [(1, 128, 784), (784, 128, 1), (64, 128, 784), (32, 10, 32)]:
         assert kernel_for("float32", False, m, n, k) == "BLAS"
+    # The vector kernels (AVX2, AVX-512): the tiny layers' GEMMs.
+    vector = kernel_level() != "portable"
+    assert kernel_for("float32", False, 32, 32, 64) == ("hand" if vector else "BLAS")
+    assert kernel_for("float64", True, 32, 32, 10) == ("hand" if vector else "BLAS")
 
 
 def test_py_gemm_rejects_mismatched_shapes():

@@ -208,3 +208,62 @@ def test_a_diverging_epoch_falls_back_to_the_last_commit():
     np.testing.assert_array_equal(opt.state, kept[1])
     assert opt.t == kept[2] and opt.lr == 1e300
     np.testing.assert_array_equal(net.rng_state, kept[3])
+
+
+def test_a_later_fit_reuses_the_networks_buffers():
+    """The workspace, gradient and rollback copies stay with the network between
+    fits (and the validation workspace too): a second fit allocates none of them."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 256)
+    net = cb.Network(64, [cb.Dense(512, "relu"), cb.Dense(10, "softmax")],
+                     dtype="float32", seed=0, n_threads=1)
+    opt = cb.SGD(lr=0.01, momentum=0.9)
+    fit = dict(optimizer=opt, epochs=1, batch_size=128, validation_data=(X, y))
+    net.fit(X, y, **fit)
+    tracemalloc.start()
+    try:
+        net.fit(X, y, **fit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # θ is 37 K floats (150 kB); the training workspace alone is 1.1 MB.
+    assert peak < net.theta.nbytes
+
+
+def test_predict_and_evaluate_beside_a_fit_do_not_share_its_buffers():
+    """Another thread's predict and evaluate, run while the network trains with
+    validation data, use buffers of their own: the fit is bitwise the fit
+    without them, validation figures included."""
+    import threading
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 20))
+    y = rng.integers(0, 4, 300)
+
+    def run(beside):
+        net = cb.Network(20, [cb.Dense(64, "relu"), cb.Dense(4, "softmax")], seed=3,
+                         n_threads=1)
+        done = threading.Event()
+
+        def other():
+            while not done.is_set():
+                net.predict(X)
+                net.evaluate(X, y)
+
+        worker = threading.Thread(target=other) if beside else None
+        if worker is not None:
+            worker.start()
+        try:
+            hist = net.fit(X, y, optimizer=cb.SGD(lr=0.05, momentum=0.9), epochs=6,
+                           batch_size=16, validation_data=(X[:100], y[:100]))
+        finally:
+            done.set()
+            if worker is not None:
+                worker.join()
+        return net.theta.copy(), hist.history["val_loss"]
+
+    theta, val = run(False)
+    theta_beside, val_beside = run(True)
+    np.testing.assert_array_equal(theta_beside, theta)
+    assert val_beside == val

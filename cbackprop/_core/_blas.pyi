@@ -7,6 +7,14 @@ from numpy.typing import NDArray
 
 _F = TypeVar("_F", np.float32, np.float64)
 
+LEVELS: dict[str, int]
+
+def kernel_level() -> str:
+    """The hand kernels' instruction set: "portable", "avx2" or "avx512"."""
+
+def set_kernel_level(name: str) -> str:
+    """Run the hand kernels at name (capped to the CPU); returns the level set."""
+
 def kernel_for(dtype: str, trans_b: bool, m: int, n: int, k: int) -> str:
     """"hand" or "BLAS": what gemm runs for this shape."""
 

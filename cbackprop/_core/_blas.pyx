@@ -3,72 +3,65 @@
 # column-major Cᵀ = op(B)ᵀ op(A)ᵀ, so we call BLAS with the operands swapped.
 # scipy declares the pointers non-const (scipy issue 14262): we cast here.
 #
-# `gemm` also owns the choice between BLAS and a hand-written kernel
-# (`small_gemm`). A BLAS call has a fixed cost (argument checks, kernel
-# selection) that dominates when a GEMM degenerates into an outer product with
-# a few columns (∂W of a small output layer for a batch of one) or into a few
-# short dot products (δ·Wᵀ for one example through a layer of a few units).
-# There the hand kernel, plain loops the C compiler vectorises, is faster.
-# Everywhere else BLAS is, by far: cbackprop is compiled for baseline x86-64
-# (SSE2), and a register-blocked SSE2 kernel measured 10–13× slower than
-# OpenBLAS's AVX-512 kernels even at 32×32×64, and 1.4–3× slower for GEMVs
-# and wide outer products. The rule below comes from bench/kernels.py (see
-# bench/README.md).
+# `gemm` also owns the choice between BLAS and the hand-written kernels of
+# _kernels.c (register-blocked, compiled for AVX-512 and AVX2 with run-time
+# dispatch, and a portable C version). A BLAS call has a fixed cost (argument
+# checks, kernel selection, packing) that dominates for the GEMMs of small
+# layers and of batches of one. The rule below comes from bench/kernels.py
+# (see bench/README.md): the vector kernels where they measured faster than
+# OpenBLAS; the portable one only for the outer products and short dot
+# products where the plain loops already beat a BLAS call.
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from "_kernels.h" nogil:
+    int CBK_PORTABLE, CBK_AVX2, CBK_AVX512, CBK_PACK_MAX
+    int cbk_level()
+    int cbk_set_level(int level)
+    void cbk_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                   const float* A, int lda, const float* B, int ldb, float beta,
+                   float* C, int ldc)
+    void cbk_dgemm(int trans_a, int trans_b, int m, int n, int k, double alpha,
+                   const double* A, int lda, const double* B, int ldb, double beta,
+                   double* C, int ldc)
+
+# Above this many multiply-adds BLAS wins at every level (bench/kernels.py).
+cdef enum:
+    HAND_MAX_MNK = 65536
+
+LEVELS = {"portable": CBK_PORTABLE, "avx2": CBK_AVX2, "avx512": CBK_AVX512}
+cbk_level()         # chosen once, at import, before any kernel runs
 
 
 cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
                                  int k) noexcept nogil:
-    """Shapes where the hand kernel measured faster than BLAS (single: float32)."""
+    """Shapes where the hand kernels measured faster than BLAS (single: float32)."""
+    # Outer products and a few short dot products: the portable loops (the C
+    # kernel runs them at every level) beat a BLAS call.
     if k == 1:
-        return n <= (12 if single else 4)                # outer product, few columns
-    return trans_b and m == 1 and k <= 10 and n <= 32   # a few short dot products
-
-
-cdef inline void store(floating* C, floating acc, floating alpha, floating beta) noexcept nogil:
-    """C = alpha·acc + beta·C, reading C only when beta ≠ 0 (C may be garbage)."""
-    if beta == 0:
-        C[0] = alpha * acc
-    else:
-        C[0] = alpha * acc + beta * C[0]
-
-
-cdef void small_gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                     floating alpha, const floating* A, int lda,
-                     const floating* B, int ldb,
-                     floating beta, floating* C, int ldc) noexcept nogil:
-    """Row-major C(m×n) = alpha·op(A)·op(B) + beta·C without BLAS (any shape;
-    fast only for the shapes use_hand_kernel picks)."""
-    cdef Py_ssize_t sa_i = 1 if trans_a else lda, sa_p = lda if trans_a else 1
-    cdef Py_ssize_t i, j, p
-    cdef floating acc, aip
-    cdef floating* c
-    cdef const floating* b
+        return n <= (12 if single else 4)
+    if trans_b and m < 4:
+        return m == 1 and k <= 10 and n <= 32
+    if cbk_level() == CBK_PORTABLE:
+        return False
+    # δ·Wᵀ through a small output layer: 2× faster than BLAS (which transposes
+    # W at every call); GEMMs of at least 32 columns and up to HAND_MAX_MNK
+    # multiply-adds: as fast or faster (fewer columns: BLAS is).
     if trans_b:
-        # op(B)[p, j] = B[j, p]: each C[i, j] is a dot product along p.
-        for i in range(m):
-            for j in range(n):
-                acc = 0
-                for p in range(k):
-                    acc += A[i * sa_i + p * sa_p] * B[j * ldb + p]
-                store(C + i * ldc + j, acc, alpha, beta)
-        return
-    # Row i of C: beta·C[i] + Σ_p alpha·A[i, p]·B[p] (axpys along contiguous rows).
-    for i in range(m):
-        c = C + i * ldc
-        aip = alpha * A[i * sa_i]
-        if beta == 0:
-            for j in range(n):
-                c[j] = aip * B[j]
-        else:
-            for j in range(n):
-                c[j] = aip * B[j] + beta * c[j]
-        for p in range(1, k):
-            aip = alpha * A[i * sa_i + p * sa_p]
-            b = B + p * ldb
-            for j in range(n):
-                c[j] += aip * b[j]
+        return <long> k * n <= CBK_PACK_MAX
+    return n >= 32 and <long> m * n * k <= HAND_MAX_MNK
+
+
+cdef inline void small_gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                            floating alpha, const floating* A, int lda,
+                            const floating* B, int ldb,
+                            floating beta, floating* C, int ldc) noexcept nogil:
+    """Row-major C(m×n) = alpha·op(A)·op(B) + beta·C by the hand kernels (any
+    shape; fast only for the shapes use_hand_kernel picks)."""
+    if floating is float:
+        cbk_sgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        cbk_dgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
 cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -94,6 +87,18 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         small_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
         blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+def kernel_level():
+    """The instruction set the hand kernels run at: "portable", "avx2" or "avx512"."""
+    return {v: k for k, v in LEVELS.items()}[cbk_level()]
+
+
+def set_kernel_level(str name):
+    """Run the hand kernels at `name` (capped to what the CPU has), for tests and
+    benchmarks; returns the level set. Not while a fit or predict runs."""
+    level = cbk_set_level(LEVELS[name])
+    return {v: k for k, v in LEVELS.items()}[level]
 
 
 def kernel_for(dtype, bint trans_b, int m, int n, int k):

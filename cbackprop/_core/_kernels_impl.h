@@ -1,0 +1,89 @@
+/* One instantiation of the register-blocked kernel; _kernels.c includes this
+   file once per (instruction set, dtype) after defining:
+     T, V, W (elements per vector), MASK_T, TARGET (a target attribute),
+     MR_MAX (rows of a tile: 4 or 8), NV_MAX (vectors per row of a tile: 2), FN(name) (the instance's names), and
+     ZERO(), SET1(x), LOADM(p, mask), STOREM(p, mask, v), FMADD(a, b, c),
+     MUL(a, b), MASK(n) (the first n of W lanes, 1 ≤ n ≤ W). */
+
+/* C[0:MR, 0:nc] = alpha·Σ_p a(r, p)·B[p, 0:nc] + beta·C, nc ≤ NV·W: MR×NV
+   accumulator vectors stay in registers over the whole k loop. Always
+   inlined with constant MR and NV, so the loops unroll. */
+static inline __attribute__((always_inline)) TARGET void
+FN(tile)(const int MR, const int NV, int k, T alpha, const T *A, ptrdiff_t sai,
+         ptrdiff_t sap, const T *B, ptrdiff_t ldb, T beta, T *C, ptrdiff_t ldc, int nc)
+{
+    V acc[MR_MAX][NV_MAX], b[NV_MAX];
+    MASK_T full = MASK(W), last = MASK(nc - (NV - 1) * W);
+    int r, v, p;
+    for (r = 0; r < MR; r++)
+        for (v = 0; v < NV; v++)
+            acc[r][v] = ZERO();
+    for (p = 0; p < k; p++) {
+        for (v = 0; v < NV; v++)
+            b[v] = LOADM(B + p * ldb + v * W, v == NV - 1 ? last : full);
+        for (r = 0; r < MR; r++) {
+            V a = SET1(A[r * sai + p * sap]);
+            for (v = 0; v < NV; v++)
+                acc[r][v] = FMADD(a, b[v], acc[r][v]);
+        }
+    }
+    for (r = 0; r < MR; r++)
+        for (v = 0; v < NV; v++) {
+            MASK_T mk = v == NV - 1 ? last : full;
+            T *c = C + r * ldc + v * W;
+            V x = MUL(SET1(alpha), acc[r][v]);
+            if (beta != 0)
+                x = FMADD(SET1(beta), LOADM(c, mk), x);
+            STOREM(c, mk, x);
+        }
+}
+
+/* The tile for this panel's nv vectors (nv ≤ NV_MAX = 2). */
+#define CBK_TILES(MR)                                                          \
+    switch (nv) {                                                              \
+    case 1: FN(tile)(MR, 1, k, alpha, a, sai, sap, b, ldb, beta, c, ldc, nc); break; \
+    case 2: FN(tile)(MR, 2, k, alpha, a, sai, sap, b, ldb, beta, c, ldc, nc); break; \
+    }
+
+static TARGET void
+FN(gemm)(int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int lda,
+         const T *B, int ldb, T beta, T *C, int ldc)
+{
+    T pack[CBK_PACK_MAX] __attribute__((aligned(64)));
+    ptrdiff_t sai = trans_a ? 1 : lda, sap = trans_a ? lda : 1;
+    int i, j0, nc, nv, p, j;
+    if (trans_b) {
+        /* op(B) = Bᵀ: copy it row-major (the caller keeps k·n ≤ CBK_PACK_MAX). */
+        for (p = 0; p < k; p++)
+            for (j = 0; j < n; j++)
+                pack[p * n + j] = B[j * (ptrdiff_t) ldb + p];
+        B = pack;
+        ldb = n;
+    }
+    for (j0 = 0; j0 < n; j0 += NV_MAX * W) {
+        const T *b = B + j0;
+        nc = n - j0 < NV_MAX * W ? n - j0 : NV_MAX * W;
+        nv = (nc + W - 1) / W;
+#if MR_MAX == 8
+        for (i = 0; i + 8 <= m; i += 8) {
+            const T *a = A + i * sai;
+            T *c = C + i * (ptrdiff_t) ldc + j0;
+            CBK_TILES(8)
+        }
+#else
+        i = 0;
+#endif
+        for (; i + 4 <= m; i += 4) {
+            const T *a = A + i * sai;
+            T *c = C + i * (ptrdiff_t) ldc + j0;
+            CBK_TILES(4)
+        }
+        for (; i < m; i++) {
+            const T *a = A + i * sai;
+            T *c = C + i * (ptrdiff_t) ldc + j0;
+            CBK_TILES(1)
+        }
+    }
+}
+
+#undef CBK_TILES

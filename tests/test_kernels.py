@@ -1,0 +1,96 @@
+"""The hand-written GEMM kernels (_core/_kernels.c) at every instruction-set
+level this CPU has, the portable fallback included (forced through
+set_kernel_level, as on a CPU without AVX2), against NumPy's matmul."""
+
+import numpy as np
+import pytest
+
+import cbackprop as cb
+from cbackprop._core import _blas
+
+LEVELS = ["portable", "avx2", "avx512"]
+SHAPES = [(1, 1, 1), (32, 32, 64), (32, 10, 32), (64, 32, 32), (1, 128, 784),
+          (784, 128, 1), (7, 13, 5), (5, 17, 3), (3, 65, 9), (9, 100, 2), (4, 16, 8),
+          (1, 10, 128), (128, 10, 1), (1, 32, 10), (33, 31, 17)]
+TOL = {np.float32: 2e-5, np.float64: 1e-13}
+
+
+@pytest.fixture(params=LEVELS)
+def level(request):
+    got = _blas.set_kernel_level(request.param)
+    if got != request.param:
+        pytest.skip(f"this CPU has no {request.param}")
+    yield got
+    _blas.set_kernel_level("avx512")       # back to the best the CPU has
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hand_kernel_matches_matmul(level, m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    C0 = rng.standard_normal((m, n)).astype(dtype)
+    ref = 0.5 * (A.T if trans_a else A).astype(np.float64) @ (
+        B.T if trans_b else B).astype(np.float64) - 2.0 * C0
+    scale = np.sqrt(k) + 2
+    for beta in (0.0, -2.0):
+        # beta = 0 must not read C: start from NaN there.
+        C = C0.copy() if beta else np.full((m, n), np.nan, dtype)
+        _blas.py_gemm(A, B, C, trans_a, trans_b, alpha=0.5, beta=beta, kernel="hand")
+        want = ref if beta else ref + 2.0 * C0
+        np.testing.assert_allclose(C, want, rtol=0, atol=TOL[dtype] * scale * 4)
+
+
+def test_nothing_after_c_is_written(level):
+    """The masked column tail stores only C's own elements."""
+    A = np.ones((3, 4), np.float32)
+    B = np.ones((4, 5), np.float32)
+    C = np.zeros(3 * 5 + 16, np.float32)
+    C[15:] = 7
+    _blas.py_gemm(A, B, C[:15].reshape(3, 5), kernel="hand")
+    np.testing.assert_array_equal(C[:15], 4)
+    np.testing.assert_array_equal(C[15:], 7)
+
+
+def test_results_are_deterministic(level):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((32, 64)).astype(np.float32)
+    B = rng.standard_normal((64, 32)).astype(np.float32)
+    C1, C2 = np.empty((32, 32), np.float32), np.empty((32, 32), np.float32)
+    _blas.py_gemm(A, B, C1, kernel="hand")
+    _blas.py_gemm(A, B, C2, kernel="hand")
+    np.testing.assert_array_equal(C1, C2)
+
+
+def test_levels_are_capped_to_the_cpu_and_named():
+    assert _blas.kernel_level() in LEVELS
+    assert _blas.set_kernel_level("portable") == "portable"
+    assert _blas.kernel_for("float32", False, 32, 32, 64) == "BLAS"
+    if _blas.set_kernel_level("avx512") == "avx512":
+        assert _blas.kernel_for("float32", False, 32, 32, 64) == "hand"
+
+
+def test_training_at_every_level_is_correct(level):
+    """The engine through the level's kernels (tiny layers: the hand kernels
+    run): backprop matches finite differences, and a fit lands where the best
+    level's does, to rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 64))
+    y = rng.integers(0, 10, 32)
+
+    def net():
+        return cb.Network(64, [cb.Dense(32, "tanh"), cb.Dense(10, "softmax")], seed=0,
+                          dtype="float64", n_threads=1)
+
+    assert cb.gradcheck(net(), X, y) < 1e-4       # central differences' own error here
+    _, grad = net().loss_and_grad(X, y)
+    trained = net()
+    trained.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=5, batch_size=32)
+    _blas.set_kernel_level("avx512")
+    best = net()
+    best.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=5, batch_size=32)
+    np.testing.assert_allclose(grad, net().loss_and_grad(X, y)[1], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(trained.theta, best.theta, rtol=0, atol=1e-12)
