@@ -25,7 +25,7 @@ directives = {
     "embedsignature": True,
 }
 
-MODULES = ["_blas", "_activations", "_losses", "_optim", "_engine"]
+MODULES = ["_blas", "_sparse", "_activations", "_losses", "_optim", "_engine"]
 
 extensions = [
     Extension(
