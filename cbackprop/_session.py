@@ -32,6 +32,7 @@ from cbackprop import _threads, serialization
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine, _optim
+from cbackprop._core._sparse import CSR
 from cbackprop.activations import RELU_FAMILY
 from cbackprop.history import History
 from cbackprop.losses import REQUIRED_OUTPUT
@@ -106,9 +107,10 @@ class Reducer:
         """Replace values (float64) by their sums over the processes, in place."""
 
 
-def chunk_rows(layout: _engine.Layout, n_rows: int) -> int:
-    """Rows per chunk of a full pass (predict, evaluate) over n_rows rows."""
-    per_row = _engine.workspace_size(layout, 1)
+def chunk_rows(layout: _engine.Layout, n_rows: int, sparse: bool = False) -> int:
+    """Rows per chunk of a full pass (predict, evaluate) over n_rows rows (of
+    sparse input: no batch buffer, so more rows fit)."""
+    per_row = _engine.workspace_size(layout, 1, sparse)
     return max(1, min(n_rows, CHUNK_ELEMENTS // per_row))
 
 
@@ -185,8 +187,8 @@ class TrainingSession:
             if w.size and not w.all():
                 # Rows of weight 0 are dropped, as if absent: a batch of only such
                 # rows would have no weighted mean loss.
-                keep = w != 0
-                X, Y, w = X[keep], Y[keep], w[keep]
+                keep = np.flatnonzero(w)
+                X, Y, w = V.take_rows(X, keep), Y[keep], w[keep]
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(
                     f"optimizer must be a cb.Optimizer (e.g. cb.SGD), got {optimizer!r}")
@@ -211,6 +213,7 @@ class TrainingSession:
                 self.health = np.zeros(_engine.health_size(self.layout))
                 self.layout.watch_health(self.health)
         self.X, self.Y, self.w = X, Y, w
+        self.sparse = isinstance(X, CSR)
         self.n_rows = X.shape[0]
         self._entered = False
         self._stop_requested = False
@@ -224,8 +227,8 @@ class TrainingSession:
     def loss_and_grad(self, with_grad: bool = True) -> tuple[float, int, np.ndarray | None]:
         """(L(θ), rows classified right, ∇L(θ) in a new array or None) over all rows."""
         net = self.network
-        rows = chunk_rows(self.layout, self.n_rows)
-        ws = np.empty(_engine.workspace_size(self.layout, rows), dtype=net.dtype)
+        rows = chunk_rows(self.layout, self.n_rows, self.sparse)
+        ws = np.empty(_engine.workspace_size(self.layout, rows, self.sparse), dtype=net.dtype)
         # Private (concurrent calls must not share one); unused without with_grad.
         grad = np.empty_like(net.theta) if with_grad else np.empty(0, net.dtype)
         with blas_threads(net, rows), net.params_lock.read():
@@ -264,7 +267,8 @@ class TrainingSession:
             self.order = np.arange(self.n_rows, dtype=np.intp)
             if self._restored_order is not None:
                 self.order[...] = self._restored_order
-            self.ws = np.empty(_engine.workspace_size(self.layout, B), dtype=net.dtype)
+            self.ws = np.empty(_engine.workspace_size(self.layout, B, self.sparse),
+                               dtype=net.dtype)
             self.grad = _buffer(net, "grad", net.theta)
             self._rows_per_chunk = B
             self.threads = self._fit_threads(B)
@@ -542,7 +546,8 @@ class TrainingSession:
         """SHA-256 of the training arrays: a resumed run must see the same data."""
         if self._digest is None:
             h = hashlib.sha256()
-            for arr in (self.X, self.Y, self.w):
+            X = (self.X.data, self.X.indices, self.X.indptr) if self.sparse else (self.X,)
+            for arr in (*X, self.Y, self.w):
                 h.update(str(arr.shape).encode())
                 h.update(arr.tobytes())
             self._digest = h.hexdigest()

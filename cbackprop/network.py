@@ -236,10 +236,11 @@ class Network:
         during a fit it sees θ as it was between two engine chunks.
         """
         X = V.check_X(X, self.n_inputs, self.dtype)
+        sparse = not isinstance(X, np.ndarray)
         layout = self.engine_layout()
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        rows = _session.chunk_rows(layout, X.shape[0])
-        ws = np.empty(_engine.workspace_size(layout, rows), dtype=self.dtype)
+        rows = _session.chunk_rows(layout, X.shape[0], sparse)
+        ws = np.empty(_engine.workspace_size(layout, rows, sparse), dtype=self.dtype)
         with _session.blas_threads(self, rows), self.params_lock.read():
             _engine.predict(layout, self._theta, X, out, rows, ws)
         return out
