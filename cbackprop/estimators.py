@@ -747,7 +747,8 @@ _FIT_DOC = """Fit the model to data matrix X and target(s) y.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Sparse X (CSR or CSC) is never densified.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), default=None
         X_val, y_val : array-like, default=None

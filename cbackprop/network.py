@@ -231,7 +231,8 @@ class Network:
     def predict(self, X) -> np.ndarray:
         """The network's outputs for each row of X, shape (n_samples, n_outputs).
 
-        Probabilities for softmax/sigmoid outputs. Runs in row chunks without
+        Probabilities for softmax/sigmoid outputs. X may be a scipy.sparse
+        matrix or array (as for `fit`). Runs in row chunks without
         the GIL, so memory stays bounded and threads can predict at once;
         during a fit it sees θ as it was between two engine chunks.
         """
@@ -310,7 +311,9 @@ class Network:
 
         Parameters
         ----------
-        X : array-like (n_samples, n_inputs)
+        X : array-like or scipy.sparse matrix/array (n_samples, n_inputs)
+            Sparse X (CSR, CSC; other formats are converted to CSR) is never
+            densified: the first layer works on its non-zeros.
         y : targets
             cross_entropy: class indices 0..k−1 (integers or integral floats)
             or one-hot rows (n, k); binary_cross_entropy: values in [0, 1];
