@@ -25,7 +25,7 @@ directives = {
     "embedsignature": True,
 }
 
-MODULES = ["_blas", "_activations", "_losses", "_optim", "_engine"]
+MODULES = ["_blas", "_sparse", "_activations", "_losses", "_optim", "_engine"]
 # Hand-written C compiled into a module. _kernels.c picks its instruction set at
 # run time (function target attributes), so no -march flag is needed.
 C_SOURCES = {"_blas": ["cbackprop/_core/_kernels.c"]}

@@ -32,6 +32,7 @@ from cbackprop import _threads, serialization
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine, _optim
+from cbackprop._core._sparse import CSR
 from cbackprop.activations import RELU_FAMILY
 from cbackprop.history import History
 from cbackprop.losses import REQUIRED_OUTPUT
@@ -108,9 +109,10 @@ class Reducer:
         """Replace values (float64) by their sums over the processes, in place."""
 
 
-def chunk_rows(layout: _engine.Layout, n_rows: int) -> int:
-    """Rows per chunk of a full pass (predict, evaluate) over n_rows rows."""
-    per_row = _engine.workspace_size(layout, 1)
+def chunk_rows(layout: _engine.Layout, n_rows: int, sparse: bool = False) -> int:
+    """Rows per chunk of a full pass (predict, evaluate) over n_rows rows (of
+    sparse input: no batch buffer, so more rows fit)."""
+    per_row = _engine.workspace_size(layout, 1, sparse)
     return max(1, min(n_rows, CHUNK_ELEMENTS // per_row))
 
 
@@ -187,8 +189,8 @@ class TrainingSession:
             if w.size and not w.all():
                 # Rows of weight 0 are dropped, as if absent: a batch of only such
                 # rows would have no weighted mean loss.
-                keep = w != 0
-                X, Y, w = X[keep], Y[keep], w[keep]
+                keep = np.flatnonzero(w)
+                X, Y, w = V.take_rows(X, keep), Y[keep], w[keep]
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(
                     f"optimizer must be a cb.Optimizer (e.g. cb.SGD), got {optimizer!r}")
@@ -214,6 +216,7 @@ class TrainingSession:
                 self.health = np.zeros(_engine.health_size(self.layout))
                 self.layout.watch_health(self.health)
         self.X, self.Y, self.w = X, Y, w
+        self.sparse = isinstance(X, CSR)
         self.n_rows = X.shape[0]
         self.in_fit = False         # a fit's validation: may use the network's kept buffers
         self._entered = False
@@ -228,8 +231,8 @@ class TrainingSession:
     def loss_and_grad(self, with_grad: bool = True) -> tuple[float, int, np.ndarray | None]:
         """(L(θ), rows classified right, ∇L(θ) in a new array or None) over all rows."""
         net = self.network
-        rows = chunk_rows(self.layout, self.n_rows)
-        size = _engine.workspace_size(self.layout, rows)
+        rows = chunk_rows(self.layout, self.n_rows, self.sparse)
+        size = _engine.workspace_size(self.layout, rows, self.sparse)
         # Private unless run by the fit that holds the network (concurrent calls
         # must not share one); grad is unused without with_grad.
         ws = (_buffer(net, "validation workspace", size, net.dtype) if self.in_fit
@@ -285,7 +288,8 @@ class TrainingSession:
             self.order = np.arange(self.n_rows, dtype=np.intp)
             if self._restored_order is not None:
                 self.order[...] = self._restored_order
-            self.ws = _buffer(net, "workspace", _engine.workspace_size(self.layout, B), net.dtype)
+            self.ws = _buffer(net, "workspace",
+                              _engine.workspace_size(self.layout, B, self.sparse), net.dtype)
             self.grad = _buffer(net, "grad", net.theta.size, net.dtype)
             self._rows_per_chunk = B
             self.threads = self._fit_threads(B)
@@ -571,7 +575,8 @@ class TrainingSession:
         """SHA-256 of the training arrays: a resumed run must see the same data."""
         if self._digest is None:
             h = hashlib.sha256()
-            for arr in (self.X, self.Y, self.w):
+            X = (self.X.data, self.X.indices, self.X.indptr) if self.sparse else (self.X,)
+            for arr in (*X, self.Y, self.w):
                 h.update(str(arr.shape).encode())
                 h.update(arr.tobytes())
             self._digest = h.hexdigest()

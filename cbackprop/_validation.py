@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from cbackprop._core import _engine
+from cbackprop._core._sparse import CSR
 
 #: BLAS takes dimensions as C ints: no layer may be wider than this.
 MAX_WIDTH = 2**31 - 1
@@ -30,7 +31,7 @@ def as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
     """np.asarray(value) that accepts only real numbers."""
     if value is None:
         raise TypeError(f"{name} must be an array-like of real numbers, got None")
-    if hasattr(value, "toarray") and hasattr(value, "nnz"):
+    if is_sparse(value):
         raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
     if np.ma.is_masked(value):
         raise ValueError(f"{name} is a masked array with masked entries; fill them first "
@@ -48,6 +49,11 @@ def as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
             "expected real numbers (integer or floating point)"
         )
     return arr
+
+
+def is_sparse(value) -> bool:
+    """True for a scipy.sparse matrix or array (of any format), without importing scipy."""
+    return hasattr(value, "toarray") and hasattr(value, "nnz")
 
 
 def _c_array(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -75,11 +81,14 @@ def all_finite(arr: np.ndarray) -> bool:
     return bool(_engine.all_finite(arr.reshape(-1)))
 
 
-def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
-    """Return X as a C-contiguous (n, n_features) array of dtype, finite, n ≥ 1.
+def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray | CSR:
+    """Return X as a C-contiguous (n, n_features) array of dtype, finite, n ≥ 1;
+    a scipy.sparse X as a `CSR` instead (`check_sparse_X`).
 
     The caller's array is never modified: conversion copies when needed.
     """
+    if is_sparse(X):
+        return check_sparse_X(X, n_features, dtype, name)
     arr = as_numeric_array(X, name)
     if arr.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
@@ -97,6 +106,70 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
             + (" (or values too large for float32)" if dtype == np.float32 else "")
         )
     return out
+
+
+def _check_compressed(X, n_major: int, n_minor: int, name: str) -> None:
+    """The index arrays of a CSR (CSC) matrix describe n_major rows (columns) with
+    indices in 0..n_minor−1: the kernels read by them without bounds checks."""
+    indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+    if (indptr.ndim != 1 or indptr.shape[0] != n_major + 1 or indptr[0] != 0
+            or indptr[-1] != indices.shape[0] or indices.shape != np.shape(X.data)
+            or np.any(indptr[1:] < indptr[:-1])):
+        raise ValueError(f"{name} is a damaged sparse matrix: its indptr, indices and data "
+                         "do not agree")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_minor):
+        raise ValueError(f"{name} is a damaged sparse matrix: an index lies outside its "
+                         f"shape {X.shape}")
+
+
+def check_sparse_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> CSR:
+    """Return a scipy.sparse X (CSR, CSC or another format: converted to CSR once)
+    as a `CSR` of dtype with int32 indices and intp row pointers, summed
+    duplicates and sorted indices, finite values, n ≥ 1 rows. Memory stays
+    proportional to the non-zeros; X itself is never modified."""
+    shape = tuple(X.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {shape}")
+    kind = np.dtype(X.dtype).kind
+    if kind in _REJECTED_KINDS:
+        raise TypeError(f"{name} has dtype {X.dtype} ({_REJECTED_KINDS[kind]}); "
+                        "expected real numbers (integer or floating point)")
+    if shape[0] == 0:
+        raise ValueError(f"{name} has 0 rows; at least 1 sample is required")
+    if shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {shape[1]} features per row, but the network expects {n_features}")
+    fmt = X.format
+    if fmt == "csr":
+        _check_compressed(X, shape[0], shape[1], name)
+    elif fmt == "csc":
+        _check_compressed(X, shape[1], shape[0], name)
+    X = X.tocsr()
+    if fmt not in ("csr", "csc"):
+        _check_compressed(X, shape[0], shape[1], name)
+    if not X.has_canonical_format:
+        X = X.copy()          # never the caller's
+        X.sum_duplicates()    # and sorts the indices
+    data = _c_array(X.data, dtype)
+    if not all_finite(data):
+        raise ValueError(
+            f"{name} contains NaN or infinity"
+            + (" (or values too large for float32)" if dtype == np.float32 else ""))
+    return CSR(data, np.require(X.indices, np.int32, ["C_CONTIGUOUS", "ALIGNED"]),
+               np.require(X.indptr, np.intp, ["C_CONTIGUOUS", "ALIGNED"]), shape[1])
+
+
+def take_rows(X: np.ndarray | CSR, rows: np.ndarray) -> np.ndarray | CSR:
+    """X[rows] for a checked X (an array or a `CSR`), rows an integer array."""
+    if not isinstance(X, CSR):
+        return X[rows]
+    starts = X.indptr[rows]
+    counts = X.indptr[rows + 1] - starts
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.intp)
+    np.cumsum(counts, out=indptr[1:])
+    # Position of each kept non-zero in X: its row's start plus its place in the row.
+    at = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.intp)
+    return CSR(X.data[at], X.indices[at], indptr, X.shape[1])
 
 
 def check_targets(y, n_rows: int, loss: str, n_outputs: int, dtype: np.dtype,

@@ -94,6 +94,8 @@ _SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop")
 _SCHEDULES = ("constant", "invscaling", "adaptive")
 #: 'adaptive' stops once the learning rate falls to this (scikit-learn's rule).
 _MIN_ADAPTIVE_LR = 1e-6
+#: Sparse X formats taken as they are (as scikit-learn's MLP); others become CSR.
+_SPARSE = ("csr", "csc")
 
 def _constraints(regressor: bool) -> dict:
     """scikit-learn's `_parameter_constraints` for its MLP, widened to cbackprop's
@@ -298,6 +300,11 @@ class _BaseMLP(BaseEstimator):
 
     # ---- fitted state -------------------------------------------------------
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True     # CSR/CSC X, never densified
+        return tags
+
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_net")
 
@@ -449,6 +456,7 @@ class _BaseMLP(BaseEstimator):
 
     def _validate_xy(self, X, y, reset, dtype):
         X, y = validate_data(self, X, y, multi_output=True, reset=reset,
+                             accept_sparse=_SPARSE,
                              dtype=(np.float64, np.float32) if dtype is None else dtype,
                              **self._y_validation)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -478,7 +486,7 @@ class _BaseMLP(BaseEstimator):
         dtype = X.dtype
         if X_val is not None:
             Xv, yv = validate_data(self, X_val, y_val, reset=False, multi_output=True,
-                                   dtype=dtype, **self._y_validation)
+                                   accept_sparse=_SPARSE, dtype=dtype, **self._y_validation)
             if yv.ndim == 2 and yv.shape[1] == 1:
                 yv = column_or_1d(yv, warn=True)
             yv, Yv = self._encode_targets(yv, incremental=True)
@@ -711,7 +719,8 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X) -> np.ndarray:
         """Validated X → network outputs (n, n_outputs)."""
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, accept_sparse=_SPARSE,
+                          dtype=(np.float64, np.float32))
         net = self._net
         if X.dtype == np.float64 and net.dtype == np.float32:
             # scikit-learn multiplies float64 X by the float32 weights in float64: so
@@ -738,7 +747,8 @@ _FIT_DOC = """Fit the model to data matrix X and target(s) y.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Sparse X (CSR or CSC) is never densified.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), default=None
         X_val, y_val : array-like, default=None

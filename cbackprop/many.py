@@ -253,6 +253,9 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
         sessions.append(TrainingSession(net, *data, optimizer=opt, batch_size=batch_size,
                                         shuffle=False, validation_data=validation_data))
     lead = sessions[0]
+    if lead.sparse:
+        raise TypeError("fit_many takes dense X only: pass X.toarray(), or fit networks "
+                        "on sparse input one by one with net.fit")
     X, Y, B, n = lead.X, lead.Y, lead.batch_size, lead.n_rows
     if per_network:
         weights = _check_bank_weights(sample_weight, k, n, first.dtype)

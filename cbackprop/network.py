@@ -231,15 +231,17 @@ class Network:
     def predict(self, X) -> np.ndarray:
         """The network's outputs for each row of X, shape (n_samples, n_outputs).
 
-        Probabilities for softmax/sigmoid outputs. Runs in row chunks without
+        Probabilities for softmax/sigmoid outputs. X may be a scipy.sparse
+        matrix or array (as for `fit`). Runs in row chunks without
         the GIL, so memory stays bounded and threads can predict at once;
         during a fit it sees θ as it was between two engine chunks.
         """
         X = V.check_X(X, self.n_inputs, self.dtype)
+        sparse = not isinstance(X, np.ndarray)
         layout = self.engine_layout()
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        rows = _session.chunk_rows(layout, X.shape[0])
-        ws = np.empty(_engine.workspace_size(layout, rows), dtype=self.dtype)
+        rows = _session.chunk_rows(layout, X.shape[0], sparse)
+        ws = np.empty(_engine.workspace_size(layout, rows, sparse), dtype=self.dtype)
         with _session.blas_threads(self, rows), self.params_lock.read():
             _engine.predict(layout, self._theta, X, out, rows, ws)
         return out
@@ -309,7 +311,9 @@ class Network:
 
         Parameters
         ----------
-        X : array-like (n_samples, n_inputs)
+        X : array-like or scipy.sparse matrix/array (n_samples, n_inputs)
+            Sparse X (CSR, CSC; other formats are converted to CSR) is never
+            densified: the first layer works on its non-zeros.
         y : targets
             cross_entropy: class indices 0..k−1 (integers or integral floats)
             or one-hot rows (n, k); binary_cross_entropy: values in [0, 1];

@@ -157,6 +157,13 @@ def net_call(method, *args, net="net", **kwargs):
     return make
 
 
+def damaged_csr(X, which):
+    """A CSR matrix of X whose index arrays were changed afterwards (out of range)."""
+    m = scipy.sparse.csr_matrix(X)
+    getattr(m, which)[1] = 10**6
+    return m
+
+
 def fit(X=lambda c: c.X, y=lambda c: c.y, **kwargs):
     kwargs.setdefault("optimizer", lambda c: c.opt)
     return net_call("fit", X, y, **kwargs)
@@ -285,8 +292,24 @@ CASES = [
          "datetime64"),
     Case("fit-X-ragged", fit(X=[[1.0, 2.0, 3.0, 4.0], [1.0]], y=[0, 1]), ValueError,
          "X could not be read as a rectangular array"),
-    Case("fit-X-sparse", fit(X=lambda c: scipy.sparse.csr_matrix(c.X)), TypeError,
-         "X is a sparse matrix"),
+    Case("fit-X-sparse-nan", fit(X=lambda c: scipy.sparse.csr_matrix(
+        c.with_value(c.X, (3, 1), NAN))), ValueError, "X contains NaN or infinity"),
+    Case("fit-X-sparse-overflows-float32", fit(X=lambda c: scipy.sparse.csc_array(
+        c.with_value(c.X, (0, 0), 1e39))), ValueError, "too large for float32"),
+    Case("fit-X-sparse-features", fit(X=lambda c: scipy.sparse.csr_array(c.X[:, :3])),
+         ValueError, "X has 3 features per row, but the network expects 4"),
+    Case("fit-X-sparse-0-rows", fit(X=lambda c: scipy.sparse.csr_matrix(c.X[:0]),
+                                    y=lambda c: c.y[:0]), ValueError, "0 rows"),
+    Case("fit-X-sparse-bool", fit(X=lambda c: scipy.sparse.csr_matrix(c.X > 0)), TypeError,
+         "X has dtype bool"),
+    Case("fit-X-sparse-damaged", fit(X=lambda c: damaged_csr(c.X, "indices")), ValueError,
+         "X is a damaged sparse matrix"),
+    Case("fit-X-sparse-damaged-indptr", fit(X=lambda c: damaged_csr(c.X, "indptr")),
+         ValueError, "X is a damaged sparse matrix"),
+    Case("predict-X-sparse-nan", net_call("predict", lambda c: scipy.sparse.coo_array(
+        c.with_value(c.X, (3, 1), INF))), ValueError, "X contains NaN or infinity"),
+    Case("fit-y-sparse", fit(y=lambda c: scipy.sparse.csr_matrix(c.y.reshape(-1, 1))),
+         TypeError, "y is a sparse matrix"),
     Case("fit-X-masked", fit(X=lambda c: np.ma.masked_greater(c.X, 1.0)), ValueError,
          "masked entries"),
     Case("fit-y-none", fit(y=None), TypeError, "y must be an array-like"),
@@ -418,8 +441,11 @@ ESTIMATOR_CASES = [
          "Expected 2D array"),
     Case("clf-fit-complex", net_call("fit", lambda c: c.X + 1j, lambda c: c.y, net="clf"),
          ValueError, "Complex data not supported"),
-    Case("clf-fit-sparse", net_call("fit", lambda c: scipy.sparse.csr_matrix(c.X),
-                                    lambda c: c.y, net="clf"), TypeError, "Sparse data"),
+    Case("clf-fit-sparse-nan", net_call("fit", lambda c: scipy.sparse.csr_matrix(
+        c.with_value(c.X, (3, 1), NAN)), lambda c: c.y, net="clf"), ValueError,
+        "Input X contains NaN"),
+    Case("clf-fit-sparse-features", net_call("partial_fit", lambda c: scipy.sparse.csr_array(
+        c.X[:, :3]), lambda c: c.y, net="clf"), ValueError, "X has 3 features"),
     Case("clf-fit-y-length", net_call("fit", lambda c: c.X, lambda c: c.y[:-1], net="clf"),
          ValueError, "inconsistent numbers of samples"),
     Case("clf-fit-y-continuous", net_call("fit", lambda c: c.X, lambda c: c.yr[:, 0],

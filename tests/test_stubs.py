@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(importlib.import_module("cbackprop._core").__file__).parent
-MODULES = ["_blas", "_activations", "_losses", "_optim", "_engine"]
+MODULES = ["_blas", "_sparse", "_activations", "_losses", "_optim", "_engine"]
 
 
 def _stub_names(path: Path) -> dict[str, ast.AST]:

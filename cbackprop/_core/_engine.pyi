@@ -5,6 +5,8 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from cbackprop._core._sparse import CSR
+
 _F = TypeVar("_F", np.float32, np.float64)
 
 STATUS_OK: int
@@ -29,8 +31,8 @@ class Layout:
 def health_size(layout: Layout) -> int:
     """Elements of the training-health sums of a layout."""
 
-def workspace_size(layout: Layout, B: int) -> int:
-    """Elements in the workspace for batches of up to B rows."""
+def workspace_size(layout: Layout, B: int, sparse: bool = False) -> int:
+    """Elements in the workspace for batches of up to B rows (of sparse input)."""
 
 def workspace_views(ws: NDArray[_F], layout: Layout, B: int,
                     n: int) -> list[tuple[NDArray[_F], NDArray[_F], NDArray[_F]]]:
@@ -38,23 +40,23 @@ def workspace_views(ws: NDArray[_F], layout: Layout, B: int,
 
 def train_batches(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], state: NDArray[_F],
                   opt_kind: int, hp: NDArray[np.float64], step_count: NDArray[np.int64],
-                  X: NDArray[_F], Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp],
+                  X: NDArray[_F] | CSR, Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp],
                   start: int, stop: int, B: int, ws: NDArray[_F],
                   rng: NDArray[np.uint64]) -> tuple[float, int, int, int]:
     """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status)."""
 
-def batch_gradient(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F],
+def batch_gradient(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F] | CSR,
                    Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp], start: int, B: int,
                    ws: NDArray[_F],
                    rng: NDArray[np.uint64]) -> tuple[float, int, int, float, int]:
     """One batch's ∇L(θ) into grad: (loss, rows, correct, weight sum, status)."""
 
-def loss_and_grad(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F],
+def loss_and_grad(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F] | CSR,
                   Y: NDArray[_F], w: NDArray[_F], B: int, ws: NDArray[_F],
                   with_grad: bool) -> tuple[float, int]:
     """(L(θ), rows classified right); ∇L(θ) into grad when with_grad."""
 
-def predict(layout: Layout, theta: NDArray[_F], X: NDArray[_F], out: NDArray[_F], B: int,
+def predict(layout: Layout, theta: NDArray[_F], X: NDArray[_F] | CSR, out: NDArray[_F], B: int,
             ws: NDArray[_F]) -> None:
     """out = the network's output for every row of X, in chunks of B rows."""
 

@@ -8,9 +8,14 @@
 # The workspace is one flat buffer of the network's dtype, allocated by Python
 # once per fit (or predict): for each layer l, Zˡ, Aˡ, dZˡ and Mˡ (B × mₗ
 # each; Mˡ holds the dropout mask, 0 or 1/(1−p)), then the batch buffers
-# X (B × d), Y (B × k) and w (B). Nothing in here
+# X (B × d; none for sparse input), Y (B × k) and w (B). Nothing in here
 # allocates; every loop runs without the GIL. Errors (a non-finite loss) are
 # returned as a status code for Python to raise.
+#
+# Input X is dense (a C-contiguous n × d array) or sparse (a `_sparse.CSR`).
+# Sparse input changes only the first layer's two products, Z¹ = X·W¹ and
+# ∂W¹ = Xᵀ·δ¹ (`_sparse`'s kernels, over the batch's rows where they are:
+# nothing is gathered); the Spec then points at the batch's CSR rows.
 
 from cython cimport floating
 from libc.math cimport isfinite, sqrt
@@ -21,6 +26,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 import numpy as np
 
 from cbackprop._core._blas cimport gemm
+from cbackprop._core._sparse cimport CSR, CSRRows, csr_gemm, csr_t_gemm
 from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
@@ -45,6 +51,7 @@ cdef struct Spec:
     const double* dropout       # per-layer drop rates while training, else NULL
     uint64_t* rng               # splitmix64 state for the dropout masks
     double* health              # training-health sums (health_size), else NULL
+    CSRRows* sparse             # the input's rows when it is sparse, else NULL
 
 
 cdef class Layout:
@@ -79,6 +86,7 @@ cdef class Layout:
         self.spec.dropout = NULL      # on only in training passes
         self.spec.rng = NULL
         self.spec.health = NULL
+        self.spec.sparse = NULL
 
     def watch_health(self, double[::1] sums):
         """From now on train_batches adds its training-health figures to sums
@@ -108,6 +116,23 @@ cdef inline Py_ssize_t layer_offset(const Spec* s, Py_ssize_t B, Py_ssize_t l) n
     for j in range(l):
         off += 4 * B * s.sizes[j + 1]
     return off
+
+
+cdef inline Py_ssize_t batch_width(const Spec* s) noexcept nogil:
+    """Width of the workspace's batch buffer X: d, or 0 for sparse input (not gathered)."""
+    return 0 if s.sparse != NULL else s.sizes[0]
+
+
+cdef bint bind_input(Spec* s, CSRRows* rows, object X, size_t itemsize) except -1:
+    """For a sparse X (a `CSR` of the network's dtype), point s at *rows, a copy
+    of its rows, and return True; for dense X return False."""
+    if not isinstance(X, CSR):
+        return False
+    if (<CSR> X).itemsize != <Py_ssize_t> itemsize:
+        raise TypeError("the sparse X's values do not have the network's dtype")
+    rows[0] = (<CSR> X).rows
+    s.sparse = rows
+    return True
 
 
 cdef inline Py_ssize_t param_count(const Spec* s) noexcept nogil:
@@ -145,15 +170,16 @@ cdef void dropout_activation_backward(int act, const floating* Z, const floating
         dZ[i] *= M[i] * derivative(act, Z[i], activate(act, Z[i]))
 
 
-def workspace_size(Layout layout, Py_ssize_t B):
-    """Elements in the workspace for batches of up to B rows (and, while health
-    is watched, room for two copies of the widest layer's parameters)."""
+def workspace_size(Layout layout, Py_ssize_t B, bint sparse=False):
+    """Elements in the workspace for batches of up to B rows (sparse: of sparse
+    input, which needs no batch buffer X) and, while health is watched, room
+    for two copies of the widest layer's parameters."""
     cdef const Spec* s = &layout.spec
     cdef Py_ssize_t total = 0, widest = 0, j
     for j in range(1, s.n_layers + 1):
         total += 4 * s.sizes[j]
         widest = max(widest, s.sizes[j - 1] * s.sizes[j] + s.sizes[j])
-    return B * (total + s.sizes[0] + s.sizes[s.n_layers] + 1) + (
+    return B * (total + (0 if sparse else s.sizes[0]) + s.sizes[s.n_layers] + 1) + (
         2 * widest if s.health != NULL else 0)
 
 
@@ -239,15 +265,19 @@ def workspace_views(floating[::1] ws, Layout layout, Py_ssize_t B, Py_ssize_t n)
 
 cdef void forward(const Spec* s, const floating* theta, const floating* X,
                   Py_ssize_t n, floating* ws, Py_ssize_t B) noexcept nogil:
-    """For each layer: Z = A_prev·W + b, A = σ(Z), with A⁰ = X (n ≤ B rows)."""
+    """For each layer: Z = A_prev·W + b, A = σ(Z), with A⁰ = X (n ≤ B rows; the
+    CSR rows s.sparse instead, unless NULL)."""
     cdef Py_ssize_t l, n_in, n_out, p = 0
     cdef const floating* a_prev = X
     cdef floating* Z = ws
     for l in range(s.n_layers):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
-        gemm(False, False, <int> n, <int> n_out, <int> n_in, <floating> 1,
-             a_prev, <int> n_in, theta + p, <int> n_out, <floating> 0, Z, <int> n_out)
+        if l == 0 and s.sparse != NULL:
+            csr_gemm(s.sparse, n, n_out, theta + p, Z)
+        else:
+            gemm(False, False, <int> n, <int> n_out, <int> n_in, <floating> 1,
+                 a_prev, <int> n_in, theta + p, <int> n_out, <floating> 0, Z, <int> n_out)
         bias_activation_forward(s.acts[l], Z, Z + B * n_out, theta + p + n_in * n_out,
                                 n, n_out)
         if s.dropout != NULL and s.dropout[l] > 0:
@@ -287,7 +317,7 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
                    Py_ssize_t n, floating* ws, Py_ssize_t B, floating beta) noexcept nogil:
     """From dZᴸ (already set) back: dW = A_prevᵀ·dZ, db = Σ_rows dZ,
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ). grad = beta·grad + these. The first layer
-    computes no δ for the input."""
+    computes no δ for the input; its A_prev is X (or the CSR rows s.sparse)."""
     cdef Py_ssize_t l, n_in, n_out, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
@@ -297,8 +327,11 @@ cdef void backward(const Spec* s, const floating* theta, floating* grad, const f
         p -= n_in * n_out + n_out
         dZ = ws + layer_offset(s, B, l) + 2 * B * n_out
         a_prev = X if l == 0 else ws + layer_offset(s, B, l - 1) + B * n_in
-        gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1,
-             a_prev, <int> n_in, dZ, <int> n_out, beta, grad + p, <int> n_out)
+        if l == 0 and s.sparse != NULL:
+            csr_t_gemm(s.sparse, n, n_in, n_out, <floating> 1, dZ, beta, grad + p)
+        else:
+            gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1,
+                 a_prev, <int> n_in, dZ, <int> n_out, beta, grad + p, <int> n_out)
         column_sums(dZ, n, n_out, grad + p + n_in * n_out, beta != 0)
         if l > 0:
             delta_prev(s, l, theta + p, dZ, n, ws, B)
@@ -380,7 +413,7 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     # before the update go to the end of the workspace.
     cdef bint watch = s.health != NULL and (t - 1) % HEALTH_EVERY == 0
     cdef floating* old = ws + layer_offset(s, B, s.n_layers) + B * (
-        s.sizes[0] + s.sizes[s.n_layers] + 1)
+        batch_width(s) + s.sizes[s.n_layers] + 1)
     for l in range(s.n_layers - 1, -1, -1):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
@@ -397,8 +430,8 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, True)
-        layer_step(kind, hp, t, s.alpha, a_prev, dZ, n, n_in, n_out, theta + p, grad + p,
-                   state + p, state + n_params + p)
+        layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ, n, n_in,
+                   n_out, theta + p, grad + p, state + p, state + n_params + p)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
@@ -417,17 +450,21 @@ cdef double batch_forward(Spec* s, const floating* theta, const floating[:, ::1]
     """Gather rows X[rows], Y[rows] (and their weights, 1 without w) into the
     batch buffers, then forward and loss, leaving δᴸ in dZᴸ. Returns the batch
     loss plus the L2 term (of this batch's α, batch_alpha); *wsum gets the
-    batch's weight, *correct its rows classified right (added)."""
-    cdef Py_ssize_t i, r, d = X.shape[1], k = Y.shape[1]
+    batch's weight, *correct its rows classified right (added). Sparse input
+    (s.sparse) is not gathered: s.sparse is pointed at these rows instead."""
+    cdef Py_ssize_t i, r, d = batch_width(s), k = Y.shape[1]
     cdef floating* Xb = ws + layer_offset(s, B, s.n_layers)
     cdef floating* Yb = Xb + B * d
     cdef floating* wb = Yb + B * k
     cdef bint weighted = w.shape[0] > 0
     cdef double loss
     wsum[0] = 0
+    if s.sparse != NULL:
+        s.sparse.rows = rows
     for i in range(nb):
         r = rows[i]
-        memcpy(Xb + i * d, &X[r, 0], d * sizeof(floating))
+        if s.sparse == NULL:
+            memcpy(Xb + i * d, &X[r, 0], d * sizeof(floating))
         memcpy(Yb + i * k, &Y[r, 0], k * sizeof(floating))
         wb[i] = w[r] if weighted else 1
         wsum[0] += wb[i]
@@ -441,11 +478,11 @@ cdef double batch_forward(Spec* s, const floating* theta, const floating[:, ::1]
 
 def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                   floating[::1] state, int opt_kind, const double[::1] hp,
-                  long long[::1] step_count, const floating[:, ::1] X,
-                  const floating[:, ::1] Y, const floating[::1] w,
-                  const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t stop,
-                  Py_ssize_t B, floating[::1] ws, uint64_t[::1] rng):
-    """Train on the rows order[start:stop] in batches of B, in place.
+                  long long[::1] step_count, X, const floating[:, ::1] Y,
+                  const floating[::1] w, const Py_ssize_t[::1] order, Py_ssize_t start,
+                  Py_ssize_t stop, Py_ssize_t B, floating[::1] ws, uint64_t[::1] rng):
+    """Train on the rows order[start:stop] of X (a C-contiguous array or a
+    `CSR`, with a workspace sized for it) in batches of B, in place.
 
     Each batch: gather rows, forward, loss, then the backward pass with each
     layer's optimizer step fused in (see backward_update; `grad` is scratch).
@@ -460,10 +497,14 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t nb, pos = start, correct = 0
     cdef double batch_loss, wsum, total = 0
     cdef int status = STATUS_OK
+    cdef CSRRows rows
+    cdef const floating[:, ::1] Xd = None
+    if not bind_input(&s, &rows, X, sizeof(floating)):
+        Xd = X
     with nogil:
         while pos < stop:
             nb = min(B, stop - pos)
-            batch_loss = batch_forward(&s, &theta[0], X, Y, w, &order[pos], nb, &ws[0], B,
+            batch_loss = batch_forward(&s, &theta[0], Xd, Y, w, &order[pos], nb, &ws[0], B,
                                        &wsum, &correct)
             if not isfinite(batch_loss):
                 status = STATUS_NONFINITE_LOSS
@@ -476,8 +517,8 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     return total, pos - start, correct, status
 
 
-def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
-                   const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] w,
+def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad, X,
+                   const floating[:, ::1] Y, const floating[::1] w,
                    const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t B,
                    floating[::1] ws, uint64_t[::1] rng):
     """∇L(θ) of the one batch order[start:start + B] (fewer at the end) into grad:
@@ -489,8 +530,12 @@ def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
     cdef Py_ssize_t nb = min(B, order.shape[0] - start), correct = 0
     cdef double batch_loss, wsum
     cdef int status = STATUS_OK
+    cdef CSRRows rows
+    cdef const floating[:, ::1] Xd = None
+    if not bind_input(&s, &rows, X, sizeof(floating)):
+        Xd = X
     with nogil:
-        batch_loss = batch_forward(&s, &theta[0], X, Y, w, &order[start], nb, &ws[0], B,
+        batch_loss = batch_forward(&s, &theta[0], Xd, Y, w, &order[start], nb, &ws[0], B,
                                    &wsum, &correct)
         if not isfinite(batch_loss):
             status = STATUS_NONFINITE_LOSS
@@ -501,16 +546,21 @@ def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
     return batch_loss, nb, correct, wsum, status
 
 
-def loss_and_grad(Layout layout, const floating[::1] theta, floating[::1] grad,
-                  const floating[:, ::1] X, const floating[:, ::1] Y,
-                  const floating[::1] w, Py_ssize_t B, floating[::1] ws, bint with_grad):
-    """L(θ) over all rows (weighted mean, plus α/2 Σ‖W‖²) and, with_grad,
-    ∇L(θ) into grad (which may be empty otherwise), in chunks of B rows, with
-    no dropout. Returns (L(θ), rows classified right)."""
+def loss_and_grad(Layout layout, const floating[::1] theta, floating[::1] grad, X,
+                  const floating[:, ::1] Y, const floating[::1] w, Py_ssize_t B,
+                  floating[::1] ws, bint with_grad):
+    """L(θ) over all rows of X (an array or a `CSR`) (weighted mean, plus
+    α/2 Σ‖W‖²) and, with_grad, ∇L(θ) into grad (which may be empty
+    otherwise), in chunks of B rows, with no dropout. Returns (L(θ), rows
+    classified right)."""
     cdef Spec s = layout.spec
-    cdef Py_ssize_t n = X.shape[0], pos, nb, i, correct = 0
+    cdef Py_ssize_t n = Y.shape[0], pos, nb, i, correct = 0
     cdef bint weighted = w.shape[0] > 0
     cdef double wtotal = 0, total = 0
+    cdef CSRRows rows
+    cdef bint sparse = bind_input(&s, &rows, X, sizeof(floating))
+    cdef const floating[:, ::1] Xd = None if sparse else X
+    cdef const floating* Xp = NULL
     with nogil:
         if weighted:
             for i in range(n):
@@ -522,27 +572,37 @@ def loss_and_grad(Layout layout, const floating[::1] theta, floating[::1] grad,
         pos = 0
         while pos < n:
             nb = min(B, n - pos)
-            total += forward_loss(&s, &theta[0], &X[pos, 0], &Y[pos, 0],
-                                  &w[pos] if weighted else NULL, nb, wtotal, &ws[0], B,
-                                  &correct)
+            rows.first = pos
+            if not sparse:
+                Xp = &Xd[pos, 0]
+            total += forward_loss(&s, &theta[0], Xp, &Y[pos, 0], &w[pos] if weighted else NULL,
+                                  nb, wtotal, &ws[0], B, &correct)
             if with_grad:
-                backward(&s, &theta[0], &grad[0], &X[pos, 0], nb, &ws[0], B, 1)
+                backward(&s, &theta[0], &grad[0], Xp, nb, &ws[0], B, 1)
             pos += nb
         if s.alpha != 0:
             total += add_l2(&s, &theta[0], &grad[0] if with_grad else NULL)
     return total, correct
 
 
-def predict(Layout layout, const floating[::1] theta, const floating[:, ::1] X,
-            floating[:, ::1] out, Py_ssize_t B, floating[::1] ws):
-    """out = the network's output for every row of X, in chunks of B rows."""
+def predict(Layout layout, const floating[::1] theta, X, floating[:, ::1] out,
+            Py_ssize_t B, floating[::1] ws):
+    """out = the network's output for every row of X (an array or a `CSR`), in
+    chunks of B rows."""
     cdef Spec s = layout.spec
-    cdef Py_ssize_t n = X.shape[0], k = out.shape[1], pos = 0, nb
+    cdef Py_ssize_t n = out.shape[0], k = out.shape[1], pos = 0, nb
     cdef floating* A = &ws[0] + layer_offset(&s, B, s.n_layers - 1) + B * k
+    cdef CSRRows rows
+    cdef bint sparse = bind_input(&s, &rows, X, sizeof(floating))
+    cdef const floating[:, ::1] Xd = None if sparse else X
+    cdef const floating* Xp = NULL
     with nogil:
         while pos < n:
             nb = min(B, n - pos)
-            forward(&s, &theta[0], &X[pos, 0], nb, &ws[0], B)
+            rows.first = pos
+            if not sparse:
+                Xp = &Xd[pos, 0]
+            forward(&s, &theta[0], Xp, nb, &ws[0], B)
             memcpy(&out[pos, 0], A, nb * k * sizeof(floating))
             pos += nb
 
@@ -812,7 +872,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
     if same_first_step(bank):
         # Everyone's step at once: what the network's own fit does, K·m₁ units wide.
         m = &bank.members[0]
-        layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, dZ1, nb, d, KM, wide,
+        layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, NULL, dZ1, nb, d, KM, wide,
                    wide_grad, wide_state, s2)
         return
     gemm(True, False, <int> d, <int> KM, <int> nb, <floating> 1, Xb, <int> d, dZ1, <int> KM,

@@ -1,5 +1,7 @@
 from cython cimport floating
 
+from cbackprop._core._sparse cimport CSRRows
+
 # The one declaration of the optimizer codes, read by `cbackprop.optimizers`.
 cpdef enum OptimizerKind:
     SGD = 0
@@ -26,6 +28,6 @@ cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
                        const floating* grad, floating* s1, floating* s2,
                        Py_ssize_t n) noexcept nogil
 cdef void layer_step(int kind, const double* hp, long long t, double alpha,
-                     const floating* a_prev, const floating* dZ, Py_ssize_t n,
-                     Py_ssize_t n_in, Py_ssize_t n_out, floating* W, floating* g,
-                     floating* s1, floating* s2) noexcept nogil
+                     const floating* a_prev, const CSRRows* sparse, const floating* dZ,
+                     Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
+                     floating* g, floating* s1, floating* s2) noexcept nogil

@@ -13,6 +13,7 @@
 from libc.math cimport sqrt, sqrtf, pow
 
 from cbackprop._core._blas cimport gemm
+from cbackprop._core._sparse cimport CSRRows, csr_t_gemm
 
 #: State buffers per optimizer, in units of θ's size.
 N_STATE = {SGD: 1, ADAM: 2, ADAMW: 2, RMSPROP: 2, SGD_VELOCITY: 1}
@@ -131,14 +132,28 @@ cdef void update(int kind, const double* hp, long long t, floating* theta,
     update_slice(kind, hp, t, theta, grad, state, state + n, n)
 
 
+cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
+                              Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out,
+                              floating alpha, const floating* dZ, floating beta,
+                              floating* C) noexcept nogil:
+    """C = alpha·a_prevᵀ·dZ + beta·C, with a_prev the CSR rows `sparse` unless NULL."""
+    if sparse != NULL:
+        csr_t_gemm(sparse, n, n_in, n_out, alpha, dZ, beta, C)
+    else:
+        gemm(True, False, <int> n_in, <int> n_out, <int> n, alpha, a_prev, <int> n_in,
+             dZ, <int> n_out, beta, C, <int> n_out)
+
+
 cdef void layer_step(int kind, const double* hp, long long t, double alpha,
-                     const floating* a_prev, const floating* dZ, Py_ssize_t n,
-                     Py_ssize_t n_in, Py_ssize_t n_out, floating* W, floating* g,
-                     floating* s1, floating* s2) noexcept nogil:
+                     const floating* a_prev, const CSRRows* sparse, const floating* dZ,
+                     Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
+                     floating* g, floating* s1, floating* s2) noexcept nogil:
     """Step t for one layer, inside the backward pass: W (n_in × n_out, its bias
-    b at W + n_in·n_out) from the layer's input a_prev and δ = dZ (n rows each),
-    with g + n_in·n_out already holding ∂C/∂b = Σ_rows dZ. g is the layer's
-    slice of the gradient buffer, s1 and s2 its slices of the state buffers.
+    b at W + n_in·n_out) from the layer's input a_prev (or, unless NULL, the
+    CSR rows `sparse`: the first layer of sparse input) and δ = dZ (n rows
+    each), with g + n_in·n_out already holding ∂C/∂b = Σ_rows dZ. g is the
+    layer's slice of the gradient buffer, s1 and s2 its slices of the state
+    buffers.
 
     Plain SGD (either kind) writes the step into W inside the ∂W GEMM:
     W ← (1 − lr·λ)W − lr·a_prevᵀ·dZ; SGD with momentum accumulates into the
@@ -160,11 +175,10 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
     # gradient into v, vs the step W takes from v.
     cdef floating vg = -lr if velocity else 1, vs = -1 if velocity else lr
     if plain_sgd and mu == 0:
-        gemm(True, False, <int> n_in, <int> n_out, <int> n, -lr, a_prev, <int> n_in,
-             dZ, <int> n_out, 1 - lr * lam, W, <int> n_out)
+        input_t_gemm(sparse, a_prev, n, n_in, n_out, -lr, dZ, 1 - lr * lam, W)
         for i in range(n_out):
             W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
-    elif plain_sgd and n == 1:
+    elif plain_sgd and n == 1 and sparse == NULL:
         # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
         # momentum loop (one pass over v and W instead of two).
         for i in range(n_in):
@@ -177,8 +191,7 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
             v[i] = mu * v[i] + vg * dZ[i - nw] + vg * wd * W[i]
             W[i] -= vs * v[i]
     elif plain_sgd:
-        gemm(True, False, <int> n_in, <int> n_out, <int> n, vg, a_prev,
-             <int> n_in, dZ, <int> n_out, mu, v, <int> n_out)
+        input_t_gemm(sparse, a_prev, n, n_in, n_out, vg, dZ, mu, v)
         for i in range(nw):
             v[i] += vg * lam * W[i]
             W[i] -= vs * v[i]
@@ -186,8 +199,7 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
             v[i] = mu * v[i] + vg * gb[i - nw] + vg * wd * W[i]
             W[i] -= vs * v[i]
     else:
-        gemm(True, False, <int> n_in, <int> n_out, <int> n, <floating> 1, a_prev,
-             <int> n_in, dZ, <int> n_out, <floating> 0, g, <int> n_out)
+        input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
         if a != 0:
             for i in range(nw):
                 g[i] += a * W[i]
