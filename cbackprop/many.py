@@ -246,17 +246,19 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
     order_rng = np.random.SeedSequence(
         None if seed is None else V.check_int(seed, "seed", 0)).generate_state(1, np.uint64)
     per_network = sample_weight is not None and np.ndim(sample_weight) == 2
-    sessions = []
-    for net, opt in zip(networks, optimizers):
-        data = ((X, y, None if per_network else sample_weight) if not sessions
-                else (sessions[0].X, sessions[0].Y, sessions[0].w if sessions[0].w.size else None))
-        sessions.append(TrainingSession(net, *data, optimizer=opt, batch_size=batch_size,
-                                        shuffle=False, validation_data=validation_data))
-    lead = sessions[0]
+    # The data are checked once, by the first network's session; the others get
+    # its checked arrays.
+    lead = TrainingSession(first, X, y, None if per_network else sample_weight,
+                           optimizer=optimizers[0], batch_size=batch_size, shuffle=False,
+                           validation_data=validation_data)
     if lead.sparse:
         raise TypeError("fit_many takes dense X only: pass X.toarray(), or fit networks "
                         "on sparse input one by one with net.fit")
     X, Y, B, n = lead.X, lead.Y, lead.batch_size, lead.n_rows
+    sessions = [lead] + [
+        TrainingSession(net, X, Y, lead.w if lead.w.size else None, optimizer=opt,
+                        batch_size=batch_size, shuffle=False, validation_data=validation_data)
+        for net, opt in zip(networks[1:], optimizers[1:])]
     if per_network:
         weights = _check_bank_weights(sample_weight, k, n, first.dtype)
     else:
