@@ -25,7 +25,7 @@ def run_example(name, *args, timeout=180):
 
 def test_every_example_is_tested():
     tested = {"xor.py", "digits.py", "mnist.py", "sklearn_gridsearch.py", "threads.py",
-              "vanishing_gradients.py"}
+              "vanishing_gradients.py", "many_seeds.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -99,3 +99,12 @@ def test_vanishing_gradients_shows_sigmoid_shrinking_and_relu_not():
     ratios = dict(re.findall(r"^(sigmoid|relu): .* = (\S+)$", out, re.M))
     assert float(ratios["sigmoid"]) > 100 > 10 > float(ratios["relu"])
     assert "vanishing gradients" in out
+
+
+def test_many_seeds_reports_each_rate_over_its_seeds():
+    out = run_example("many_seeds.py", "--epochs", "8", "--seeds", "2")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("6 networks, 8 epochs")
+    accuracy = [float(re.search(r"test accuracy ([\d.]+)%", line).group(1)) for line in lines[1:]]
+    assert len(accuracy) == 3 and accuracy[-1] > 90 and all("over 2 seeds" in line
+                                                            for line in lines[1:])
