@@ -23,8 +23,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cbackprop._core._blas import (  # noqa: E402
-    kernel_for, kernel_level, py_gemm, set_kernel_level)
+from cbackprop._core._blas import kernel_for, kernel_level, py_gemm, set_kernel_level  # noqa: E402
 
 WORKLOADS = {"tiny": ((64, 32, 10), 32), "small": ((784, 128, 10), 64),
              "online": ((784, 128, 10), 1), "medium": ((784, 512, 512, 10), 128)}

@@ -114,7 +114,7 @@ def fit_many_section(repeats: int, threads: int) -> str:
         steps = k * epochs * -(-rows // batch)
         times = {c: [] for c in contenders}
         with threadpool_limits(threads, user_api="blas"):
-            for c, run in contenders.items():      # warm-up
+            for run in contenders.values():      # warm-up
                 run(sizes, k, batch, X, y, 1, threads)
             for _ in range(repeats):
                 for c, run in contenders.items():

@@ -24,8 +24,8 @@ from cbackprop.checkpoint import Checkpoint, resume
 from cbackprop.gradcheck import gradcheck
 from cbackprop.history import History
 from cbackprop.layers import Dense
-from cbackprop.many import fit_many
 from cbackprop.losses import MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss, Poisson
+from cbackprop.many import fit_many
 from cbackprop.network import DivergenceError, LayerTrace, Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 

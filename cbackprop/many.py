@@ -321,7 +321,8 @@ def _train(sessions, histories, X, Y, weights, B, n, epochs, shuffle, order_rng,
                     if len(groups) == 1:
                         groups[0].train(X, Y, order, pos, stop, B)
                     else:
-                        list(pool.map(lambda g: g.train(X, Y, order, pos, stop, B), groups))
+                        list(pool.map(lambda g, a=pos, b=stop: g.train(X, Y, order, a, b, B),
+                                      groups))
                     elapsed = time.perf_counter() - t0
                     # Aim each chunk at about CHUNK_SECONDS of work, in whole batches.
                     scale = CHUNK_SECONDS / max(elapsed, 1e-6)
