@@ -27,7 +27,7 @@ try:
     import sklearn
     from sklearn import model_selection as sklearn_model_selection
     from sklearn.base import _fit_context, clone, is_classifier
-    from sklearn.metrics._scorer import _MultimetricScorer
+    from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer
     from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
     from sklearn.model_selection._validation import (
         _fit_and_score,
@@ -196,7 +196,9 @@ class _BankSearch:
             self.refit_time_ = time.time() - refit_start_time
             if hasattr(self.best_estimator_, "feature_names_in_"):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        self.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
+        # Several metrics: the scorers by name, as _get_scorers made them.
+        self.scorer_ = (_check_multimetric_scoring(self.estimator, self.scoring)
+                        if isinstance(scorers, _MultimetricScorer) else scorers)
         self.cv_results_ = results
         return self
 

@@ -97,6 +97,7 @@ def test_regressor_with_sample_weight_and_multimetric(digits, bank_calls):
     theirs = _quiet(ms.GridSearchCV(est, grid, cv=3, scoring=scoring, refit="r2"), X, target,
                     sample_weight=w)
     _same_results(ours, theirs)
+    assert sorted(ours.scorer_) == sorted(theirs.scorer_) == ["mse", "r2"]
     assert max(bank_calls) == 8         # shuffle=False: the seeds share one order
 
 
