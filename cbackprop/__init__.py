@@ -5,8 +5,10 @@
                      loss="cross_entropy", seed=0)
     net.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=20)
 
-`cb.MLPClassifier` and `cb.MLPRegressor` (scikit-learn estimators) load on first
-use, so `import cbackprop` does not import scikit-learn.
+`cb.MLPClassifier` and `cb.MLPRegressor` (scikit-learn estimators) and
+`cb.GridSearchCV` and `cb.RandomizedSearchCV` (searches that train compatible
+candidates as one bank) load on first use, so `import cbackprop` does not
+import scikit-learn.
 """
 
 try:
@@ -35,9 +37,11 @@ __all__ = [
     "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber", "Poisson",
     "gradcheck", "load", "resume", "Checkpoint", "datasets", "fit_many",
     "MLPClassifier", "MLPRegressor",    # lazy: see __getattr__
+    "GridSearchCV", "RandomizedSearchCV",
 ]
 
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+_SEARCHES = ("GridSearchCV", "RandomizedSearchCV")
 
 
 def __getattr__(name):
@@ -45,8 +49,11 @@ def __getattr__(name):
     if name in _ESTIMATORS:
         from cbackprop import estimators
         return getattr(estimators, name)
+    if name in _SEARCHES:
+        from cbackprop import model_selection
+        return getattr(model_selection, name)
     raise AttributeError(f"module 'cbackprop' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_ESTIMATORS))
+    return sorted(list(globals()) + list(_ESTIMATORS) + list(_SEARCHES))

@@ -180,7 +180,7 @@ class _Group:
 def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
              sample_weight=None, validation_data=None, shuffle: bool = True,
              seed: int | None = None, n_threads: int | None = None, verbose=False,
-             callbacks=None) -> list[History]:
+             callbacks=None, alpha_per_weight=None) -> list[History]:
     """Train K networks of one shape together, on one pass over the data.
 
     Every network sees the same batches in the same order; the first layers
@@ -224,6 +224,11 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
         training after every epoch, with logs["network"] its index; a True
         return stops that network alone. `net.stop()` does the same from
         another thread; Ctrl-C stops them all at the next chunk.
+    alpha_per_weight : float or list of float, optional
+        One per network (or one for all): each training batch of total row
+        weight S then uses the L2 strength alpha_per_weight / S instead of the
+        network's alpha (scikit-learn's alpha/(2S)·‖W‖² per batch, as
+        `Layout.alpha_per_weight`); the validation figures keep net.alpha.
 
     Returns
     -------
@@ -259,6 +264,14 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
         TrainingSession(net, X, Y, lead.w if lead.w.size else None, optimizer=opt,
                         batch_size=batch_size, shuffle=False, validation_data=validation_data)
         for net, opt in zip(networks[1:], optimizers[1:])]
+    if alpha_per_weight is not None:
+        per_weight = (list(alpha_per_weight) if isinstance(alpha_per_weight, (list, tuple))
+                      else [alpha_per_weight] * k)
+        if len(per_weight) != k:
+            raise ValueError(f"alpha_per_weight has {len(per_weight)} entries for {k} "
+                             "networks: give one value, or one per network")
+        for i, (session, value) in enumerate(zip(sessions, per_weight)):
+            session.layout.alpha_per_weight = V.check_real(value, f"alpha_per_weight[{i}]", 0)
     if per_network:
         weights = _check_bank_weights(sample_weight, k, n, first.dtype)
     else:
