@@ -434,7 +434,7 @@ class TrainingSession:
             self._stop_requested = self._halted = True
         if pos == 0 or (self.reducer is None and self.interrupt.pending):
             return None
-        logs = self._epoch_logs(total, correct, pos if self.reducer is None else self._rows_done)
+        logs = self.epoch_logs(total, correct, pos if self.reducer is None else self._rows_done)
         logs["time"] = time.perf_counter() - start_time
         return logs
 
@@ -471,7 +471,7 @@ class TrainingSession:
             })
         return records
 
-    def _epoch_logs(self, total: float, correct: float, rows: int) -> dict[str, float]:
+    def epoch_logs(self, total: float, correct: float, rows: int) -> dict[str, float]:
         """The epoch's figures from its loss sum, rows right and rows (totals over
         the reducer's processes), with the validation figures."""
         if self.reducer is None:

@@ -370,13 +370,7 @@ def _train(sessions, histories, X, Y, weights, B, n, epochs, shuffle, order_rng,
                 loss_sum, rows, right = group.results[j]
                 if rows == 0:
                     continue
-                logs = {"loss": loss_sum / rows}
-                if session.classifier:
-                    logs["accuracy"] = right / rows
-                if session.validation is not None:
-                    for key, value in session.validation.evaluate().items():
-                        logs["val_" + key] = value
-                logs["time"] = seconds
+                logs = {**session.epoch_logs(loss_sum, right, rows), "time": seconds}
                 history.record(epoch, logs)
                 summary.append(logs)
                 stop_now = session.stop_requested
