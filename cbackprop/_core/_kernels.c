@@ -71,18 +71,6 @@ PORTABLE(portable_dgemm, double)
 #define MUL(a, b) _mm512_mul_ps(a, b)
 #define MASK(n) ((__mmask16) ((1u << (n)) - 1u))
 #include "_kernels_impl.h"
-#undef T
-#undef V
-#undef W
-#undef MASK_T
-#undef FN
-#undef ZERO
-#undef SET1
-#undef LOADM
-#undef STOREM
-#undef FMADD
-#undef MUL
-#undef MASK
 
 #define T double
 #define V __m512d
@@ -97,18 +85,6 @@ PORTABLE(portable_dgemm, double)
 #define MUL(a, b) _mm512_mul_pd(a, b)
 #define MASK(n) ((__mmask8) ((1u << (n)) - 1u))
 #include "_kernels_impl.h"
-#undef T
-#undef V
-#undef W
-#undef MASK_T
-#undef FN
-#undef ZERO
-#undef SET1
-#undef LOADM
-#undef STOREM
-#undef FMADD
-#undef MUL
-#undef MASK
 #undef TARGET
 #undef MR_MAX
 #undef NV_MAX
@@ -134,18 +110,6 @@ static const int avx2_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0
 #define MUL(a, b) _mm256_mul_ps(a, b)
 #define MASK(n) _mm256_loadu_si256((const __m256i *) (avx2_lanes + 8 - (n)))
 #include "_kernels_impl.h"
-#undef T
-#undef V
-#undef W
-#undef MASK_T
-#undef FN
-#undef ZERO
-#undef SET1
-#undef LOADM
-#undef STOREM
-#undef FMADD
-#undef MUL
-#undef MASK
 
 /* 64-bit lanes: lane i of a double mask is ints 2i and 2i+1. */
 #define T double
@@ -161,18 +125,6 @@ static const int avx2_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0
 #define MUL(a, b) _mm256_mul_pd(a, b)
 #define MASK(n) _mm256_loadu_si256((const __m256i *) (avx2_lanes + 8 - 2 * (n)))
 #include "_kernels_impl.h"
-#undef T
-#undef V
-#undef W
-#undef MASK_T
-#undef FN
-#undef ZERO
-#undef SET1
-#undef LOADM
-#undef STOREM
-#undef FMADD
-#undef MUL
-#undef MASK
 #undef TARGET
 #undef MR_MAX
 #undef NV_MAX

@@ -3,7 +3,9 @@
      T, V, W (elements per vector), MASK_T, TARGET (a target attribute),
      MR_MAX (rows of a tile: 4 or 8), NV_MAX (vectors per row of a tile: 2), FN(name) (the instance's names), and
      ZERO(), SET1(x), LOADM(p, mask), STOREM(p, mask, v), FMADD(a, b, c),
-     MUL(a, b), MASK(n) (the first n of W lanes, 1 ≤ n ≤ W). */
+     MUL(a, b), MASK(n) (the first n of W lanes, 1 ≤ n ≤ W).
+   It undefines the per-dtype ones at its end (TARGET, MR_MAX and NV_MAX
+   belong to an instruction set and stay). */
 
 /* C[0:MR, 0:nc] = alpha·Σ_p a(r, p)·B[p, 0:nc] + beta·C, nc ≤ NV·W: MR×NV
    accumulator vectors stay in registers over the whole k loop. Always
@@ -87,3 +89,15 @@ FN(gemm)(int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int
 }
 
 #undef CBK_TILES
+#undef T
+#undef V
+#undef W
+#undef MASK_T
+#undef FN
+#undef ZERO
+#undef SET1
+#undef LOADM
+#undef STOREM
+#undef FMADD
+#undef MUL
+#undef MASK
