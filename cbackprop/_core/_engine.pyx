@@ -399,12 +399,12 @@ cdef double forward_loss(const Spec* s, const floating* theta, const floating* X
 cdef void backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
                           Py_ssize_t n_params, int kind, const double* hp, long long t,
                           const floating* X, Py_ssize_t n, floating* ws, Py_ssize_t B,
-                          floating* dX=NULL, Py_ssize_t ldx=0) noexcept nogil:
+                          floating* dX, Py_ssize_t ldx) noexcept nogil:
     """The backward pass from dZᴸ with the optimizer step fused in: each layer
     is updated (`_optim.layer_step`) as soon as its gradient is known, once
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
     full backward pass then one update, while the layer's gradient is still
-    in cache. With dX (row stride ldx), dX = dZ¹·W¹ᵀ, the δ for the input
+    in cache. With dX (row stride ldx; else NULL), dX = dZ¹·W¹ᵀ, the δ for the input
     before σ' (a bank's first layer, `Bank`), is formed too."""
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
@@ -511,7 +511,7 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                 break
             step_count[0] += 1
             backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
-                            &hp[0], step_count[0], Xb, nb, &ws[0], B)
+                            &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0)
             total += batch_loss * nb
             pos += nb
     return total, pos - start, correct, status
