@@ -1,8 +1,16 @@
 """SHA-256 digests of θ after seeded fits (n_threads=1): refactors must keep them.
 
-Run `python tests/theta_digests.py --write` only when a change of results is
-intended (and say so in the commit); `tests/test_digests.py` compares every
-case with `tests/theta_digests.json`.
+The bits depend on the GEMM kernels that ran: OpenBLAS picks its kernel per
+CPU (or from OPENBLAS_CORETYPE), and with it the order of the sums, and the
+hand kernels run at the CPU's level. `tests/theta_digests.json` therefore
+keeps one set of digests per `configuration()`, and `tests/test_digests.py`
+compares every case with the set of the configuration it runs under.
+
+Run `python tests/theta_digests.py --write` to record (or replace) the set of
+this configuration: after a change of results that is intended (say so in
+the commit, and record every configuration you can reach, e.g. with
+OPENBLAS_CORETYPE=Haswell), or for a configuration that has none yet, from a
+tree whose results are known good.
 """
 
 from __future__ import annotations
@@ -143,13 +151,33 @@ def all_cases() -> dict:
     return {**network_cases(), **estimator_cases()}
 
 
+def configuration() -> str:
+    """The kernels the digests depend on: the OpenBLAS kernel of the BLAS
+    cbackprop calls, and the hand kernels' level (e.g. "SkylakeX/avx512")."""
+    from cbackprop._core._blas import kernel_level
+    from cbackprop._threads import blas_info
+
+    used = [r for r in blas_info() if r["used"]]
+    kernels = sorted({str(r.get("architecture", r.get("internal_api"))) for r in used})
+    return "+".join(kernels) + "/" + kernel_level()
+
+
+def stored() -> dict:
+    """{configuration: {case: digest}} as recorded."""
+    with open(STORE) as f:
+        return json.load(f)
+
+
 if __name__ == "__main__":
-    cases = all_cases()
+    cases, config, store = all_cases(), configuration(), stored()
     if "--write" in sys.argv:
+        store[config] = cases
         with open(STORE, "w") as f:
-            json.dump(cases, f, indent=1, sort_keys=True)
-        print(f"wrote {len(cases)} digests to {STORE}")
+            json.dump(store, f, indent=1, sort_keys=True)
+        print(f"wrote {len(cases)} digests for {config} to {STORE}")
+    elif config not in store:
+        print(f"no digests recorded for {config} (recorded: {sorted(store)})")
     else:
-        stored = json.load(open(STORE))
-        bad = [k for k in stored if stored[k] != cases.get(k)]
-        print(f"{len(stored) - len(bad)} of {len(stored)} digests equal; differ: {bad}")
+        mine = store[config]
+        bad = [k for k in mine if mine[k] != cases.get(k)]
+        print(f"{config}: {len(mine) - len(bad)} of {len(mine)} digests equal; differ: {bad}")
