@@ -28,7 +28,7 @@ directives = {
 MODULES = ["_blas", "_sparse", "_activations", "_losses", "_optim", "_engine"]
 # Hand-written C compiled into a module. _kernels.c picks its instruction set at
 # run time (function target attributes), so no -march flag is needed.
-C_SOURCES = {"_blas": ["cbackprop/_core/_kernels.c"]}
+C_SOURCES = {"_blas": ["cbackprop/_core/_kernels.c"], "_optim": ["cbackprop/_core/_steps.c"]}
 
 extensions = [
     Extension(
@@ -41,7 +41,12 @@ extensions = [
         # -O3 but never -ffast-math: it would delete the isfinite checks.
         # -fno-math-errno only stops sqrt setting errno (nothing reads it), which
         # lets the compiler vectorise the optimizer loops.
-        extra_compile_args=["-O3", "-fno-math-errno"] + (["-O0", "-g"] if DEBUG else []),
+        # -ffp-contract=off: a·b + c is never fused into one FMA, so the loops
+        # compiled per instruction set (_steps.c) all round alike.
+        # -fno-trapping-math: nothing traps on FP exceptions, so loops with a
+        # select (a ? b : c) vectorise; the values are the same.
+        extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-fno-trapping-math"]
+        + (["-O0", "-g"] if DEBUG else []),
     )
     for name in MODULES
 ]

@@ -94,3 +94,50 @@ def test_training_at_every_level_is_correct(level):
     best.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=5, batch_size=32)
     np.testing.assert_allclose(grad, net().loss_and_grad(X, y)[1], rtol=0, atol=1e-14)
     np.testing.assert_allclose(trained.theta, best.theta, rtol=0, atol=1e-12)
+
+
+STEP_OPTIMIZERS = {
+    "sgd": lambda: cb.SGD(lr=0.1, weight_decay=0.01),
+    "momentum": lambda: cb.SGD(lr=0.05, momentum=0.9, weight_decay=0.02),
+    "nesterov": lambda: cb.SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "adam": lambda: cb.Adam(lr=0.01, weight_decay=0.05),
+    "adamw": lambda: cb.AdamW(lr=0.01, weight_decay=0.1),
+    "rmsprop": lambda: cb.RMSprop(lr=0.01, weight_decay=0.01),
+    "rmsprop_momentum": lambda: cb.RMSprop(lr=0.01, momentum=0.5),
+}
+
+
+def _steps_at(level_name, make, dtype):
+    """θ and the optimizer state after a few flat steps and a few fits (batch 1:
+    the rank-1 loop; batch 5: the GEMM then the per-element loop) at one level."""
+    _blas.set_kernel_level(level_name)
+    try:
+        rng = np.random.default_rng(1)
+        X = rng.standard_normal((23, 37)).astype(dtype)
+        y = rng.integers(0, 3, 23)
+        net = cb.Network(37, [cb.Dense(19, "relu"), cb.Dense(3, "softmax")], seed=0,
+                         dtype=dtype, n_threads=1, alpha=0.01)
+        opt = make()
+        for _ in range(3):
+            _, grad = net.loss_and_grad(X, y)
+            opt.step(net.theta, grad)
+        net.fit(X, y, optimizer=opt, epochs=2, batch_size=1)
+        net.fit(X, y, optimizer=opt, epochs=2, batch_size=5)
+        return net.theta.copy(), opt.state.copy()
+    finally:
+        _blas.set_kernel_level("avx512")
+
+
+@pytest.mark.parametrize("name", sorted(STEP_OPTIMIZERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_optimizer_loops_are_bitwise_equal_at_every_level(level, name, dtype):
+    """_steps.c compiles each rule per instruction set without FMA contraction:
+    every level must give the portable loop's bits (the results do not depend
+    on the CPU), and the step must have moved θ."""
+    theta, state = _steps_at(level, STEP_OPTIMIZERS[name], dtype)
+    theta0, state0 = _steps_at("portable", STEP_OPTIMIZERS[name], dtype)
+    np.testing.assert_array_equal(theta, theta0)
+    np.testing.assert_array_equal(state, state0)
+    start = cb.Network(37, [cb.Dense(19, "relu"), cb.Dense(3, "softmax")], seed=0,
+                       dtype=dtype)
+    assert not np.allclose(theta, start.theta)

@@ -89,6 +89,11 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
+cdef int kernel_level_code() noexcept nogil:
+    """The level as its CBK_* code, for the other modules' kernels (_steps.c)."""
+    return cbk_level()
+
+
 def kernel_level():
     """The instruction set the hand kernels run at: "portable", "avx2" or "avx512"."""
     return {v: k for k, v in LEVELS.items()}[cbk_level()]

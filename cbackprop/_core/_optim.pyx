@@ -10,38 +10,86 @@
 # `layer_step`, which the engine calls inside the backward pass for one layer
 # whose ∂C/∂W is not yet formed (SGD folds it into the ∂W GEMM).
 
-from libc.math cimport sqrt, sqrtf, pow
+from libc.math cimport sqrt, pow
 
-from cbackprop._core._blas cimport gemm
+from cbackprop._core._blas cimport gemm, kernel_level_code
 from cbackprop._core._sparse cimport CSRRows, csr_t_gemm
+
+# The per-element loops themselves are C (_steps.c), compiled for AVX-512,
+# AVX2 and any CPU; the functions below state each rule and pass its scalars.
+cdef extern from "_steps.h" nogil:
+    ctypedef struct cbk_ssteps_t:
+        void (*sgd)(Py_ssize_t n, float lr, float wd, float* theta, const float* g) noexcept nogil
+        void (*momentum)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+                      const float* g, float* v) noexcept nogil
+        void (*nesterov)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+                      const float* g, float* v) noexcept nogil
+        void (*velocity)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+                      const float* g, float* v) noexcept nogil
+        void (*velocity_nesterov)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+                               const float* g, float* v) noexcept nogil
+        void (*adam)(Py_ssize_t n, float step, float inv_sqrt_bc2, float eps, float wd,
+                  float b1, float b2, float c1, float c2, float shrink, float* theta,
+                  const float* g, float* m, float* v) noexcept nogil
+        void (*rmsprop)(Py_ssize_t n, float lr, float wd, float eps, float alpha, float c,
+                     float* theta, const float* g, float* v) noexcept nogil
+        void (*rmsprop_momentum)(Py_ssize_t n, float lr, float mu, float wd, float eps,
+                              float alpha, float c, float* theta, const float* g,
+                              float* v, float* b) noexcept nogil
+        void (*velocity_decay)(Py_ssize_t n, float vg, float vs, float lam, float* W,
+                            float* v) noexcept nogil
+        void (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float mu, float vg, float vs,
+                   float lam, const float* a, const float* delta, float* W, float* v) noexcept nogil
+    ctypedef struct cbk_dsteps_t:
+        void (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
+        void (*momentum)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
+                      const double* g, double* v) noexcept nogil
+        void (*nesterov)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
+                      const double* g, double* v) noexcept nogil
+        void (*velocity)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
+                      const double* g, double* v) noexcept nogil
+        void (*velocity_nesterov)(Py_ssize_t n, double lr, double mu, double wd,
+                               double* theta, const double* g, double* v) noexcept nogil
+        void (*adam)(Py_ssize_t n, double step, double inv_sqrt_bc2, double eps, double wd,
+                  double b1, double b2, double c1, double c2, double shrink,
+                  double* theta, const double* g, double* m, double* v) noexcept nogil
+        void (*rmsprop)(Py_ssize_t n, double lr, double wd, double eps, double alpha,
+                     double c, double* theta, const double* g, double* v) noexcept nogil
+        void (*rmsprop_momentum)(Py_ssize_t n, double lr, double mu, double wd, double eps,
+                              double alpha, double c, double* theta, const double* g,
+                              double* v, double* b) noexcept nogil
+        void (*velocity_decay)(Py_ssize_t n, double vg, double vs, double lam, double* W,
+                            double* v) noexcept nogil
+        void (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double mu, double vg, double vs,
+                   double lam, const double* a, const double* delta, double* W,
+                   double* v) noexcept nogil
+    const cbk_ssteps_t* cbk_ssteps(int level)
+    const cbk_dsteps_t* cbk_dsteps(int level)
 
 #: State buffers per optimizer, in units of θ's size.
 N_STATE = {SGD: 1, ADAM: 2, ADAMW: 2, RMSPROP: 2, SGD_VELOCITY: 1}
 
 
-cdef inline floating fsqrt(floating x) noexcept nogil:
-    return sqrtf(x) if floating is float else sqrt(x)
-
-
 cdef void sgd(const double* hp, floating* theta, const floating* grad,
               floating* v, Py_ssize_t n) noexcept nogil:
     """g ← g + λθ; v ← μv + g; θ ← θ − lr·(g + μv if nesterov else v)."""
-    cdef Py_ssize_t i
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
-    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], g
-    # One branch-free loop per case, so the C compiler vectorises each.
-    if mu == 0:
-        for i in range(n):
-            theta[i] -= lr * (grad[i] + wd * theta[i])
-    elif hp[HP_NESTEROV] != 0:
-        for i in range(n):
-            g = grad[i] + wd * theta[i]
-            v[i] = mu * v[i] + g
-            theta[i] -= lr * (g + mu * v[i])
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY]
+    cdef int level = kernel_level_code()
+    if floating is float:
+        if mu == 0:
+            cbk_ssteps(level).sgd(n, lr, wd, theta, grad)
+        elif hp[HP_NESTEROV] != 0:
+            cbk_ssteps(level).nesterov(n, lr, mu, wd, theta, grad, v)
+        else:
+            cbk_ssteps(level).momentum(n, lr, mu, wd, theta, grad, v)
     else:
-        for i in range(n):
-            v[i] = mu * v[i] + grad[i] + wd * theta[i]
-            theta[i] -= lr * v[i]
+        if mu == 0:
+            cbk_dsteps(level).sgd(n, lr, wd, theta, grad)
+        elif hp[HP_NESTEROV] != 0:
+            cbk_dsteps(level).nesterov(n, lr, mu, wd, theta, grad, v)
+        else:
+            cbk_dsteps(level).momentum(n, lr, mu, wd, theta, grad, v)
 
 
 cdef void sgd_velocity(const double* hp, floating* theta, const floating* grad,
@@ -52,18 +100,19 @@ cdef void sgd_velocity(const double* hp, floating* theta, const floating* grad,
     if hp[HP_MOMENTUM] == 0:       # no velocity: the same step as `sgd`
         sgd(hp, theta, grad, v, n)
         return
-    cdef Py_ssize_t i
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
-    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], g
-    if hp[HP_NESTEROV] != 0:
-        for i in range(n):
-            g = grad[i] + wd * theta[i]
-            v[i] = mu * v[i] - lr * g
-            theta[i] += mu * v[i] - lr * g
+    cdef floating wd = <floating> hp[HP_WEIGHT_DECAY]
+    cdef int level = kernel_level_code()
+    if floating is float:
+        if hp[HP_NESTEROV] != 0:
+            cbk_ssteps(level).velocity_nesterov(n, lr, mu, wd, theta, grad, v)
+        else:
+            cbk_ssteps(level).velocity(n, lr, mu, wd, theta, grad, v)
     else:
-        for i in range(n):
-            v[i] = mu * v[i] - lr * (grad[i] + wd * theta[i])
-            theta[i] += v[i]
+        if hp[HP_NESTEROV] != 0:
+            cbk_dsteps(level).velocity_nesterov(n, lr, mu, wd, theta, grad, v)
+        else:
+            cbk_dsteps(level).velocity(n, lr, mu, wd, theta, grad, v)
 
 
 cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
@@ -71,7 +120,6 @@ cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
     """Adam: g ← g + λθ (AdamW instead: θ ← θ(1 − lr·λ));
     m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)."""
-    cdef Py_ssize_t i
     cdef double lr = hp[HP_LR], b1 = hp[HP_BETA1], b2 = hp[HP_BETA2]
     # Per-step scalars in double, the per-element work in the network's dtype.
     cdef floating step = <floating> (lr / (1 - pow(b1, <double> t)))
@@ -79,36 +127,38 @@ cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
     cdef floating eps = <floating> hp[HP_EPS], wd = <floating> hp[HP_WEIGHT_DECAY]
     cdef floating fb1 = <floating> b1, fb2 = <floating> b2
     cdef floating c1 = <floating> (1 - b1), c2 = <floating> (1 - b2)
-    cdef floating shrink = 1, g
+    cdef floating shrink = 1
     if decoupled:       # AdamW shrinks θ instead of adding λθ to g
         shrink = <floating> (1 - lr * hp[HP_WEIGHT_DECAY])
         wd = 0
-    for i in range(n):
-        g = grad[i] + wd * theta[i]
-        m[i] = fb1 * m[i] + c1 * g
-        v[i] = fb2 * v[i] + c2 * g * g
-        theta[i] = shrink * theta[i] - step * m[i] / (fsqrt(v[i]) * inv_sqrt_bc2 + eps)
+    if floating is float:
+        cbk_ssteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2, c1,
+                                             c2, shrink, theta, grad, m, v)
+    else:
+        cbk_dsteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2, c1,
+                                             c2, shrink, theta, grad, m, v)
 
 
 cdef void rmsprop(const double* hp, floating* theta, const floating* grad,
                   floating* v, floating* buf, Py_ssize_t n) noexcept nogil:
     """g ← g + λθ; v ← αv + (1−α)g²; with momentum μ: b ← μb + g/(√v + ε),
     θ ← θ − lr·b; without: θ ← θ − lr·g/(√v + ε)."""
-    cdef Py_ssize_t i
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
     cdef floating wd = <floating> hp[HP_WEIGHT_DECAY], eps = <floating> hp[HP_EPS]
-    cdef floating alpha = <floating> hp[HP_BETA2], c = <floating> (1 - hp[HP_BETA2]), g
-    if mu == 0:
-        for i in range(n):
-            g = grad[i] + wd * theta[i]
-            v[i] = alpha * v[i] + c * g * g
-            theta[i] -= lr * g / (fsqrt(v[i]) + eps)
+    cdef floating alpha = <floating> hp[HP_BETA2], c = <floating> (1 - hp[HP_BETA2])
+    cdef int level = kernel_level_code()
+    if floating is float:
+        if mu == 0:
+            cbk_ssteps(level).rmsprop(n, lr, wd, eps, alpha, c, theta, grad, v)
+        else:
+            cbk_ssteps(level).rmsprop_momentum(n, lr, mu, wd, eps, alpha, c, theta, grad,
+                                               v, buf)
     else:
-        for i in range(n):
-            g = grad[i] + wd * theta[i]
-            v[i] = alpha * v[i] + c * g * g
-            buf[i] = mu * buf[i] + g / (fsqrt(v[i]) + eps)
-            theta[i] -= lr * buf[i]
+        if mu == 0:
+            cbk_dsteps(level).rmsprop(n, lr, wd, eps, alpha, c, theta, grad, v)
+        else:
+            cbk_dsteps(level).rmsprop_momentum(n, lr, mu, wd, eps, alpha, c, theta, grad,
+                                               v, buf)
 
 
 cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
@@ -162,8 +212,9 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
     get ∂W in g, then `update_slice`. λ = weight_decay + alpha (the L2 term's
     gradient αW); biases get no alpha. The result is
     the flat rule's, in another order of rounding."""
-    cdef Py_ssize_t i, j, nw = n_in * n_out
-    cdef floating ai
+    cdef Py_ssize_t i, nw = n_in * n_out
+    cdef floating one = 1
+    cdef int level = kernel_level_code()
     cdef floating* gb = g + nw
     cdef floating* v = s1
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
@@ -180,24 +231,22 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
             W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
     elif plain_sgd and n == 1 and sparse == NULL:
         # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
-        # momentum loop (one pass over v and W instead of two).
-        for i in range(n_in):
-            ai = a_prev[i]
-            for j in range(n_out):
-                v[i * n_out + j] = (mu * v[i * n_out + j] + vg * ai * dZ[j]
-                                    + vg * lam * W[i * n_out + j])
-                W[i * n_out + j] -= vs * v[i * n_out + j]
-        for i in range(nw, nw + n_out):
-            v[i] = mu * v[i] + vg * dZ[i - nw] + vg * wd * W[i]
-            W[i] -= vs * v[i]
+        # momentum loop (one pass over v and W instead of two); the bias is
+        # the same step with a_prev = 1 (and λ = weight_decay).
+        if floating is float:
+            cbk_ssteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
+            cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw, v + nw)
+        else:
+            cbk_dsteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
+            cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw, v + nw)
     elif plain_sgd:
         input_t_gemm(sparse, a_prev, n, n_in, n_out, vg, dZ, mu, v)
-        for i in range(nw):
-            v[i] += vg * lam * W[i]
-            W[i] -= vs * v[i]
-        for i in range(nw, nw + n_out):
-            v[i] = mu * v[i] + vg * gb[i - nw] + vg * wd * W[i]
-            W[i] -= vs * v[i]
+        if floating is float:
+            cbk_ssteps(level).velocity_decay(nw, vg, vs, lam, W, v)
+            cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw, v + nw)
+        else:
+            cbk_dsteps(level).velocity_decay(nw, vg, vs, lam, W, v)
+            cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw, v + nw)
     else:
         input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
         if a != 0:
