@@ -28,7 +28,8 @@ directives = {
 MODULES = ["_blas", "_sparse", "_activations", "_losses", "_optim", "_engine"]
 # Hand-written C compiled into a module. _kernels.c picks its instruction set at
 # run time (function target attributes), so no -march flag is needed.
-C_SOURCES = {"_blas": ["cbackprop/_core/_kernels.c"], "_optim": ["cbackprop/_core/_steps.c"]}
+C_SOURCES = {"_blas": ["cbackprop/_core/_kernels.c"], "_optim": ["cbackprop/_core/_steps.c"],
+             "_activations": ["cbackprop/_core/_vexp.c"]}
 
 extensions = [
     Extension(
@@ -42,7 +43,7 @@ extensions = [
         # -fno-math-errno only stops sqrt setting errno (nothing reads it), which
         # lets the compiler vectorise the optimizer loops.
         # -ffp-contract=off: a·b + c is never fused into one FMA, so the loops
-        # compiled per instruction set (_steps.c) all round alike.
+        # compiled per instruction set (_steps.c, _vexp.c) all round alike.
         # -fno-trapping-math: nothing traps on FP exceptions, so loops with a
         # select (a ? b : c) vectorise; the values are the same.
         extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-fno-trapping-math"]

@@ -141,3 +141,30 @@ def test_optimizer_loops_are_bitwise_equal_at_every_level(level, name, dtype):
     start = cb.Network(37, [cb.Dense(19, "relu"), cb.Dense(3, "softmax")], seed=0,
                        dtype=dtype)
     assert not np.allclose(theta, start.theta)
+
+
+def _softmax_pair(dtype, x):
+    """P(class 1) of a 1-input softmax layer with z = [0, x]: e^x / (1 + e^x)."""
+    net = cb.Network(1, [cb.Dense(2, "softmax")], dtype=dtype, n_threads=1)
+    net.theta[:] = 0
+    net.theta[1] = 1            # W = [0, 1], b = 0
+    return net.predict(x[:, None])[:, 1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_exp_is_accurate_and_equal_at_every_level(level, dtype):
+    """_vexp.c's e^x (softmax) within 2 ulp of the float64/longdouble reference
+    wherever e^x is a normal number, ≈ 0 below, bitwise the portable loop's at
+    every level, and exact at 0."""
+    x = np.concatenate([np.linspace(-800, 0, 100001), -np.logspace(-30, 3, 5001), [0.0]])
+    x = x.astype(dtype)
+    p = _softmax_pair(dtype, x)
+    e = np.exp(x.astype(np.longdouble))
+    ref = e / (1 + e)
+    normal = ref > 4 * np.finfo(dtype).tiny
+    rel = np.abs(p[normal] - ref[normal]) / ref[normal] / np.finfo(dtype).eps
+    assert rel.max() <= 2.0
+    assert np.all(np.abs(p[~normal]) <= 4 * np.finfo(dtype).tiny)
+    assert p[-1] == 0.5
+    _blas.set_kernel_level("portable")
+    np.testing.assert_array_equal(p, _softmax_pair(dtype, x))

@@ -1,3 +1,9 @@
+from cbackprop._core._blas cimport kernel_level_code
+
+cdef extern from "_vexp.h" nogil:
+    void cbk_sexp_nonpositive(int level, Py_ssize_t n, float* x)
+    void cbk_dexp_nonpositive(int level, Py_ssize_t n, double* x)
+
 # Design: one pass per layer. The GEMM leaves X·W in Z; bias_activation_forward
 # adds b and applies σ in the same sweep (Z keeps z, A gets a). On the way
 # back, activation_backward turns ∂C/∂a into ∂C/∂z = σ'(z) ⊙ ∂C/∂a in place.
@@ -13,23 +19,38 @@ cdef void bias_activation_forward(int act, floating* Z, floating* A, const float
     cdef floating* z
     cdef floating* a
     cdef floating zmax, total
+    if act == SOFTMAX:
+        # a = z − max(z) per row, then e^a over the whole block in one
+        # vectorised pass (_vexp.c), then each row over its sum.
+        for i in range(n):
+            z = Z + i * m
+            a = A + i * m
+            for j in range(m):
+                z[j] += b[j]
+            zmax = z[0]
+            for j in range(1, m):
+                if z[j] > zmax:
+                    zmax = z[j]
+            for j in range(m):
+                a[j] = z[j] - zmax
+        if floating is float:
+            cbk_sexp_nonpositive(kernel_level_code(), n * m, A)
+        else:
+            cbk_dexp_nonpositive(kernel_level_code(), n * m, A)
+        for i in range(n):
+            a = A + i * m
+            total = 0
+            for j in range(m):
+                total += a[j]
+            for j in range(m):
+                a[j] /= total
+        return
     for i in range(n):
         z = Z + i * m
         a = A + i * m
         for j in range(m):
             z[j] += b[j]
-        if act == SOFTMAX:
-            zmax = z[0]
-            for j in range(1, m):
-                if z[j] > zmax:
-                    zmax = z[j]
-            total = 0
-            for j in range(m):
-                a[j] = fexp(z[j] - zmax)
-                total += a[j]
-            for j in range(m):
-                a[j] /= total
-        elif act == RELU:
+        if act == RELU:
             for j in range(m):
                 a[j] = z[j] if z[j] > 0 else 0
         elif act == IDENTITY:
