@@ -21,7 +21,8 @@ cdef double loss_backward(int loss, int out_act, const floating* Z, const floati
                           Py_ssize_t n, Py_ssize_t k, double delta,
                           double grad_scale) noexcept nogil:
     """Return Σ_rows w·Cⁿ (unscaled) and write δ = grad_scale·w·∂Cⁿ/∂z into dZ."""
-    cdef Py_ssize_t i, j, jmax
+    cdef Py_ssize_t i, j
+    cdef floating zmax, amax
     cdef const floating* z
     cdef const floating* a
     cdef const floating* y
@@ -39,11 +40,14 @@ cdef double loss_backward(int loss, int out_act, const floating* Z, const floati
             # −Σ y log softmax(z) = Σy · lse(z) − Σ y z. A = softmax(Z) already
             # holds exp(z − lse): at the largest z, a ≥ 1/k, so
             # lse = z_max − log(a_max) is exact to rounding, with no exp.
-            jmax = 0
+            # (z and a peak at the same element; their maxima as values, not
+            # an index, so the loop is branch-free)
+            zmax = z[0]
+            amax = a[0]
             for j in range(1, k):
-                if z[j] > z[jmax]:
-                    jmax = j
-            lse = z[jmax] - log(a[jmax])
+                zmax = z[j] if z[j] > zmax else zmax
+                amax = a[j] if a[j] > amax else amax
+            lse = zmax - log(amax)
             ysum = 0
             for j in range(k):
                 ysum += y[j]
