@@ -441,22 +441,6 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
                         state + p, old, False)
 
 
-cdef extern from *:
-    void __builtin_prefetch(const void* p) noexcept nogil
-
-
-cdef void prefetch_rows(const floating[:, ::1] A, const Py_ssize_t* rows,
-                        Py_ssize_t n) noexcept nogil:
-    """Ask for the cache lines of rows A[rows[0:n]] (the next batch, gathered
-    after this step: shuffled rows are cache misses, hidden behind its work)."""
-    cdef Py_ssize_t i, off, row_bytes = A.shape[1] * sizeof(floating)
-    cdef const char* p
-    for i in range(n):
-        p = <const char*> &A[rows[i], 0]
-        for off in range(0, row_bytes, 64):
-            __builtin_prefetch(p + off)
-
-
 cdef inline void batch_alpha(Spec* s, double wsum) noexcept nogil:
     """α of one training batch of total weight wsum (see Layout.alpha_per_weight)."""
     if s.alpha_per_weight > 0:
@@ -530,9 +514,6 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                 status = STATUS_NONFINITE_LOSS
                 break
             step_count[0] += 1
-            if s.sparse == NULL:
-                prefetch_rows(Xd, &order[pos + nb], min(B, stop - pos - nb))
-            prefetch_rows(Y, &order[pos + nb], min(B, stop - pos - nb))
             backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
                             &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0)
             total += batch_loss * nb
