@@ -295,7 +295,9 @@ class FitThreads(BlasThreads):
         if self.probing and self._other() > self.threads and self._cores_free() < 1.5:
             self.probing = False                  # no free core: more threads would wait
             self.next_probe = self.chunks + self.interval
-        self._snapshot = None if self.probing else cpu_seconds()
+        # The machine's load matters only where a second thread is an option.
+        watch = len(self.options) > 1 or self.sure
+        self._snapshot = cpu_seconds() if watch and not self.probing else None
         if self.probing:
             self._probe_threads = self._other()
             self._want(self._probe_threads)

@@ -5,6 +5,7 @@ nothing else may hand them an array.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -284,10 +285,13 @@ def check_int(value, name: str, minimum: int) -> int:
 def check_real(value, name: str, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number in the given interval."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # (a float skips the slow abstract-class check: fit checks its optimizer's
+    # hyper-parameters every epoch)
+    if type(value) is not float and (isinstance(value, bool)
+                                     or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     v = float(value)
-    bad = not np.isfinite(v)
+    bad = not math.isfinite(v)
     if low is not None:
         bad |= v <= low if low_open else v < low
     if high is not None:
