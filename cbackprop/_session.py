@@ -413,8 +413,9 @@ class TrainingSession:
             # Readers see θ only between chunks, and only finite.
             with net.params_lock.write():
                 loss_sum, done, ok_rows, status = self._train_chunk(pos, stop)
-                error = (self.rollback("the loss") if status != _engine.STATUS_OK
-                         else None if V.all_finite(net.theta)
+                error = (None if status == _engine.STATUS_OK
+                         else self.rollback("the loss")
+                         if status == _engine.STATUS_NONFINITE_LOSS
                          else self.rollback("the parameters"))
             if error is not None:
                 raise error
@@ -528,7 +529,9 @@ class TrainingSession:
             correct += ok_rows
             pos += rows
         self._rows_done += rows_done
-        return total, pos - start, correct, _engine.STATUS_OK
+        status = (_engine.STATUS_OK if V.all_finite(net.theta)
+                  else _engine.STATUS_NONFINITE_PARAMS)
+        return total, pos - start, correct, status
 
     def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
             checkpoint_every: int = 1, history: History | None = None) -> History:

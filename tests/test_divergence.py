@@ -59,6 +59,34 @@ def test_parameters_that_overflow_after_the_last_batch_are_caught(dtype):
     np.testing.assert_array_equal(net.theta, before)
 
 
+STEP_RULES = {
+    "sgd": lambda lr: cb.SGD(lr=lr),
+    "momentum": lambda lr: cb.SGD(lr=lr, momentum=0.9),
+    "nesterov": lambda lr: cb.SGD(lr=lr, momentum=0.9, nesterov=True),
+    "adam": lambda lr: cb.Adam(lr=lr),
+    "adamw": lambda lr: cb.AdamW(lr=lr, weight_decay=0.1),
+    "rmsprop": lambda lr: cb.RMSprop(lr=lr),
+    "rmsprop_momentum": lambda lr: cb.RMSprop(lr=lr, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(STEP_RULES))
+@pytest.mark.parametrize("batch", [1, 4])
+def test_every_update_path_reports_parameters_it_made_non_finite(dtype, name, batch):
+    """The last (only) batch has a finite loss and an update that overflows:
+    each update loop (GEMM-fused SGD, the batch-1 rank-1 step, momentum after
+    the GEMM, the per-element rules) must report it, and θ is restored."""
+    X = np.ones((batch, 2))
+    y = np.ones(batch)
+    net = cb.Network(2, [cb.Dense(3, "relu"), cb.Dense(1)], loss="mse", dtype=dtype, seed=0)
+    net.theta[:] = np.abs(net.theta) + 0.5        # every unit active: all get a gradient
+    before = net.theta.copy()
+    huge = float(np.finfo(dtype).max)
+    with pytest.raises(cb.DivergenceError, match="the parameters became NaN or infinite"):
+        net.fit(X, -y * 1e3, optimizer=STEP_RULES[name](huge), epochs=1, batch_size=batch)
+    np.testing.assert_array_equal(net.theta, before)
+
+
 def test_divergence_in_a_later_epoch_restores_the_state_before_the_fit():
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(40, 2)), rng.normal(size=40)

@@ -11,6 +11,7 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 STATUS_OK: int
 STATUS_NONFINITE_LOSS: int
+STATUS_NONFINITE_PARAMS: int
 #: Training health is measured on every HEALTH_EVERY-th step; HEALTH_SCALARS
 #: numbers per layer come before its per-unit sums.
 HEALTH_EVERY: int

@@ -38,6 +38,7 @@ from cbackprop._core._optim cimport (
 cpdef enum:
     STATUS_OK = 0
     STATUS_NONFINITE_LOSS = 1
+    STATUS_NONFINITE_PARAMS = 2
 
 
 cdef struct Spec:
@@ -400,7 +401,7 @@ cdef double forward_loss(const Spec* s, const floating* theta, const floating* X
     return total / norm
 
 
-cdef void backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
+cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
                           Py_ssize_t n_params, int kind, const double* hp, long long t,
                           const floating* X, Py_ssize_t n, floating* ws, Py_ssize_t B,
                           floating* dX, Py_ssize_t ldx) noexcept nogil:
@@ -409,10 +410,12 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
     full backward pass then one update, while the layer's gradient is still
     in cache. With dX (row stride ldx; else NULL), dX = dZ¹·W¹ᵀ, the δ for the input
-    before σ' (a bank's first layer, `Bank`), is formed too."""
+    before σ' (a bank's first layer, `Bank`), is formed too. Returns True if a
+    parameter became NaN or ±inf (each update checks what it writes)."""
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
+    cdef bint nonfinite = False
     # Health is watched on some steps; the copies of W (and SGD's velocity)
     # before the update go to the end of the workspace.
     cdef bint watch = s.health != NULL and (t - 1) % HEALTH_EVERY == 0
@@ -434,11 +437,13 @@ cdef void backward_update(const Spec* s, floating* theta, floating* grad, floati
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, True)
-        layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ, n, n_in,
-                   n_out, theta + p, grad + p, state + p, state + n_params + p)
+        nonfinite |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL,
+                                dZ, n, n_in, n_out, theta + p, grad + p, state + p,
+                                state + n_params + p)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
+    return nonfinite
 
 
 cdef inline void batch_alpha(Spec* s, double wsum) noexcept nogil:
@@ -494,7 +499,8 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     counter (advanced in place), its state in `state`; the dropout masks come
     from the stream in rng. Returns (Σ over batches of batch loss × batch
     rows, rows done, rows classified right, status). On a non-finite loss it
-    stops before that batch's update.
+    stops before that batch's update (STATUS_NONFINITE_LOSS); when an update
+    makes a parameter non-finite, after it (STATUS_NONFINITE_PARAMS).
     """
     cdef Spec s = layout.training_spec(&rng[0])
     cdef const floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
@@ -514,10 +520,12 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                 status = STATUS_NONFINITE_LOSS
                 break
             step_count[0] += 1
-            backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
-                            &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0)
             total += batch_loss * nb
             pos += nb
+            if backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
+                               &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0):
+                status = STATUS_NONFINITE_PARAMS
+                break
     return total, pos - start, correct, status
 
 

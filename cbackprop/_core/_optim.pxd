@@ -22,12 +22,12 @@ cpdef enum:
     HP_EPS = 6
 
 
-cdef void update(int kind, const double* hp, long long t, floating* theta,
+cdef bint update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil
-cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
+cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
                        const floating* grad, floating* s1, floating* s2,
                        Py_ssize_t n) noexcept nogil
-cdef void layer_step(int kind, const double* hp, long long t, double alpha,
+cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
                      floating* g, floating* s1, floating* s2) noexcept nogil

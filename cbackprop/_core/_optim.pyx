@@ -17,52 +17,57 @@ from cbackprop._core._sparse cimport CSRRows, csr_t_gemm
 
 # The per-element loops themselves are C (_steps.c), compiled for AVX-512,
 # AVX2 and any CPU; the functions below state each rule and pass its scalars.
+# Each step returns True when a parameter it wrote is NaN or ±inf: the fit
+# then stops and rolls back, with no second pass over θ to find out.
 cdef extern from "_steps.h" nogil:
     ctypedef struct cbk_ssteps_t:
-        void (*sgd)(Py_ssize_t n, float lr, float wd, float* theta, const float* g) noexcept nogil
-        void (*momentum)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+        int (*sgd)(Py_ssize_t n, float lr, float wd, float* theta, const float* g) noexcept nogil
+        int (*momentum)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
                       const float* g, float* v) noexcept nogil
-        void (*nesterov)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+        int (*nesterov)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
                       const float* g, float* v) noexcept nogil
-        void (*velocity)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+        int (*velocity)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
                       const float* g, float* v) noexcept nogil
-        void (*velocity_nesterov)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
+        int (*velocity_nesterov)(Py_ssize_t n, float lr, float mu, float wd, float* theta,
                                const float* g, float* v) noexcept nogil
-        void (*adam)(Py_ssize_t n, float step, float inv_sqrt_bc2, float eps, float wd,
+        int (*adam)(Py_ssize_t n, float step, float inv_sqrt_bc2, float eps, float wd,
                   float b1, float b2, float c1, float c2, float shrink, float* theta,
                   const float* g, float* m, float* v) noexcept nogil
-        void (*rmsprop)(Py_ssize_t n, float lr, float wd, float eps, float alpha, float c,
+        int (*rmsprop)(Py_ssize_t n, float lr, float wd, float eps, float alpha, float c,
                      float* theta, const float* g, float* v) noexcept nogil
-        void (*rmsprop_momentum)(Py_ssize_t n, float lr, float mu, float wd, float eps,
+        int (*rmsprop_momentum)(Py_ssize_t n, float lr, float mu, float wd, float eps,
                               float alpha, float c, float* theta, const float* g,
                               float* v, float* b) noexcept nogil
-        void (*velocity_decay)(Py_ssize_t n, float vg, float vs, float lam, float* W,
+        int (*velocity_decay)(Py_ssize_t n, float vg, float vs, float lam, float* W,
                             float* v) noexcept nogil
-        void (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float mu, float vg, float vs,
+        int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float mu, float vg, float vs,
                    float lam, const float* a, const float* delta, float* W, float* v) noexcept nogil
+        int (*nonfinite)(Py_ssize_t n, const float* x) noexcept nogil
     ctypedef struct cbk_dsteps_t:
-        void (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
-        void (*momentum)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
+        int (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
+        int (*momentum)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
                       const double* g, double* v) noexcept nogil
-        void (*nesterov)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
+        int (*nesterov)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
                       const double* g, double* v) noexcept nogil
-        void (*velocity)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
+        int (*velocity)(Py_ssize_t n, double lr, double mu, double wd, double* theta,
                       const double* g, double* v) noexcept nogil
-        void (*velocity_nesterov)(Py_ssize_t n, double lr, double mu, double wd,
+        int (*velocity_nesterov)(Py_ssize_t n, double lr, double mu, double wd,
                                double* theta, const double* g, double* v) noexcept nogil
-        void (*adam)(Py_ssize_t n, double step, double inv_sqrt_bc2, double eps, double wd,
+        int (*adam)(Py_ssize_t n, double step, double inv_sqrt_bc2, double eps, double wd,
                   double b1, double b2, double c1, double c2, double shrink,
                   double* theta, const double* g, double* m, double* v) noexcept nogil
-        void (*rmsprop)(Py_ssize_t n, double lr, double wd, double eps, double alpha,
+        int (*rmsprop)(Py_ssize_t n, double lr, double wd, double eps, double alpha,
                      double c, double* theta, const double* g, double* v) noexcept nogil
-        void (*rmsprop_momentum)(Py_ssize_t n, double lr, double mu, double wd, double eps,
+        int (*rmsprop_momentum)(Py_ssize_t n, double lr, double mu, double wd, double eps,
                               double alpha, double c, double* theta, const double* g,
                               double* v, double* b) noexcept nogil
-        void (*velocity_decay)(Py_ssize_t n, double vg, double vs, double lam, double* W,
+        int (*velocity_decay)(Py_ssize_t n, double vg, double vs, double lam, double* W,
                             double* v) noexcept nogil
-        void (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double mu, double vg, double vs,
+        int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
+        int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double mu, double vg, double vs,
                    double lam, const double* a, const double* delta, double* W,
                    double* v) noexcept nogil
+        int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
     const cbk_ssteps_t* cbk_ssteps(int level)
     const cbk_dsteps_t* cbk_dsteps(int level)
 
@@ -70,7 +75,7 @@ cdef extern from "_steps.h" nogil:
 N_STATE = {SGD: 1, ADAM: 2, ADAMW: 2, RMSPROP: 2, SGD_VELOCITY: 1}
 
 
-cdef void sgd(const double* hp, floating* theta, const floating* grad,
+cdef bint sgd(const double* hp, floating* theta, const floating* grad,
               floating* v, Py_ssize_t n) noexcept nogil:
     """g ← g + λθ; v ← μv + g; θ ← θ − lr·(g + μv if nesterov else v)."""
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
@@ -78,44 +83,43 @@ cdef void sgd(const double* hp, floating* theta, const floating* grad,
     cdef int level = kernel_level_code()
     if floating is float:
         if mu == 0:
-            cbk_ssteps(level).sgd(n, lr, wd, theta, grad)
+            return cbk_ssteps(level).sgd(n, lr, wd, theta, grad)
         elif hp[HP_NESTEROV] != 0:
-            cbk_ssteps(level).nesterov(n, lr, mu, wd, theta, grad, v)
+            return cbk_ssteps(level).nesterov(n, lr, mu, wd, theta, grad, v)
         else:
-            cbk_ssteps(level).momentum(n, lr, mu, wd, theta, grad, v)
+            return cbk_ssteps(level).momentum(n, lr, mu, wd, theta, grad, v)
     else:
         if mu == 0:
-            cbk_dsteps(level).sgd(n, lr, wd, theta, grad)
+            return cbk_dsteps(level).sgd(n, lr, wd, theta, grad)
         elif hp[HP_NESTEROV] != 0:
-            cbk_dsteps(level).nesterov(n, lr, mu, wd, theta, grad, v)
+            return cbk_dsteps(level).nesterov(n, lr, mu, wd, theta, grad, v)
         else:
-            cbk_dsteps(level).momentum(n, lr, mu, wd, theta, grad, v)
+            return cbk_dsteps(level).momentum(n, lr, mu, wd, theta, grad, v)
 
 
-cdef void sgd_velocity(const double* hp, floating* theta, const floating* grad,
+cdef bint sgd_velocity(const double* hp, floating* theta, const floating* grad,
                        floating* v, Py_ssize_t n) noexcept nogil:
     """scikit-learn's SGD (the velocity carries the learning rate, so a schedule
     that changes lr acts on new gradients only): g ← g + λθ; v ← μv − lr·g;
     θ ← θ + (μv − lr·g if nesterov else v). Equal to `sgd` while lr is constant."""
     if hp[HP_MOMENTUM] == 0:       # no velocity: the same step as `sgd`
-        sgd(hp, theta, grad, v, n)
-        return
+        return sgd(hp, theta, grad, v, n)
     cdef floating lr = <floating> hp[HP_LR], mu = <floating> hp[HP_MOMENTUM]
     cdef floating wd = <floating> hp[HP_WEIGHT_DECAY]
     cdef int level = kernel_level_code()
     if floating is float:
         if hp[HP_NESTEROV] != 0:
-            cbk_ssteps(level).velocity_nesterov(n, lr, mu, wd, theta, grad, v)
+            return cbk_ssteps(level).velocity_nesterov(n, lr, mu, wd, theta, grad, v)
         else:
-            cbk_ssteps(level).velocity(n, lr, mu, wd, theta, grad, v)
+            return cbk_ssteps(level).velocity(n, lr, mu, wd, theta, grad, v)
     else:
         if hp[HP_NESTEROV] != 0:
-            cbk_dsteps(level).velocity_nesterov(n, lr, mu, wd, theta, grad, v)
+            return cbk_dsteps(level).velocity_nesterov(n, lr, mu, wd, theta, grad, v)
         else:
-            cbk_dsteps(level).velocity(n, lr, mu, wd, theta, grad, v)
+            return cbk_dsteps(level).velocity(n, lr, mu, wd, theta, grad, v)
 
 
-cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
+cdef bint adam(bint decoupled, const double* hp, long long t, floating* theta,
                const floating* grad, floating* m, floating* v, Py_ssize_t n) noexcept nogil:
     """Adam: g ← g + λθ (AdamW instead: θ ← θ(1 − lr·λ));
     m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
@@ -132,14 +136,14 @@ cdef void adam(bint decoupled, const double* hp, long long t, floating* theta,
         shrink = <floating> (1 - lr * hp[HP_WEIGHT_DECAY])
         wd = 0
     if floating is float:
-        cbk_ssteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2, c1,
-                                             c2, shrink, theta, grad, m, v)
+        return cbk_ssteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
+                                                    c1, c2, shrink, theta, grad, m, v)
     else:
-        cbk_dsteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2, c1,
-                                             c2, shrink, theta, grad, m, v)
+        return cbk_dsteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
+                                                    c1, c2, shrink, theta, grad, m, v)
 
 
-cdef void rmsprop(const double* hp, floating* theta, const floating* grad,
+cdef bint rmsprop(const double* hp, floating* theta, const floating* grad,
                   floating* v, floating* buf, Py_ssize_t n) noexcept nogil:
     """g ← g + λθ; v ← αv + (1−α)g²; with momentum μ: b ← μb + g/(√v + ε),
     θ ← θ − lr·b; without: θ ← θ − lr·g/(√v + ε)."""
@@ -149,37 +153,38 @@ cdef void rmsprop(const double* hp, floating* theta, const floating* grad,
     cdef int level = kernel_level_code()
     if floating is float:
         if mu == 0:
-            cbk_ssteps(level).rmsprop(n, lr, wd, eps, alpha, c, theta, grad, v)
+            return cbk_ssteps(level).rmsprop(n, lr, wd, eps, alpha, c, theta, grad, v)
         else:
-            cbk_ssteps(level).rmsprop_momentum(n, lr, mu, wd, eps, alpha, c, theta, grad,
-                                               v, buf)
+            return cbk_ssteps(level).rmsprop_momentum(n, lr, mu, wd, eps, alpha, c, theta,
+                                                      grad, v, buf)
     else:
         if mu == 0:
-            cbk_dsteps(level).rmsprop(n, lr, wd, eps, alpha, c, theta, grad, v)
+            return cbk_dsteps(level).rmsprop(n, lr, wd, eps, alpha, c, theta, grad, v)
         else:
-            cbk_dsteps(level).rmsprop_momentum(n, lr, mu, wd, eps, alpha, c, theta, grad,
-                                               v, buf)
+            return cbk_dsteps(level).rmsprop_momentum(n, lr, mu, wd, eps, alpha, c, theta,
+                                                      grad, v, buf)
 
 
-cdef void update_slice(int kind, const double* hp, long long t, floating* theta,
+cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
                        const floating* grad, floating* s1, floating* s2,
                        Py_ssize_t n) noexcept nogil:
     """One optimizer step t on n parameters whose state buffers start at s1
-    and s2 (so a slice of θ can be updated: the engine does it layer by layer)."""
+    and s2 (so a slice of θ can be updated: the engine does it layer by layer);
+    True if a parameter became NaN or ±inf."""
     if kind == SGD:
-        sgd(hp, theta, grad, s1, n)
+        return sgd(hp, theta, grad, s1, n)
     elif kind == SGD_VELOCITY:
-        sgd_velocity(hp, theta, grad, s1, n)
+        return sgd_velocity(hp, theta, grad, s1, n)
     elif kind == ADAM or kind == ADAMW:
-        adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n)
-    else:
-        rmsprop(hp, theta, grad, s1, s2, n)
+        return adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n)
+    return rmsprop(hp, theta, grad, s1, s2, n)
 
 
-cdef void update(int kind, const double* hp, long long t, floating* theta,
+cdef bint update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil:
-    """One optimizer step t (counted from 1) on θ in place."""
-    update_slice(kind, hp, t, theta, grad, state, state + n, n)
+    """One optimizer step t (counted from 1) on θ in place; True if a parameter
+    became NaN or ±inf."""
+    return update_slice(kind, hp, t, theta, grad, state, state + n, n)
 
 
 cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
@@ -194,7 +199,7 @@ cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
              dZ, <int> n_out, beta, C, <int> n_out)
 
 
-cdef void layer_step(int kind, const double* hp, long long t, double alpha,
+cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
                      floating* g, floating* s1, floating* s2) noexcept nogil:
@@ -211,7 +216,8 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
     at n = 1 an outer product folded into the velocity loop). Other optimizers
     get ∂W in g, then `update_slice`. λ = weight_decay + alpha (the L2 term's
     gradient αW); biases get no alpha. The result is
-    the flat rule's, in another order of rounding."""
+    the flat rule's, in another order of rounding. Returns True if a
+    parameter of the layer became NaN or ±inf."""
     cdef Py_ssize_t i, nw = n_in * n_out
     cdef floating one = 1
     cdef int level = kernel_level_code()
@@ -229,30 +235,38 @@ cdef void layer_step(int kind, const double* hp, long long t, double alpha,
         input_t_gemm(sparse, a_prev, n, n_in, n_out, -lr, dZ, 1 - lr * lam, W)
         for i in range(n_out):
             W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
+        # the GEMM wrote W: one pass to check it
+        if floating is float:
+            return cbk_ssteps(level).nonfinite(nw + n_out, W)
+        else:
+            return cbk_dsteps(level).nonfinite(nw + n_out, W)
     elif plain_sgd and n == 1 and sparse == NULL:
         # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
         # momentum loop (one pass over v and W instead of two); the bias is
         # the same step with a_prev = 1 (and λ = weight_decay).
         if floating is float:
-            cbk_ssteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
-            cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw, v + nw)
+            return (cbk_ssteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
+                    | cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw,
+                                              v + nw))
         else:
-            cbk_dsteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
-            cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw, v + nw)
+            return (cbk_dsteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
+                    | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw,
+                                              v + nw))
     elif plain_sgd:
         input_t_gemm(sparse, a_prev, n, n_in, n_out, vg, dZ, mu, v)
         if floating is float:
-            cbk_ssteps(level).velocity_decay(nw, vg, vs, lam, W, v)
-            cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw, v + nw)
+            return (cbk_ssteps(level).velocity_decay(nw, vg, vs, lam, W, v)
+                    | cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
+                                              v + nw))
         else:
-            cbk_dsteps(level).velocity_decay(nw, vg, vs, lam, W, v)
-            cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw, v + nw)
-    else:
-        input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
-        if a != 0:
-            for i in range(nw):
-                g[i] += a * W[i]
-        update_slice(kind, hp, t, W, g, s1, s2, nw + n_out)
+            return (cbk_dsteps(level).velocity_decay(nw, vg, vs, lam, W, v)
+                    | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
+                                              v + nw))
+    input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
+    if a != 0:
+        for i in range(nw):
+            g[i] += a * W[i]
+    return update_slice(kind, hp, t, W, g, s1, s2, nw + n_out)
 
 
 def step(int kind, const double[::1] hp, long long t, floating[::1] theta,

@@ -11,6 +11,10 @@
 #include "_kernels.h"
 #include "_steps.h"
 
+/* NaN and ±inf are the values for which x − x is not 0 (branch-free, so the
+   loops stay vectorised; -fno-trapping-math, setup.py). */
+#define NONFINITE(x) ((x) - (x) != 0)
+
 #define TARGET
 #define T float
 #define FN(name) portable_s##name

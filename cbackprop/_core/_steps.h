@@ -5,35 +5,38 @@
 #include <stddef.h>
 
 /* One table of loops per (level, dtype); T is float (cbk_ssteps) or double
-   (cbk_dsteps). Every loop is elementwise over i < n (rank1: i < n_in, j < n_out). */
+   (cbk_dsteps). Every loop is elementwise over i < n (rank1: i < n_in, j < n_out)
+   and returns 1 if a parameter it wrote is NaN or ±inf, else 0. */
 #define CBK_STEPS_STRUCT(NAME, T)                                                 \
 typedef struct {                                                                  \
     /* θ ← θ − lr·(g + λθ) */                                                     \
-    void (*sgd)(ptrdiff_t n, T lr, T wd, T *theta, const T *g);                   \
+    int (*sgd)(ptrdiff_t n, T lr, T wd, T *theta, const T *g);                   \
     /* v ← μv + g + λθ; θ ← θ − lr·v */                                           \
-    void (*momentum)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, T *v);  \
+    int (*momentum)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, T *v);  \
     /* v ← μv + g + λθ; θ ← θ − lr·(g + λθ + μv) */                               \
-    void (*nesterov)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, T *v);  \
+    int (*nesterov)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, T *v);  \
     /* v ← μv − lr·(g + λθ); θ ← θ + v */                                         \
-    void (*velocity)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, T *v);  \
+    int (*velocity)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, T *v);  \
     /* v ← μv − lr·(g + λθ); θ ← θ + μv − lr·(g + λθ) */                          \
-    void (*velocity_nesterov)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, \
+    int (*velocity_nesterov)(ptrdiff_t n, T lr, T mu, T wd, T *theta, const T *g, \
                               T *v);                                              \
     /* Adam (see _optim.pyx for the scalars) */                                   \
-    void (*adam)(ptrdiff_t n, T step, T inv_sqrt_bc2, T eps, T wd, T b1, T b2, T c1, \
+    int (*adam)(ptrdiff_t n, T step, T inv_sqrt_bc2, T eps, T wd, T b1, T b2, T c1, \
                  T c2, T shrink, T *theta, const T *g, T *m, T *v);               \
     /* v ← αv + c·g²; θ ← θ − lr·g/(√v + ε), g = g + λθ */                        \
-    void (*rmsprop)(ptrdiff_t n, T lr, T wd, T eps, T alpha, T c, T *theta,       \
+    int (*rmsprop)(ptrdiff_t n, T lr, T wd, T eps, T alpha, T c, T *theta,       \
                     const T *g, T *v);                                            \
     /* the same, with b ← μb + g/(√v + ε), θ ← θ − lr·b */                        \
-    void (*rmsprop_momentum)(ptrdiff_t n, T lr, T mu, T wd, T eps, T alpha, T c,  \
+    int (*rmsprop_momentum)(ptrdiff_t n, T lr, T mu, T wd, T eps, T alpha, T c,  \
                              T *theta, const T *g, T *v, T *b);                   \
     /* after v ← μv + vg·a_prevᵀ·δ (a GEMM): v ← v + vg·λ·W; W ← W − vs·v */       \
-    void (*velocity_decay)(ptrdiff_t n, T vg, T vs, T lam, T *W, T *v);           \
+    int (*velocity_decay)(ptrdiff_t n, T vg, T vs, T lam, T *W, T *v);           \
     /* one example's momentum step, ∂W = a ⊗ δ folded in:                          \
        v ← μv + vg·a_i·δ_j + vg·λ·W; W ← W − vs·v  (n_in × n_out) */               \
-    void (*rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T lam,       \
+    int (*rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T lam,       \
                   const T *a, const T *delta, T *W, T *v);                        \
+    /* 1 if any x[i] is NaN or ±inf */                                            \
+    int (*nonfinite)(ptrdiff_t n, const T *x);                                    \
 } NAME;
 CBK_STEPS_STRUCT(cbk_ssteps_t, float)
 CBK_STEPS_STRUCT(cbk_dsteps_t, double)
