@@ -31,7 +31,7 @@ from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport (
-    layer_step, update_slice, SGD, SGD_VELOCITY, HP_LR, HP_MOMENTUM, HP_NESTEROV,
+    layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY, HP_LR, HP_MOMENTUM, HP_NESTEROV,
     HP_WEIGHT_DECAY, HP_EPS)
 
 # Status codes returned by train_batches.
@@ -526,6 +526,10 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                                &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0):
                 status = STATUS_NONFINITE_PARAMS
                 break
+        # Plain SGD's step inside the ∂W GEMM is not checked as it is written.
+        if (status == STATUS_OK and (opt_kind == SGD or opt_kind == SGD_VELOCITY)
+                and hp[HP_MOMENTUM] == 0 and nonfinite(&theta[0], theta.shape[0])):
+            status = STATUS_NONFINITE_PARAMS
     return total, pos - start, correct, status
 
 

@@ -42,6 +42,8 @@ cdef extern from "_steps.h" nogil:
                             float* v) noexcept nogil
         int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float mu, float vg, float vs,
                    float lam, const float* a, const float* delta, float* W, float* v) noexcept nogil
+        int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float beta,
+                         const float* a, const float* delta, float* W) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const float* x) noexcept nogil
     ctypedef struct cbk_dsteps_t:
         int (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
@@ -63,10 +65,14 @@ cdef extern from "_steps.h" nogil:
                               double* v, double* b) noexcept nogil
         int (*velocity_decay)(Py_ssize_t n, double vg, double vs, double lam, double* W,
                             double* v) noexcept nogil
+        int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double beta,
+                         const double* a, const double* delta, double* W) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
         int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double mu, double vg, double vs,
                    double lam, const double* a, const double* delta, double* W,
                    double* v) noexcept nogil
+        int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double beta,
+                         const double* a, const double* delta, double* W) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
     const cbk_ssteps_t* cbk_ssteps(int level)
     const cbk_dsteps_t* cbk_dsteps(int level)
@@ -180,6 +186,14 @@ cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
     return rmsprop(hp, theta, grad, s1, s2, n)
 
 
+cdef bint nonfinite(const floating* x, Py_ssize_t n) noexcept nogil:
+    """True if an x[i] is NaN or ±inf (vectorised, whole array)."""
+    if floating is float:
+        return cbk_ssteps(kernel_level_code()).nonfinite(n, x)
+    else:
+        return cbk_dsteps(kernel_level_code()).nonfinite(n, x)
+
+
 cdef bint update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil:
     """One optimizer step t (counted from 1) on θ in place; True if a parameter
@@ -220,6 +234,7 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     parameter of the layer became NaN or ±inf."""
     cdef Py_ssize_t i, nw = n_in * n_out
     cdef floating one = 1
+    cdef bint bad = False
     cdef int level = kernel_level_code()
     cdef floating* gb = g + nw
     cdef floating* v = s1
@@ -232,14 +247,20 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     # gradient into v, vs the step W takes from v.
     cdef floating vg = -lr if velocity else 1, vs = -1 if velocity else lr
     if plain_sgd and mu == 0:
-        input_t_gemm(sparse, a_prev, n, n_in, n_out, -lr, dZ, 1 - lr * lam, W)
-        for i in range(n_out):
-            W[nw + i] -= lr * (gb[i] + wd * W[nw + i])
-        # the GEMM wrote W: one pass to check it
-        if floating is float:
-            return cbk_ssteps(level).nonfinite(nw + n_out, W)
+        # W ← (1 − lr·λ)·W − lr·a_prevᵀ·dZ: one example's outer product in a
+        # loop that checks what it writes; else inside the GEMM, unchecked
+        # (train_batches checks θ once per chunk instead).
+        if n == 1 and sparse == NULL:
+            if floating is float:
+                bad = cbk_ssteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W)
+            else:
+                bad = cbk_dsteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W)
         else:
-            return cbk_dsteps(level).nonfinite(nw + n_out, W)
+            input_t_gemm(sparse, a_prev, n, n_in, n_out, -lr, dZ, 1 - lr * lam, W)
+        for i in range(nw, nw + n_out):
+            W[i] -= lr * (gb[i - nw] + wd * W[i])
+            bad |= W[i] - W[i] != 0          # NaN or ±inf
+        return bad
     elif plain_sgd and n == 1 and sparse == NULL:
         # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
         # momentum loop (one pass over v and W instead of two); the bias is

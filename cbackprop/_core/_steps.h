@@ -35,6 +35,9 @@ typedef struct {                                                                
        v ← μv + vg·a_i·δ_j + vg·λ·W; W ← W − vs·v  (n_in × n_out) */               \
     int (*rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T lam,       \
                   const T *a, const T *delta, T *W, T *v);                        \
+    /* one example's plain SGD step: W ← β·W + (α·a_i)·δ_j (α = −lr, β = 1 − lr·λ) */ \
+    int (*sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta, const T *a,    \
+                     const T *delta, T *W);                                       \
     /* 1 if any x[i] is NaN or ±inf */                                            \
     int (*nonfinite)(ptrdiff_t n, const T *x);                                    \
 } NAME;

@@ -139,6 +139,21 @@ static TARGET int FN(rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T
     return bad;
 }
 
+static TARGET int FN(sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta,
+                                const T *restrict a, const T *restrict delta, T *restrict W)
+{
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < n_in; i++) {
+        T ai = alpha * a[i];
+        T *restrict w = W + i * n_out;
+        for (ptrdiff_t j = 0; j < n_out; j++) {
+            w[j] = ai * delta[j] + beta * w[j];
+            bad |= NONFINITE(w[j]);
+        }
+    }
+    return bad;
+}
+
 static TARGET int FN(nonfinite)(ptrdiff_t n, const T *restrict x)
 {
     int bad = 0;
@@ -149,7 +164,8 @@ static TARGET int FN(nonfinite)(ptrdiff_t n, const T *restrict x)
 
 static const STEPS_T FN(steps) = {
     FN(sgd), FN(momentum), FN(nesterov), FN(velocity), FN(velocity_nesterov), FN(adam),
-    FN(rmsprop), FN(rmsprop_momentum), FN(velocity_decay), FN(rank1), FN(nonfinite),
+    FN(rmsprop), FN(rmsprop_momentum), FN(velocity_decay), FN(rank1),
+    FN(sgd_rank1), FN(nonfinite),
 };
 
 #undef T
