@@ -20,7 +20,7 @@
 from cython cimport floating
 from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint64_t
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import numpy as np
@@ -415,7 +415,7 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
-    cdef bint nonfinite = False
+    cdef bint bad = False
     # Health is watched on some steps; the copies of W (and SGD's velocity)
     # before the update go to the end of the workspace.
     cdef bint watch = s.health != NULL and (t - 1) % HEALTH_EVERY == 0
@@ -437,13 +437,12 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, True)
-        nonfinite |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL,
-                                dZ, n, n_in, n_out, theta + p, grad + p, state + p,
-                                state + n_params + p)
+        bad |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ,
+                          n, n_in, n_out, theta + p, grad + p, state + p, state + n_params + p)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
-    return nonfinite
+    return bad
 
 
 cdef inline void batch_alpha(Spec* s, double wsum) noexcept nogil:
@@ -637,27 +636,11 @@ def shuffle(Py_ssize_t[::1] order, uint64_t[::1] rng):
 
 def all_finite(const floating[::1] x):
     """True when no element of x is NaN or ±inf."""
-    cdef Py_ssize_t i, j, n = x.shape[0]
-    cdef const uint32_t* f32
-    cdef const uint64_t* f64
-    cdef uint32_t bad32 = 0
-    cdef uint64_t bad64 = 0
-    with nogil:
-        # NaN and ±inf are the values whose exponent bits are all ones. An OR of
-        # that test over a block has no branch, so the compiler vectorises it;
-        # the loop stops at the first block that has one.
-        i = 0
-        while i < n and bad32 == 0 and bad64 == 0:
-            if floating is float:
-                f32 = <const uint32_t*> &x[0]
-                for j in range(i, min(i + 4096, n)):
-                    bad32 |= (f32[j] & 0x7F800000U) == 0x7F800000U
-            else:
-                f64 = <const uint64_t*> &x[0]
-                for j in range(i, min(i + 4096, n)):
-                    bad64 |= (f64[j] & 0x7FF0000000000000ULL) == 0x7FF0000000000000ULL
-            i += 4096
-    return bad32 == 0 and bad64 == 0
+    cdef bint bad = False
+    if x.shape[0] > 0:
+        with nogil:
+            bad = nonfinite(&x[0], x.shape[0])
+    return not bad
 
 
 # ---- many networks on one pass over the data (cbackprop.many) --------------
