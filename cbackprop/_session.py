@@ -523,15 +523,16 @@ class TrainingSession:
             if failed:
                 return total, pos - start, correct, _engine.STATUS_NONFINITE_LOSS
             opt.step_counter[0] += 1
-            _optim.step(opt.code, self.hp, opt.t, net.theta, self.grad, opt.state)
+            nonfinite = _optim.step(opt.code, self.hp, opt.t, net.theta, self.grad, opt.state)
             total += all_loss * all_rows
             rows_done += all_rows
             correct += ok_rows
             pos += rows
+            if nonfinite:      # every rank applied the same update: all stop here
+                self._rows_done += rows_done
+                return total, pos - start, correct, _engine.STATUS_NONFINITE_PARAMS
         self._rows_done += rows_done
-        status = (_engine.STATUS_OK if V.all_finite(net.theta)
-                  else _engine.STATUS_NONFINITE_PARAMS)
-        return total, pos - start, correct, status
+        return total, pos - start, correct, _engine.STATUS_OK
 
     def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
             checkpoint_every: int = 1, history: History | None = None) -> History:

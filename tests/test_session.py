@@ -118,6 +118,20 @@ def test_a_reducer_decides_stops_and_failures_for_every_process():
     np.testing.assert_array_equal(net.theta, theta0)
 
 
+def test_an_update_that_overflows_under_a_reducer_is_caught_after_that_step():
+    """The hook's gradient is finite but the update overflows: the step says
+    so, the session stops after that step and θ is restored."""
+    net, X, y = problem(np.float64)
+    theta0 = net.theta.copy()
+    reducer = Recording(change=lambda grad: grad.__setitem__(slice(None), 1e300))
+    with pytest.raises(cb.DivergenceError, match="the parameters became NaN or infinite"):
+        with TrainingSession(net, X, y, optimizer=cb.SGD(lr=1e300), batch_size=8,
+                             reducer=reducer) as s:
+            s.run_epoch()
+    assert len(reducer.grads) == 1                # it stopped after the first step
+    np.testing.assert_array_equal(net.theta, theta0)
+
+
 def test_a_reducer_must_be_a_reducer():
     net, X, y = problem(np.float64)
     with pytest.raises(TypeError, match="reducer must be a Reducer"):

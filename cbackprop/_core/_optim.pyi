@@ -24,5 +24,6 @@ HP_EPS: int
 N_STATE: dict[int, int]
 
 def step(kind: int, hp: NDArray[np.float64], t: int, theta: NDArray[_F], grad: NDArray[_F],
-         state: NDArray[_F]) -> None:
-    """Apply update step t (counted from 1) to theta in place."""
+         state: NDArray[_F]) -> bool:
+    """Apply update step t (counted from 1) to theta in place; True if a
+    parameter became NaN or ±inf."""

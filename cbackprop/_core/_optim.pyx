@@ -292,6 +292,9 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
 
 def step(int kind, const double[::1] hp, long long t, floating[::1] theta,
          const floating[::1] grad, floating[::1] state):
-    """Apply update step t to theta in place (shapes checked by the caller)."""
+    """Apply update step t to theta in place (shapes checked by the caller);
+    returns True if a parameter became NaN or ±inf."""
+    cdef bint bad
     with nogil:
-        update(kind, &hp[0], t, &theta[0], &grad[0], &state[0], theta.shape[0])
+        bad = update(kind, &hp[0], t, &theta[0], &grad[0], &state[0], theta.shape[0])
+    return bad
