@@ -1,7 +1,7 @@
 /* Design: softmax spends its time in e^x, and libm's exp is one scalar call
    per element. This e^x is plain arithmetic the compiler vectorises: x =
-   k·ln2 + r with |r| ≤ ln2/2 (k rounded by adding and taking away 1.5·2^p; ln2 split in two so that k·ln2_hi is exact),
-   e^r by its Taylor polynomial (degree 7 for float, 13 for double: the
+   k·ln2 + r with |r| ≤ ln2/2 (k rounded by adding and taking away 1.5·2^p,
+   ln2 split in two so that k·ln2_hi is exact), e^r by its Taylor polynomial (degree 7 for float, 13 for double: the
    truncation stays below a tenth of an ulp), and 2^k built in the exponent
    bits. The loop is compiled for AVX-512, AVX2 and baseline x86-64 by target
    attributes (as _kernels.c); with -ffp-contract=off (setup.py) every level
@@ -42,7 +42,7 @@ static TARGET void NAME(ptrdiff_t n, T *restrict x)                             
     + r * (1 / 5040. + r * (1 / 40320. + r * (1 / 362880. + r * (1 / 3628800.        \
     + r * (1 / 39916800. + r * (1 / 479001600. + r * (1 / 6227020800.)))))))))))))
 
-/* The smallest x whose e^x is a normal number (2^k ≥ the least normal). */
+/* MIN_X: a bound above which e^x (and 2^k) is a normal number; below it, 0. */
 #define FLOAT_ARGS(NAME, TARGET) \
     VEXP(NAME, TARGET, float, uint32_t, 0x1.8p23, 23, 127, 0.693359375, -2.12194440e-4, -87.0f, POLY_F)
 #define DOUBLE_ARGS(NAME, TARGET) \
