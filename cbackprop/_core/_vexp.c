@@ -1,11 +1,12 @@
 /* Design: softmax spends its time in e^x, and libm's exp is one scalar call
-   per element. This e^x is plain arithmetic the compiler vectorises: x =
-   k·ln2 + r with |r| ≤ ln2/2 (k rounded by adding and taking away 1.5·2^p,
-   ln2 split in two so that k·ln2_hi is exact), e^r by its Taylor polynomial
-   (degree 7 for float, 13 for double: the truncation stays below a tenth of
-   an ulp), and 2^k built in the exponent bits. The loop is compiled for AVX-512, AVX2 and baseline x86-64 by target
-   attributes (as _kernels.c); with -ffp-contract=off (setup.py) every level
-   gives the same bits, so results do not depend on the CPU. */
+   per element. This e^x is plain arithmetic the compiler vectorises:
+   x = k·ln2 + r with |r| ≤ ln2/2 (k rounded by adding and taking away
+   1.5·2^p; ln2 split in two so that k·ln2_hi is exact), e^r by its Taylor
+   polynomial (degree 7 for float, 13 for double: the truncation stays below
+   a tenth of an ulp), and 2^k built in the exponent bits. The loop is
+   compiled for AVX-512, AVX2 and baseline x86-64 by target attributes (as
+   _kernels.c); with -ffp-contract=off (setup.py) every level gives the same
+   bits, so results do not depend on the CPU. */
 
 #include <math.h>
 #include <stdint.h>
