@@ -510,11 +510,12 @@ class TrainingSession:
         # With a reducer the loss sum and rows returned are totals over the processes.
         total = correct = rows_done = 0.0
         start = pos
+        status = _engine.STATUS_OK
         while pos < stop and not self._halted:
-            loss, rows, ok_rows, weight, status = _engine.batch_gradient(
+            loss, rows, ok_rows, weight, batch_status = _engine.batch_gradient(
                 self.layout, net.theta, self.grad, self.X, self.Y, self.w, self.order, pos,
                 self.batch_size, self.ws, net.rng_state)
-            failed = status != _engine.STATUS_OK
+            failed = batch_status != _engine.STATUS_OK
             if failed:
                 self.grad[...] = 0
             all_loss, all_rows, self._halted, failed = self.reducer.reduce_gradient(
@@ -529,10 +530,10 @@ class TrainingSession:
             correct += ok_rows
             pos += rows
             if nonfinite:      # every rank applied the same update: all stop here
-                self._rows_done += rows_done
-                return total, pos - start, correct, _engine.STATUS_NONFINITE_PARAMS
+                status = _engine.STATUS_NONFINITE_PARAMS
+                break
         self._rows_done += rows_done
-        return total, pos - start, correct, _engine.STATUS_OK
+        return total, pos - start, correct, status
 
     def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
             checkpoint_every: int = 1, history: History | None = None) -> History:

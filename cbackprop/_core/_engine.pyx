@@ -31,8 +31,8 @@ from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport (
-    layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY, HP_LR, HP_MOMENTUM, HP_NESTEROV,
-    HP_WEIGHT_DECAY, HP_EPS)
+    gemm_writes_step, layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY, HP_LR,
+    HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY, HP_EPS)
 
 # Status codes returned by train_batches.
 cpdef enum:
@@ -525,9 +525,8 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                                &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0):
                 status = STATUS_NONFINITE_PARAMS
                 break
-        # Plain SGD's step inside the ∂W GEMM is not checked as it is written.
-        if (status == STATUS_OK and (opt_kind == SGD or opt_kind == SGD_VELOCITY)
-                and hp[HP_MOMENTUM] == 0 and nonfinite(&theta[0], theta.shape[0])):
+        if (status == STATUS_OK and gemm_writes_step(opt_kind, &hp[0])
+                and nonfinite(&theta[0], theta.shape[0])):
             status = STATUS_NONFINITE_PARAMS
     return total, pos - start, correct, status
 

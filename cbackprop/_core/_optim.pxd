@@ -22,6 +22,7 @@ cpdef enum:
     HP_EPS = 6
 
 
+cdef bint gemm_writes_step(int kind, const double* hp) noexcept nogil
 cdef bint nonfinite(const floating* x, Py_ssize_t n) noexcept nogil
 cdef bint update(int kind, const double* hp, long long t, floating* theta,
                  const floating* grad, floating* state, Py_ssize_t n) noexcept nogil

@@ -186,6 +186,13 @@ cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
     return rmsprop(hp, theta, grad, s1, s2, n)
 
 
+cdef bint gemm_writes_step(int kind, const double* hp) noexcept nogil:
+    """True for plain SGD (no momentum, either kind): `layer_step` writes its
+    step into W inside the ∂W GEMM (batches > 1), where it is not checked for
+    NaN or ±inf as it is written; the caller checks θ once per chunk."""
+    return (kind == SGD or kind == SGD_VELOCITY) and hp[HP_MOMENTUM] == 0
+
+
 cdef bint nonfinite(const floating* x, Py_ssize_t n) noexcept nogil:
     """True if an x[i] is NaN or ±inf (vectorised, whole array)."""
     if floating is float:
@@ -243,13 +250,14 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     cdef floating lam = wd + a
     cdef bint velocity = kind == SGD_VELOCITY
     cdef bint plain_sgd = (kind == SGD or velocity) and hp[HP_NESTEROV] == 0
+    cdef bint in_gemm = gemm_writes_step(kind, hp)
     # The velocity form stores −lr·(the torch form's buffer): vg scales the
     # gradient into v, vs the step W takes from v.
     cdef floating vg = -lr if velocity else 1, vs = -1 if velocity else lr
-    if plain_sgd and mu == 0:
+    if in_gemm:
         # W ← (1 − lr·λ)·W − lr·a_prevᵀ·dZ: one example's outer product in a
         # loop that checks what it writes; else inside the GEMM, unchecked
-        # (train_batches checks θ once per chunk instead).
+        # (see gemm_writes_step).
         if n == 1 and sparse == NULL:
             if floating is float:
                 bad = cbk_ssteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W)
@@ -259,8 +267,7 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
             input_t_gemm(sparse, a_prev, n, n_in, n_out, -lr, dZ, 1 - lr * lam, W)
         for i in range(nw, nw + n_out):
             W[i] -= lr * (gb[i - nw] + wd * W[i])
-            bad |= W[i] - W[i] != 0          # NaN or ±inf
-        return bad
+        return bad | nonfinite(W + nw, n_out)
     elif plain_sgd and n == 1 and sparse == NULL:
         # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
         # momentum loop (one pass over v and W instead of two); the bias is
