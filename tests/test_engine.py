@@ -257,7 +257,7 @@ def test_no_allocation_grows_with_the_number_of_batches():
 
 GEMM_SHAPES = [(1, 1, 1), (1, 7, 1), (5, 3, 1), (784, 12, 1), (1, 128, 784), (1, 10, 128),
                (1, 32, 10), (1, 33, 9), (3, 1, 5), (7, 5, 3), (13, 17, 11), (32, 32, 64),
-               (4, 8, 16), (33, 10, 31), (64, 128, 10)]
+               (4, 8, 16), (33, 10, 31), (64, 128, 10), (37, 200, 300)]
 
 
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
@@ -289,12 +289,20 @@ def test_gemm_uses_the_hand_kernel_only_where_it_measured_faster():
     assert kernel_for("float32", False, 128, 10, 1) == "hand"       # ∂W, batch 1, 10 units
     assert kernel_for("float32", True, 1, 32, 10) == "hand"         # δ·Wᵀ, batch 1
     assert kernel_for("float64", False, 128, 10, 1) == "BLAS"
-    for m, n, k in [(1, 128, 784), (784, 128, 1), (64, 128, 784), (32, 10, 32)]:
+    for m, n, k in [(1, 128, 784), (784, 128, 1), (32, 10, 32), (128, 512, 784),
+                    (64, 64, 128)]:
         assert kernel_for("float32", False, m, n, k) == "BLAS"
     # The vector kernels (AVX2, AVX-512): the tiny layers' GEMMs.
     vector = kernel_level() != "portable"
     assert kernel_for("float32", False, 32, 32, 64) == ("hand" if vector else "BLAS")
     assert kernel_for("float64", True, 32, 32, 10) == ("hand" if vector else "BLAS")
+    # AVX-512 only: float32 GEMMs of 1–7 Mi multiply-adds and 32–256 columns
+    # (the forward pass and ∂W of a 784-128 layer at batch 64).
+    avx512 = kernel_level() == "avx512"
+    for m, n, k in [(64, 128, 784), (784, 128, 64), (8, 256, 512)]:
+        assert kernel_for("float32", False, m, n, k) == ("hand" if avx512 else "BLAS")
+        assert kernel_for("float64", False, m, n, k) == "BLAS"
+    assert kernel_for("float32", False, 64, 512, 64) == "BLAS"      # 512 columns
 
 
 def test_py_gemm_rejects_mismatched_shapes():

@@ -25,9 +25,11 @@ cdef extern from "_kernels.h" nogil:
                    const double* A, int lda, const double* B, int ldb, double beta,
                    double* C, int ldc)
 
-# Above this many multiply-adds BLAS wins at every level (bench/kernels.py).
+# Multiply-add counts (m·n·k) of the rule below (bench/kernels.py).
 cdef enum:
-    HAND_MAX_MNK = 65536
+    HAND_MAX_MNK = 65536                # the small GEMMs
+    HAND_MID_MIN_MNK = 1 << 20          # float32: the mid-sized band
+    HAND_MID_MAX_MNK = 7 << 20
 
 LEVELS = {"portable": CBK_PORTABLE, "avx2": CBK_AVX2, "avx512": CBK_AVX512}
 cbk_level()         # chosen once, at import, before any kernel runs
@@ -49,7 +51,19 @@ cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
     # multiply-adds: as fast or faster (fewer columns: BLAS is).
     if trans_b:
         return <long> k * n <= CBK_PACK_MAX
-    return n >= 32 and <long> m * n * k <= HAND_MAX_MNK
+    if n < 32:
+        return False
+    cdef long mnk = <long> m * n * k
+    # AVX-512, float32, 32–256 columns, 1–7 Mi multiply-adds (the first layer
+    # of an MNIST-sized network): OpenBLAS has left its small-matrix kernels for
+    # its packing path there, and the hand kernel measured 1.2–4× faster than
+    # BLAS on 1 thread and no slower than BLAS on 2. Below the band BLAS's
+    # small-matrix kernels are as fast; above it, with float64 or on AVX2,
+    # BLAS is faster.
+    if (single and cbk_level() == CBK_AVX512 and n <= 256
+            and HAND_MID_MIN_MNK <= mnk <= HAND_MID_MAX_MNK):
+        return True
+    return mnk <= HAND_MAX_MNK
 
 
 cdef inline void small_gemm(bint trans_a, bint trans_b, int m, int n, int k,
