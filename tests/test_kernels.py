@@ -104,10 +104,12 @@ STEP_OPTIMIZERS = {
     "adamw": lambda: cb.AdamW(lr=0.01, weight_decay=0.1),
     "rmsprop": lambda: cb.RMSprop(lr=0.01, weight_decay=0.01),
     "rmsprop_momentum": lambda: cb.RMSprop(lr=0.01, momentum=0.5),
+    # no decay of any kind (λ = 0): the loops' branch without the λ·W term
+    "momentum_no_decay": lambda: cb.SGD(lr=0.05, momentum=0.9),
 }
 
 
-def _steps_at(level_name, make, dtype):
+def _steps_at(level_name, make, dtype, alpha):
     """θ and the optimizer state after a few flat steps and a few fits (batch 1:
     the rank-1 loop; batch 5: the GEMM then the per-element loop) at one level."""
     _blas.set_kernel_level(level_name)
@@ -116,7 +118,7 @@ def _steps_at(level_name, make, dtype):
         X = rng.standard_normal((23, 37)).astype(dtype)
         y = rng.integers(0, 3, 23)
         net = cb.Network(37, [cb.Dense(19, "relu"), cb.Dense(3, "softmax")], seed=0,
-                         dtype=dtype, n_threads=1, alpha=0.01)
+                         dtype=dtype, n_threads=1, alpha=alpha)
         opt = make()
         for _ in range(3):
             _, grad = net.loss_and_grad(X, y)
@@ -134,8 +136,9 @@ def test_optimizer_loops_are_bitwise_equal_at_every_level(level, name, dtype):
     """_steps.c compiles each rule per instruction set without FMA contraction:
     every level must give the portable loop's bits (the results do not depend
     on the CPU), and the step must have moved θ."""
-    theta, state = _steps_at(level, STEP_OPTIMIZERS[name], dtype)
-    theta0, state0 = _steps_at("portable", STEP_OPTIMIZERS[name], dtype)
+    alpha = 0.0 if name.endswith("no_decay") else 0.01
+    theta, state = _steps_at(level, STEP_OPTIMIZERS[name], dtype, alpha)
+    theta0, state0 = _steps_at("portable", STEP_OPTIMIZERS[name], dtype, alpha)
     np.testing.assert_array_equal(theta, theta0)
     np.testing.assert_array_equal(state, state0)
     start = cb.Network(37, [cb.Dense(19, "relu"), cb.Dense(3, "softmax")], seed=0,

@@ -114,6 +114,13 @@ static TARGET int FN(velocity_decay)(ptrdiff_t n, T vg, T vs, T lam, T *restrict
                                       T *restrict v)
 {
     int bad = 0;
+    if (lam == 0) {  /* v += 0·W leaves v as it is: skip the pass that writes it */
+        for (ptrdiff_t i = 0; i < n; i++) {
+            W[i] -= vs * v[i];
+            bad |= NONFINITE(W[i]);
+        }
+        return bad;
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         v[i] += vg * lam * W[i];
         W[i] -= vs * v[i];
