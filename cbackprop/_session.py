@@ -119,7 +119,8 @@ def chunk_rows(layout: _engine.Layout, n_rows: int, sparse: bool = False) -> int
 def blas_threads(network, rows: int) -> _threads.BlasThreads:
     """The BLAS threads for passes of `rows` rows through network (1 for small shapes)."""
     most = _threads.most_threads(network.n_threads)
-    return _threads.BlasThreads(_threads.threads_for_shape(network.sizes, rows, most))
+    return _threads.BlasThreads(_threads.threads_for_shape(network.sizes, rows, most,
+                                                            network.dtype))
 
 
 def check_fit_options(epochs, verbose, callbacks) -> tuple[int, list]:
@@ -329,7 +330,7 @@ class TrainingSession:
         most = _threads.most_threads(net.n_threads)
         choices = _thread_choices.setdefault(net, {})
         if (rows, most) not in choices:
-            start = _threads.threads_for_shape(net.sizes, rows, most)
+            start = _threads.threads_for_shape(net.sizes, rows, most, net.dtype)
             sure = _threads.forward_flops(net.sizes, rows) >= _threads.SURE_FLOPS_FOR_THREADS
             choices[(rows, most)] = _threads.FitThreads(start, most, sure)
         return choices[(rows, most)]

@@ -28,11 +28,14 @@ import os
 import threading
 import time
 
-#: Below this many flops per batch (forward pass), one thread is as fast or
-#: faster: OpenBLAS splits no GEMM that small, and probing would only cost.
-#: Measured on 2 idle cores: tiny (64-32-10, batch 32; 0.15 MFLOP) gains
-#: nothing from 2 threads, small (784-128-10, batch 64; 13 MFLOP) 1.1–1.2×,
-#: medium and large (≥ 170 MFLOP) 1.6–1.7×.
+from ._core import _blas
+
+#: Below this many flops per batch (forward GEMMs that BLAS runs), one thread
+#: is as fast or faster: OpenBLAS splits no GEMM that small, and probing would
+#: only cost. Measured on 2 idle cores: tiny (64-32-10, batch 32; 0.15 MFLOP)
+#: gains nothing from 2 threads, small in float64 (784-128-10, batch 64;
+#: 13 MFLOP) 1.1–1.2×, medium and large (≥ 170 MFLOP) 1.6–1.7×. (Small in
+#: float32 runs on the hand kernel at AVX-512, which is single-threaded.)
 MIN_FLOPS_FOR_THREADS = 4e6
 
 #: From this many flops per batch, more threads are surely faster on free
@@ -171,9 +174,14 @@ def forward_flops(sizes, rows: int) -> float:
     return 2.0 * rows * sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def threads_for_shape(sizes, rows: int, max_threads: int) -> int:
-    """Threads worth using for batches of `rows` rows through layers `sizes`."""
-    return 1 if forward_flops(sizes, rows) < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
+def threads_for_shape(sizes, rows: int, max_threads: int, dtype) -> int:
+    """Threads worth using for batches of `rows` rows through layers `sizes`
+    of `dtype`: the flops counted are those of the GEMMs BLAS runs (the hand
+    kernels of _core/_blas.pyx run on the calling thread alone)."""
+    blas_sizes = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])
+                  if _blas.kernel_for(dtype, False, rows, int(b), int(a)) == "BLAS"]
+    flops = 2.0 * rows * sum(int(a) * int(b) for a, b in blas_sizes)
+    return 1 if flops < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
 
 
 def most_threads(n_threads: int | None) -> int:

@@ -315,7 +315,7 @@ def _train(sessions, histories, X, Y, weights, B, n, epochs, shuffle, order_rng,
             blas = _threads.BlasThreads(
                 1 if parts > 1 else _threads.threads_for_shape(
                     [sessions[0].network.sizes[0], len(active) * sessions[0].network.sizes[1]],
-                    B, threads))
+                    B, threads, sessions[0].network.dtype))
         if shuffle:
             _engine.shuffle(order, order_rng)
         start_time = time.perf_counter()

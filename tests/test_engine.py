@@ -132,10 +132,18 @@ def test_small_shapes_use_one_thread_and_n_threads_caps_the_rest():
     from cbackprop import _threads
 
     sizes = [64, 32, 10]
-    assert _threads.threads_for_shape(sizes, 32, 8) == 1
+    assert _threads.threads_for_shape(sizes, 32, 8, "float32") == 1
     big = [1024, 4096, 1024]
-    assert _threads.threads_for_shape(big, 256, 2) == 2
-    assert _threads.threads_for_shape(big, 256, 1) == 1
+    assert _threads.threads_for_shape(big, 256, 2, "float32") == 2
+    assert _threads.threads_for_shape(big, 256, 1, "float32") == 1
+    # Only the GEMMs BLAS runs count: at AVX-512 the hand kernel takes a
+    # float32 784-128 layer at batch 64 (one thread), in float64 BLAS does.
+    from cbackprop._core._blas import kernel_level
+
+    small = [784, 128, 10]
+    assert _threads.threads_for_shape(small, 64, 2, "float64") == 2
+    assert _threads.threads_for_shape(small, 64, 2, "float32") == (
+        1 if kernel_level() == "avx512" else 2)
     net = cb.Network(1024, [cb.Dense(4096, "relu"), cb.Dense(1024)], n_threads=1)
     from cbackprop import _session
 

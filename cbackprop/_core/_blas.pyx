@@ -121,7 +121,8 @@ def set_kernel_level(str name):
 
 
 def kernel_for(dtype, bint trans_b, int m, int n, int k):
-    """"hand" or "BLAS": what gemm runs for this shape (for benchmarks and tests)."""
+    """"hand" or "BLAS": what gemm runs for this shape (the thread choice,
+    benchmarks and tests)."""
     single = str(dtype) == "float32"
     return "hand" if use_hand_kernel(single, trans_b, m, n, k) else "BLAS"
 
