@@ -1,13 +1,16 @@
 """The hand-written small-GEMM kernels against BLAS, shape by shape.
 
     python bench/kernels.py [--dtypes float32,float64] [--workloads tiny,online]
+    python bench/kernels.py --band [--dtypes float32]
 
 For every GEMM the benchmark workloads run (forward Z = A·W, ∂W = Aᵀ·δ,
 δ_prev = δ·Wᵀ) and a few more small shapes, it times cbackprop's hand kernels
 (at each instruction-set level this CPU has) and BLAS on 1 and 2 threads
 through the same entry point (`py_gemm(kernel=...)`, many calls inside one
 nogil loop, best of several runs of wall time) and prints what `gemm` chooses.
-The dispatch rule in _core/_blas.pyx follows from this table. It prints the
+--band sweeps a grid of mid-sized GEMMs (forward and ∂W layouts, 2^18–2^24
+multiply-adds) at the best level, hand kernel against BLAS on 1 and 2 threads.
+The dispatch rule in _core/_blas.pyx follows from these tables. It prints the
 BLAS kernel that ran (threadpoolctl): unset OPENBLAS_CORETYPE in the command
 to let OpenBLAS pick its own.
 """
@@ -59,12 +62,41 @@ def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.01):
     return best
 
 
+def band_shapes():
+    """(m, n, k, trans_a) of the --band grid: forward (NN, m = batch) and ∂W
+    (TN, m = the layer's inputs) GEMMs of 2^18 to 2^24 multiply-adds."""
+    grid = [(m, n, k, False) for m in (8, 16, 32, 64, 128, 256)
+            for n in (32, 64, 128, 256, 512) for k in (128, 256, 512, 784, 1024, 2048)]
+    grid += [(m, n, k, True) for m in (256, 512, 784, 1024)
+             for n in (32, 64, 128, 256, 512) for k in (16, 32, 64, 128, 256)]
+    return [s for s in grid if 2 ** 18 <= s[0] * s[1] * s[2] <= 2 ** 24]
+
+
+def print_band(dtypes):
+    print("| m×n×k | op | dtype | Mi multiply-adds | hand/BLAS 1t | hand/BLAS 2t | gemm uses |")
+    print("|---|---|---|---|---|---|---|")
+    for dt in dtypes:
+        for m, n, k, ta in band_shapes():
+            with threadpool_limits(1, user_api="blas"):
+                hand = seconds_per_call(m, n, k, ta, False, dt, "hand", budget=0.004)
+                blas1 = seconds_per_call(m, n, k, ta, False, dt, "blas", budget=0.004)
+            with threadpool_limits(2, user_api="blas"):
+                blas2 = seconds_per_call(m, n, k, ta, False, dt, "blas", budget=0.004)
+            print(f"| {m}×{n}×{k} | {'TN' if ta else 'NN'} | {dt} | {m * n * k / 2 ** 20:.2f} | "
+                  f"{hand / blas1:.2f} | {hand / blas2:.2f} | "
+                  f"{kernel_for(dt, False, m, n, k)} |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--no-extra", action="store_true")
+    ap.add_argument("--band", action="store_true", help="the mid-sized GEMM sweep instead")
     args = ap.parse_args(argv)
+    if args.band:
+        print_band(args.dtypes.split(","))
+        return
     shapes = [(f"{w}:{s[0]}",) + s[1:] for w in args.workloads.split(",")
               for s in engine_shapes(*WORKLOADS[w])] + ([] if args.no_extra else EXTRA)
     best = kernel_level()
