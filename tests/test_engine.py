@@ -304,6 +304,7 @@ def test_gemm_uses_the_hand_kernel_only_where_it_measured_faster():
     vector = kernel_level() != "portable"
     assert kernel_for("float32", False, 32, 32, 64) == ("hand" if vector else "BLAS")
     assert kernel_for("float64", True, 32, 32, 10) == ("hand" if vector else "BLAS")
+    assert kernel_for("float64", False, 32, 32, 64) == "BLAS"     # its small kernels win
     # AVX-512 only: float32 GEMMs of 1–7 Mi multiply-adds and 32–256 columns
     # (the forward pass and ∂W of a 784-128 layer at batch 64).
     avx512 = kernel_level() == "avx512"

@@ -47,8 +47,9 @@ cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
     if cbk_level() == CBK_PORTABLE:
         return False
     # δ·Wᵀ through a small output layer: 2× faster than BLAS (which transposes
-    # W at every call); GEMMs of at least 32 columns and up to HAND_MAX_MNK
-    # multiply-adds: as fast or faster (fewer columns: BLAS is).
+    # W at every call); float32 GEMMs of at least 32 columns and up to
+    # HAND_MAX_MNK multiply-adds: as fast or faster (fewer columns, or float64,
+    # where OpenBLAS's small-matrix kernels measured up to 1.3× faster: BLAS).
     if trans_b:
         return <long> k * n <= CBK_PACK_MAX
     if n < 32:
@@ -56,14 +57,15 @@ cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
     cdef long mnk = <long> m * n * k
     # AVX-512, float32, 32–256 columns, 1–7 Mi multiply-adds (the first layer
     # of an MNIST-sized network): OpenBLAS has left its small-matrix kernels for
-    # its packing path there, and the hand kernel measured 1.2–4× faster than
-    # BLAS on 1 thread and no slower than BLAS on 2. Below the band BLAS's
-    # small-matrix kernels are as fast; above it, with float64 or on AVX2,
-    # BLAS is faster.
+    # its packing path there, and the hand kernel measured 1.1–4× faster than
+    # BLAS on 1 thread (median 1.7×) and, at the median, faster than BLAS on 2
+    # (`bench/kernels.py --band`; _threads counts these GEMMs as single-
+    # threaded). Below the band BLAS's small-matrix kernels are as fast; above
+    # it, with float64 or on AVX2, BLAS is faster.
     if (single and cbk_level() == CBK_AVX512 and n <= 256
             and HAND_MID_MIN_MNK <= mnk <= HAND_MID_MAX_MNK):
         return True
-    return mnk <= HAND_MAX_MNK
+    return single and mnk <= HAND_MAX_MNK
 
 
 cdef inline void small_gemm(bint trans_a, bint trans_b, int m, int n, int k,
