@@ -178,9 +178,8 @@ def threads_for_shape(sizes, rows: int, max_threads: int, dtype) -> int:
     """Threads worth using for batches of `rows` rows through layers `sizes`
     of `dtype`: the flops counted are those of the GEMMs BLAS runs (the hand
     kernels of _core/_blas.pyx run on the calling thread alone)."""
-    blas_sizes = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])
-                  if _blas.kernel_for(dtype, False, rows, int(b), int(a)) == "BLAS"]
-    flops = 2.0 * rows * sum(int(a) * int(b) for a, b in blas_sizes)
+    flops = sum(2.0 * rows * int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:])
+                if _blas.kernel_for(dtype, False, rows, int(b), int(a)) == "BLAS")
     return 1 if flops < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
 
 

@@ -48,8 +48,8 @@ cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
         return False
     # δ·Wᵀ through a small output layer: 2× faster than BLAS (which transposes
     # W at every call); float32 GEMMs of at least 32 columns and up to
-    # HAND_MAX_MNK multiply-adds: as fast or faster (fewer columns, or float64,
-    # where OpenBLAS's small-matrix kernels measured up to 1.3× faster: BLAS).
+    # HAND_MAX_MNK multiply-adds: as fast or faster. With fewer columns, or in
+    # float64 (OpenBLAS's small-matrix dgemm measured up to 1.3× faster), BLAS.
     if trans_b:
         return <long> k * n <= CBK_PACK_MAX
     if n < 32:
