@@ -74,9 +74,9 @@ def test_levels_are_capped_to_the_cpu_and_named():
 
 
 def test_training_at_every_level_is_correct(level):
-    """The engine through the level's kernels (tiny layers: the hand kernels
-    run): backprop matches finite differences, and a fit lands where the best
-    level's does, to rounding."""
+    """The engine through the level's kernels (tiny float64 layers: the hand
+    kernel runs δ·Wᵀ): backprop matches finite differences, and a fit lands
+    where the best level's does, to rounding."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((32, 64))
     y = rng.integers(0, 10, 32)
@@ -94,6 +94,34 @@ def test_training_at_every_level_is_correct(level):
     best.fit(X, y, optimizer=cb.SGD(lr=0.1, momentum=0.9), epochs=5, batch_size=32)
     np.testing.assert_allclose(grad, net().loss_and_grad(X, y)[1], rtol=0, atol=1e-14)
     np.testing.assert_allclose(trained.theta, best.theta, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sizes,batch", [((64, 32, 10), 32), ((300, 64, 10), 64)])
+def test_float32_training_at_every_level_tracks_float64(level, sizes, batch):
+    """float32 through the level's GEMM kernels stays within float32 rounding
+    of the same gradient and fit in float64: the tiny layers (hand kernels at
+    AVX2 and AVX-512) and a 300-64 layer at batch 64, whose forward and ∂W
+    GEMMs (1.2 Mi multiply-adds) the hand kernel runs at AVX-512."""
+    if sizes[0] == 300:
+        assert _blas.kernel_for("float32", False, batch, 64, 300) == (
+            "hand" if level == "avx512" else "BLAS")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, sizes[0]))
+    y = rng.integers(0, 10, 256)
+
+    def net(dtype):
+        return cb.Network(sizes[0], [cb.Dense(sizes[1], "tanh"), cb.Dense(10, "softmax")],
+                          seed=0, dtype=dtype, n_threads=1)
+
+    g32 = net("float32").loss_and_grad(X, y)[1]
+    g64 = net("float64").loss_and_grad(X, y)[1]
+    np.testing.assert_allclose(g32, g64, rtol=0, atol=1e-5 * np.abs(g64).max())
+    theta = {}
+    for dtype in ("float32", "float64"):
+        trained = net(dtype)
+        trained.fit(X, y, optimizer=cb.SGD(lr=0.05, momentum=0.9), epochs=3, batch_size=batch)
+        theta[dtype] = trained.theta
+    np.testing.assert_allclose(theta["float32"], theta["float64"], rtol=0, atol=1e-4)
 
 
 STEP_OPTIMIZERS = {
