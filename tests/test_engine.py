@@ -305,6 +305,10 @@ def test_gemm_uses_the_hand_kernel_only_where_it_measured_faster():
     assert kernel_for("float32", False, 32, 32, 64) == ("hand" if vector else "BLAS")
     assert kernel_for("float64", True, 32, 32, 10) == ("hand" if vector else "BLAS")
     assert kernel_for("float64", False, 32, 32, 64) == "BLAS"     # its small kernels win
+    # One row: small ones in both dtypes, large ones in float32 (the row path).
+    assert kernel_for("float64", False, 1, 64, 64) == ("hand" if vector else "BLAS")
+    assert kernel_for("float32", False, 1, 1024, 1024) == ("hand" if vector else "BLAS")
+    assert kernel_for("float64", False, 1, 1024, 1024) == "BLAS"
     # AVX-512 only: float32 GEMMs of 1–7 Mi multiply-adds and 32–256 columns
     # (the forward pass and ∂W of a 784-128 layer at batch 64).
     avx512 = kernel_level() == "avx512"

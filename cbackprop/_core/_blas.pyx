@@ -30,6 +30,7 @@ cdef enum:
     HAND_MAX_MNK = 65536                # the small GEMMs
     HAND_MID_MIN_MNK = 1 << 20          # float32: the mid-sized band
     HAND_MID_MAX_MNK = 7 << 20
+    HAND_ROW_MIN_MNK = 1 << 20          # float32, one row: from here on
 
 LEVELS = {"portable": CBK_PORTABLE, "avx2": CBK_AVX2, "avx512": CBK_AVX512}
 cbk_level()         # chosen once, at import, before any kernel runs
@@ -55,6 +56,12 @@ cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
     if n < 32:
         return False
     cdef long mnk = <long> m * n * k
+    if m == 1:
+        # One row (a batch of one) runs on the kernel's row path, 8 vectors
+        # wide: 0.5–0.9× BLAS's time up to HAND_MAX_MNK in both dtypes, and in
+        # float32 0.1–0.35× from HAND_ROW_MIN_MNK up (BLAS's packing path
+        # again); in between, and for large float64 rows, BLAS.
+        return mnk <= HAND_MAX_MNK or (single and mnk >= HAND_ROW_MIN_MNK)
     # AVX-512, float32, 32–256 columns, 1–7 Mi multiply-adds (the first layer
     # of an MNIST-sized network): OpenBLAS has left its small-matrix kernels for
     # its packing path there, and the hand kernel measured 1.1–4× faster than

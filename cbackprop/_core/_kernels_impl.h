@@ -40,6 +40,33 @@ FN(tile)(const int MR, const int NV, int k, T alpha, const T *A, ptrdiff_t sai,
         }
 }
 
+/* One row of C (a batch of one: z = a·B), ROW_NV vectors of it at a time:
+   a wider tile than FN(tile)'s, so that enough FMAs are in flight with a
+   single row. The same operations as FN(tile) with MR = 1, so the same bits. */
+#define ROW_NV 8
+static inline __attribute__((always_inline)) TARGET void
+FN(row)(const int NV, int k, T alpha, const T *A, ptrdiff_t sap, const T *B,
+        ptrdiff_t ldb, T beta, T *C, int nc)
+{
+    V acc[ROW_NV];
+    MASK_T full = MASK(W), last = MASK(nc - (NV - 1) * W);
+    int v, p;
+    for (v = 0; v < NV; v++)
+        acc[v] = ZERO();
+    for (p = 0; p < k; p++) {
+        V a = SET1(A[p * sap]);
+        for (v = 0; v < NV; v++)
+            acc[v] = FMADD(a, LOADM(B + p * ldb + v * W, v == NV - 1 ? last : full), acc[v]);
+    }
+    for (v = 0; v < NV; v++) {
+        MASK_T mk = v == NV - 1 ? last : full;
+        V x = MUL(SET1(alpha), acc[v]);
+        if (beta != 0)
+            x = FMADD(SET1(beta), LOADM(C + v * W, mk), x);
+        STOREM(C + v * W, mk, x);
+    }
+}
+
 /* The tile for this panel's nv vectors (nv ≤ NV_MAX = 2). */
 #define CBK_TILES(MR)                                                          \
     switch (nv) {                                                              \
@@ -61,6 +88,24 @@ FN(gemm)(int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int
                 pack[p * n + j] = B[j * (ptrdiff_t) ldb + p];
         B = pack;
         ldb = n;
+    }
+    if (m == 1) {
+        for (j0 = 0; j0 < n; j0 += ROW_NV * W) {
+            const T *b = B + j0;
+            T *c = C + j0;
+            nc = n - j0 < ROW_NV * W ? n - j0 : ROW_NV * W;
+            switch ((nc + W - 1) / W) {
+            case 1: FN(row)(1, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 2: FN(row)(2, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 3: FN(row)(3, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 4: FN(row)(4, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 5: FN(row)(5, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 6: FN(row)(6, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 7: FN(row)(7, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            case 8: FN(row)(8, k, alpha, A, sap, b, ldb, beta, c, nc); break;
+            }
+        }
+        return;
     }
     for (j0 = 0; j0 < n; j0 += NV_MAX * W) {
         const T *b = B + j0;
@@ -89,6 +134,7 @@ FN(gemm)(int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int
 }
 
 #undef CBK_TILES
+#undef ROW_NV
 #undef T
 #undef V
 #undef W
