@@ -1,6 +1,7 @@
 """Two source trees of cbackprop side by side: is a change faster or slower?
 
     python bench/compare.py OTHER_TREE [--workloads tiny,online,small] [--repeats 7]
+    (workloads: bench/run.py's, and online_wide: 1024-1024-1024-10 at batch 1)
 
 Each repeat times every workload in this tree and in OTHER_TREE (an older
 checkout with its extensions built in place, e.g. by `git worktree add` and
@@ -24,7 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import WORKLOADS, cpu_snapshot  # noqa: E402
+from run import WORKLOADS, Workload, cpu_snapshot  # noqa: E402
+
+# Beyond bench/run.py's: batch-1 training of a wider network, whose one-row
+# GEMMs (1×1024×1024) take the hand kernel's row path.
+EXTRA_WORKLOADS = {
+    "online_wide": Workload("online_wide", (1024, 1024, 1024, 10), 1, "cross_entropy", 64),
+}
 
 # Runs inside each tree: prints {workload: seconds per step}.
 _TIMER = r"""
@@ -75,7 +82,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=0.3,
                         help="least seconds per timed fit")
     args = parser.parse_args()
-    workloads = [WORKLOADS[name] for name in args.workloads.split(",")]
+    workloads = [{**WORKLOADS, **EXTRA_WORKLOADS}[name] for name in args.workloads.split(",")]
     trees = {"this": ROOT, "other": args.other.resolve()}
     times = {label: {w.name: [] for w in workloads} for label in trees}
     before = cpu_snapshot()

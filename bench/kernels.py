@@ -34,7 +34,8 @@ EXTRA = [("extra", 16, 16, 16, False, False), ("extra", 8, 8, 8, False, False),
          ("extra", 1, 512, 512, False, False), ("extra", 512, 512, 1, True, False),
          ("extra", 2, 128, 784, False, False), ("extra", 4, 10, 32, False, False),
          ("extra", 784, 8, 1, True, False), ("extra", 256, 4, 1, False, False),
-         ("extra", 1, 32, 10, False, True), ("extra", 1, 10, 512, False, True)]
+         ("extra", 1, 32, 10, False, True), ("extra", 1, 10, 512, False, True),
+         ("extra", 1, 1024, 1024, False, False), ("extra", 1, 4096, 1024, False, False)]
 
 
 def engine_shapes(sizes, B):
