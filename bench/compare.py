@@ -1,13 +1,14 @@
 """Two source trees of cbackprop side by side: is a change faster or slower?
 
     python bench/compare.py OTHER_TREE [--workloads tiny,online,small] [--repeats 7]
+                            [--dtype float32]
     (workloads: bench/run.py's, and online_wide: 1024-1024-1024-10 at batch 1)
 
 Each repeat times every workload in this tree and in OTHER_TREE (an older
 checkout with its extensions built in place, e.g. by `git worktree add` and
 `python setup.py build_ext --inplace`), alternating, each in a fresh process
 with PYTHONPATH set to its tree; so a change in the machine's speed hits both
-alike. Prints the median time per training step (float32, SGD, 1 BLAS
+alike. Prints the median time per training step (SGD with momentum, 1 BLAS
 thread, one fit of several epochs) and the ratio.
 """
 
@@ -41,15 +42,16 @@ import cbackprop as cb
 from threadpoolctl import threadpool_limits
 
 out = {}
+dtype = sys.argv[2]
 for name, sizes, batch, loss, seconds in json.loads(sys.argv[1]):
     rng = np.random.default_rng(0)
     n = max(batch * 64, 2048)
-    X = rng.standard_normal((n, sizes[0])).astype(np.float32)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
     y = (rng.integers(0, sizes[-1], n) if loss == "cross_entropy"
-         else rng.standard_normal((n, sizes[-1])).astype(np.float32))
+         else rng.standard_normal((n, sizes[-1])).astype(dtype))
     acts = ["relu"] * (len(sizes) - 2) + ["softmax" if loss == "cross_entropy" else "identity"]
     net = cb.Network(sizes[0], [cb.Dense(m, a) for m, a in zip(sizes[1:], acts)], loss=loss,
-                     seed=0, n_threads=1)
+                     seed=0, n_threads=1, dtype=dtype)
     opt = cb.SGD(lr=1e-3, momentum=0.9)
     steps_per_epoch = -(-n // batch)
     with threadpool_limits(1, user_api="blas"):
@@ -66,11 +68,11 @@ print(json.dumps(out))
 """
 
 
-def time_tree(tree: Path, workloads, seconds: float) -> dict[str, float]:
+def time_tree(tree: Path, workloads, seconds: float, dtype: str) -> dict[str, float]:
     spec = json.dumps([(w.name, list(w.sizes), w.batch, w.loss, seconds) for w in workloads])
     env = dict(os.environ, PYTHONPATH=str(tree))
-    done = subprocess.run([sys.executable, "-c", _TIMER, spec], cwd=tree, env=env, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _TIMER, spec, dtype], cwd=tree, env=env,
+                          check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -81,6 +83,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3,
                         help="least seconds per timed fit")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     args = parser.parse_args()
     workloads = [{**WORKLOADS, **EXTRA_WORKLOADS}[name] for name in args.workloads.split(",")]
     trees = {"this": ROOT, "other": args.other.resolve()}
@@ -88,7 +91,7 @@ def main() -> int:
     before = cpu_snapshot()
     for repeat in range(args.repeats):
         for label, tree in (trees.items() if repeat % 2 == 0 else reversed(trees.items())):
-            for name, t in time_tree(tree, workloads, args.seconds).items():
+            for name, t in time_tree(tree, workloads, args.seconds, args.dtype).items():
                 times[label][name].append(t)
     after = cpu_snapshot()
     # The timed trees run in child processes: their CPU time is ours, not another's.
@@ -96,7 +99,7 @@ def main() -> int:
     load = max(0.0, ((after[1] - before[1]) - (after[2] - before[2])
                      - (children.ru_utime + children.ru_stime)) / (after[0] - before[0]))
     print(f"this tree: {trees['this']}\nother tree: {trees['other']}")
-    print(f"float32, SGD momentum 0.9, 1 BLAS thread; medians of {args.repeats} repeats, "
+    print(f"{args.dtype}, SGD momentum 0.9, 1 BLAS thread; medians of {args.repeats} repeats, "
           f"other processes kept {load:.2f} cores busy")
     print(f"{'workload':<10} {'this':>12} {'other':>12} {'this/other':>11}")
     for w in workloads:
