@@ -175,6 +175,37 @@ def test_optimizer_loops_are_bitwise_equal_at_every_level(level, name, dtype):
     assert not np.allclose(theta, start.theta)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes", [(37, 19, 3), (400, 200, 3)])   # hand kernel / BLAS ∂W
+@pytest.mark.parametrize("make, alpha", [
+    (lambda: cb.Adam(lr=0.01), 0.0),
+    (lambda: cb.Adam(lr=0.01, weight_decay=0.05), 0.01),
+    (lambda: cb.AdamW(lr=0.01, weight_decay=0.1), 0.0),
+], ids=["adam", "adam_wd_alpha", "adamw"])
+def test_batch1_adam_folds_the_outer_product_into_its_loop(level, dtype, sizes, make, alpha):
+    """At batch 1, Adam's step forms ∂W = a ⊗ δ (+ αW) inside its loop instead
+    of through the ∂W GEMM: θ and the state must equal, bitwise, the gradient
+    (loss_and_grad, a GEMM) followed by the flat update, row after row."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((6, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], 6)
+
+    def net():
+        return cb.Network(sizes[0], [cb.Dense(sizes[1], "relu"), cb.Dense(sizes[2], "softmax")],
+                          seed=0, dtype=dtype, n_threads=1, alpha=alpha)
+
+    fitted, opt_fit = net(), make()
+    fitted.fit(X, y, optimizer=opt_fit, epochs=2, batch_size=1, shuffle=False)
+    stepped, opt_step = net(), make()
+    for _ in range(2):
+        for i in range(len(X)):
+            _, grad = stepped.loss_and_grad(X[i:i + 1], y[i:i + 1])
+            opt_step.step(stepped.theta, grad)
+    np.testing.assert_array_equal(fitted.theta, stepped.theta)
+    np.testing.assert_array_equal(opt_fit.state, opt_step.state)
+    assert not np.array_equal(fitted.theta, net().theta)
+
+
 def _softmax_pair(dtype, x):
     """P(class 1) of a 1-input softmax layer with z = [0, x]: e^x / (1 + e^x)."""
     net = cb.Network(1, [cb.Dense(2, "softmax")], dtype=dtype, n_threads=1)

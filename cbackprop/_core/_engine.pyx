@@ -438,7 +438,8 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, True)
         bad |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ,
-                          n, n_in, n_out, theta + p, grad + p, state + p, state + n_params + p)
+                          n, n_in, n_out, theta + p, grad + p, state + p, state + n_params + p,
+                          watch)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
@@ -871,7 +872,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
         # Everyone's step at once: what the network's own fit does, K·m₁ units wide.
         m = &bank.members[0]
         layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, NULL, dZ1, nb, d, KM, wide,
-                   wide_grad, wide_state, s2)
+                   wide_grad, wide_state, s2, False)
         return
     gemm(True, False, <int> d, <int> KM, <int> nb, <floating> 1, Xb, <int> d, dZ1, <int> KM,
          <floating> 0, wide_grad, <int> KM)

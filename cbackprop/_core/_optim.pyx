@@ -44,6 +44,10 @@ cdef extern from "_steps.h" nogil:
                    float lam, const float* a, const float* delta, float* W, float* v) noexcept nogil
         int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float beta,
                          const float* a, const float* delta, float* W) noexcept nogil
+        int (*adam_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float step,
+                          float inv_sqrt_bc2, float eps, float wd, float b1, float b2, float c1, float c2,
+                          float shrink, const float* a, const float* delta, float* W, float* m,
+                          float* v) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const float* x) noexcept nogil
     ctypedef struct cbk_dsteps_t:
         int (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
@@ -65,14 +69,15 @@ cdef extern from "_steps.h" nogil:
                               double* v, double* b) noexcept nogil
         int (*velocity_decay)(Py_ssize_t n, double vg, double vs, double lam, double* W,
                             double* v) noexcept nogil
-        int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double beta,
-                         const double* a, const double* delta, double* W) noexcept nogil
-        int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
         int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double mu, double vg, double vs,
                    double lam, const double* a, const double* delta, double* W,
                    double* v) noexcept nogil
         int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double beta,
                          const double* a, const double* delta, double* W) noexcept nogil
+        int (*adam_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double step,
+                          double inv_sqrt_bc2, double eps, double wd, double b1, double b2, double c1, double c2,
+                          double shrink, const double* a, const double* delta, double* W, double* m,
+                          double* v) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
     const cbk_ssteps_t* cbk_ssteps(int level)
     const cbk_dsteps_t* cbk_dsteps(int level)
@@ -126,10 +131,13 @@ cdef bint sgd_velocity(const double* hp, floating* theta, const floating* grad,
 
 
 cdef bint adam(bint decoupled, const double* hp, long long t, floating* theta,
-               const floating* grad, floating* m, floating* v, Py_ssize_t n) noexcept nogil:
+               const floating* grad, floating* m, floating* v, Py_ssize_t n,
+               const floating* a_prev, Py_ssize_t n_in, floating alpha) noexcept nogil:
     """Adam: g ← g + λθ (AdamW instead: θ ← θ(1 − lr·λ));
     m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
-    θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)."""
+    θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
+    With a_prev (else NULL): one example's step on a layer's W (n_in × n), g =
+    a_prev ⊗ grad + alpha·W formed in the loop (grad is then δ)."""
     cdef double lr = hp[HP_LR], b1 = hp[HP_BETA1], b2 = hp[HP_BETA2]
     # Per-step scalars in double, the per-element work in the network's dtype.
     cdef floating step = <floating> (lr / (1 - pow(b1, <double> t)))
@@ -138,15 +146,24 @@ cdef bint adam(bint decoupled, const double* hp, long long t, floating* theta,
     cdef floating fb1 = <floating> b1, fb2 = <floating> b2
     cdef floating c1 = <floating> (1 - b1), c2 = <floating> (1 - b2)
     cdef floating shrink = 1
+    cdef int level = kernel_level_code()
     if decoupled:       # AdamW shrinks θ instead of adding λθ to g
         shrink = <floating> (1 - lr * hp[HP_WEIGHT_DECAY])
         wd = 0
     if floating is float:
-        return cbk_ssteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
-                                                    c1, c2, shrink, theta, grad, m, v)
+        if a_prev != NULL:
+            return cbk_ssteps(level).adam_rank1(n_in, n, alpha, step, inv_sqrt_bc2, eps, wd,
+                                                fb1, fb2, c1, c2, shrink, a_prev, grad,
+                                                theta, m, v)
+        return cbk_ssteps(level).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
+                                      c1, c2, shrink, theta, grad, m, v)
     else:
-        return cbk_dsteps(kernel_level_code()).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
-                                                    c1, c2, shrink, theta, grad, m, v)
+        if a_prev != NULL:
+            return cbk_dsteps(level).adam_rank1(n_in, n, alpha, step, inv_sqrt_bc2, eps, wd,
+                                                fb1, fb2, c1, c2, shrink, a_prev, grad,
+                                                theta, m, v)
+        return cbk_dsteps(level).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
+                                      c1, c2, shrink, theta, grad, m, v)
 
 
 cdef bint rmsprop(const double* hp, floating* theta, const floating* grad,
@@ -182,7 +199,7 @@ cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
     elif kind == SGD_VELOCITY:
         return sgd_velocity(hp, theta, grad, s1, n)
     elif kind == ADAM or kind == ADAMW:
-        return adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n)
+        return adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n, NULL, 0, 0)
     return rmsprop(hp, theta, grad, s1, s2, n)
 
 
@@ -223,7 +240,7 @@ cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
 cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
-                     floating* g, floating* s1, floating* s2) noexcept nogil:
+                     floating* g, floating* s1, floating* s2, bint need_grad) noexcept nogil:
     """Step t for one layer, inside the backward pass: W (n_in × n_out, its bias
     b at W + n_in·n_out) from the layer's input a_prev (or, unless NULL, the
     CSR rows `sparse`: the first layer of sparse input) and δ = dZ (n rows
@@ -235,7 +252,9 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     W ← (1 − lr·λ)W − lr·a_prevᵀ·dZ; SGD with momentum accumulates into the
     velocity there: v ← μv + a_prevᵀ·dZ (SGD_VELOCITY: v ← μv − lr·a_prevᵀ·dZ;
     at n = 1 an outer product folded into the velocity loop). Other optimizers
-    get ∂W in g, then `update_slice`. λ = weight_decay + alpha (the L2 term's
+    get ∂W in g, then `update_slice` (Adam at n = 1: the outer product folded
+    into its loop, unless need_grad asks for ∂W in g: the health figures read
+    it). λ = weight_decay + alpha (the L2 term's
     gradient αW); biases get no alpha. The result is
     the flat rule's, in another order of rounding. Returns True if a
     parameter of the layer became NaN or ±inf."""
@@ -290,6 +309,9 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
             return (cbk_dsteps(level).velocity_decay(nw, vg, vs, lam, W, v)
                     | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
                                               v + nw))
+    elif (kind == ADAM or kind == ADAMW) and n == 1 and sparse == NULL and not need_grad:
+        return (adam(kind == ADAMW, hp, t, W, dZ, s1, s2, n_out, a_prev, n_in, a)
+                | adam(kind == ADAMW, hp, t, W + nw, gb, s1 + nw, s2 + nw, n_out, NULL, 0, 0))
     input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
     if a != 0:
         for i in range(nw):

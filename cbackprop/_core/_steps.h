@@ -38,6 +38,10 @@ typedef struct {                                                                
     /* one example's plain SGD step: W ← β·W + (α·a_i)·δ_j (α = −lr, β = 1 − lr·λ) */ \
     int (*sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta, const T *a,    \
                      const T *delta, T *W);                                       \
+    /* one example's Adam step on W (n_in × n_out), ∂W = a ⊗ δ + α·W folded in */  \
+    int (*adam_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T step, T inv_sqrt_bc2, \
+                      T eps, T wd, T b1, T b2, T c1, T c2, T shrink, const T *a,   \
+                      const T *delta, T *W, T *m, T *v);                           \
     /* 1 if any x[i] is NaN or ±inf */                                            \
     int (*nonfinite)(ptrdiff_t n, const T *x);                                    \
 } NAME;

@@ -161,6 +161,29 @@ static TARGET int FN(sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta
     return bad;
 }
 
+static TARGET int FN(adam_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T step,
+                                  T inv_sqrt_bc2, T eps, T wd, T b1, T b2, T c1, T c2,
+                                  T shrink, const T *restrict a, const T *restrict delta,
+                                  T *restrict W, T *restrict m, T *restrict v)
+{
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < n_in; i++) {
+        T ai = a[i];
+        T *restrict w = W + i * n_out, *restrict mi = m + i * n_out, *restrict vi = v + i * n_out;
+        for (ptrdiff_t j = 0; j < n_out; j++) {
+            /* ∂W as the GEMM forms it (a sum from +0: a −0 product gives +0),
+               plus the L2 term; then adam's lines */
+            T g = (ai * delta[j] + (T) 0) + alpha * w[j];
+            T gi = g + wd * w[j];
+            mi[j] = b1 * mi[j] + c1 * gi;
+            vi[j] = b2 * vi[j] + c2 * gi * gi;
+            w[j] = shrink * w[j] - step * mi[j] / (SQRT(vi[j]) * inv_sqrt_bc2 + eps);
+            bad |= NONFINITE(w[j]);
+        }
+    }
+    return bad;
+}
+
 static TARGET int FN(nonfinite)(ptrdiff_t n, const T *restrict x)
 {
     int bad = 0;
@@ -172,7 +195,7 @@ static TARGET int FN(nonfinite)(ptrdiff_t n, const T *restrict x)
 static const STEPS_T FN(steps) = {
     FN(sgd), FN(momentum), FN(nesterov), FN(velocity), FN(velocity_nesterov), FN(adam),
     FN(rmsprop), FN(rmsprop_momentum), FN(velocity_decay), FN(rank1),
-    FN(sgd_rank1), FN(nonfinite),
+    FN(sgd_rank1), FN(adam_rank1), FN(nonfinite),
 };
 
 #undef T
