@@ -45,9 +45,9 @@ cdef extern from "_steps.h" nogil:
         int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float beta,
                          const float* a, const float* delta, float* W) noexcept nogil
         int (*adam_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float step,
-                          float inv_sqrt_bc2, float eps, float wd, float b1, float b2, float c1, float c2,
-                          float shrink, const float* a, const float* delta, float* W, float* m,
-                          float* v) noexcept nogil
+                          float inv_sqrt_bc2, float eps, float wd, float b1, float b2, float c1,
+                          float c2, float shrink, const float* a, const float* delta, float* W,
+                          float* m, float* v) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const float* x) noexcept nogil
     ctypedef struct cbk_dsteps_t:
         int (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
@@ -75,9 +75,9 @@ cdef extern from "_steps.h" nogil:
         int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double beta,
                          const double* a, const double* delta, double* W) noexcept nogil
         int (*adam_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double step,
-                          double inv_sqrt_bc2, double eps, double wd, double b1, double b2, double c1, double c2,
-                          double shrink, const double* a, const double* delta, double* W, double* m,
-                          double* v) noexcept nogil
+                          double inv_sqrt_bc2, double eps, double wd, double b1, double b2, double c1,
+                          double c2, double shrink, const double* a, const double* delta, double* W,
+                          double* m, double* v) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
     const cbk_ssteps_t* cbk_ssteps(int level)
     const cbk_dsteps_t* cbk_dsteps(int level)
@@ -252,9 +252,9 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     W ← (1 − lr·λ)W − lr·a_prevᵀ·dZ; SGD with momentum accumulates into the
     velocity there: v ← μv + a_prevᵀ·dZ (SGD_VELOCITY: v ← μv − lr·a_prevᵀ·dZ;
     at n = 1 an outer product folded into the velocity loop). Other optimizers
-    get ∂W in g, then `update_slice` (Adam at n = 1: the outer product folded
-    into its loop, unless need_grad asks for ∂W in g: the health figures read
-    it). λ = weight_decay + alpha (the L2 term's
+    get ∂W in g, then `update_slice`; Adam at n = 1 folds the outer product
+    into its loop instead, unless need_grad (the health figures read ∂W in g).
+    λ = weight_decay + alpha (the L2 term's
     gradient αW); biases get no alpha. The result is
     the flat rule's, in another order of rounding. Returns True if a
     parameter of the layer became NaN or ±inf."""

@@ -169,7 +169,8 @@ static TARGET int FN(adam_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T ste
     int bad = 0;
     for (ptrdiff_t i = 0; i < n_in; i++) {
         T ai = a[i];
-        T *restrict w = W + i * n_out, *restrict mi = m + i * n_out, *restrict vi = v + i * n_out;
+        T *restrict w = W + i * n_out, *restrict mi = m + i * n_out;
+        T *restrict vi = v + i * n_out;
         for (ptrdiff_t j = 0; j < n_out; j++) {
             /* ∂W as the GEMM forms it (a sum from +0: a −0 product gives +0),
                plus the L2 term; then adam's lines */
