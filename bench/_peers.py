@@ -13,6 +13,7 @@ Peers that are not installed are reported as skipped, with the reason.
 from __future__ import annotations
 
 import importlib.util
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,17 @@ class Impl:
     def run(self, epochs: int) -> None:
         raise NotImplementedError
 
+    def params(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The trained (W, b) of every layer, W as n_in × n_out (for the tests)."""
+        raise NotImplementedError
+
+    def timed_run(self, epochs: int) -> tuple[float, float]:
+        """(wall seconds, CPU seconds) of run(epochs): this process's CPU time,
+        or the worker's for a peer that runs in a process of its own."""
+        c0, t0 = time.process_time(), time.perf_counter()
+        self.run(epochs)
+        return time.perf_counter() - t0, time.process_time() - c0
+
 
 class CBackprop(Impl):
     name = "cbackprop"
@@ -82,6 +94,9 @@ class CBackprop(Impl):
 
     def run(self, epochs):
         self.net.fit(self.X, self.y, optimizer=self.opt, epochs=epochs, batch_size=self.batch)
+
+    def params(self):
+        return [(W.copy(), b.copy()) for W, b in self.net.params]
 
 
 class NumpyReference(Impl):
@@ -158,6 +173,9 @@ class NumpyReference(Impl):
             denom = np.sqrt(self.v) / np.sqrt(1 - 0.999 ** self.t) + 1e-8
             self.theta -= (lr / (1 - 0.9 ** self.t)) * self.m / denom
 
+    def params(self):
+        return [(W.copy(), b.copy()) for W, b in zip(self.W, self.b)]
+
     def run(self, epochs):
         B, n = self.w.batch, self.X.shape[0]
         for _ in range(epochs):
@@ -208,6 +226,11 @@ class Torch(Impl):
                 loss.backward()
                 self.opt.step()
 
+    def params(self):
+        lins = [m for m in self.model if isinstance(m, self.torch.nn.Linear)]
+        return [(lin.weight.detach().numpy().T.copy(), lin.bias.detach().numpy().copy())
+                for lin in lins]
+
 
 class SklearnMLP(Impl):
     """scikit-learn's MLPClassifier / MLPRegressor, one partial_fit per epoch."""
@@ -243,15 +266,114 @@ class SklearnMLP(Impl):
         self._partial(epochs)
 
 
-PEERS = {"numpy": NumpyReference, "torch": Torch, "sklearn": SklearnMLP}
-_MODULES = {"numpy": "numpy", "torch": "torch", "sklearn": "sklearn"}
+def _jax_worker(conn, w, dtype, opt, threads, X, y, params):
+    """The JAX peer's process: XLA fixes its thread pool when jax is imported, so
+    each thread count gets a process of its own, pinned to that many cores."""
+    import os
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1")
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", dtype == np.float64)
+    L, lr = len(params), opt.lr
+
+    def loss_fn(ps, Xb, yb):
+        a = Xb
+        for i, (W, b) in enumerate(ps):
+            a = a @ W + b
+            if i < L - 1:
+                a = jax.nn.relu(a)
+        if w.loss == "cross_entropy":
+            logp = jax.nn.log_softmax(a)
+            return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+        return jnp.mean((a - yb) ** 2)
+
+    grad = jax.grad(loss_fn)
+
+    def step(carry, idx):
+        ps, m, v, t = carry
+        g = grad(ps, Xj[idx], yj[idx])
+        tree = jax.tree_util.tree_map
+        if opt.kind == "sgd":                       # torch.optim.SGD, momentum 0.9
+            m = tree(lambda m_, g_: 0.9 * m_ + g_, m, g)
+            ps = tree(lambda p, m_: p - lr * m_, ps, m)
+        else:                                       # torch.optim.Adam
+            t = t + 1
+            m = tree(lambda m_, g_: 0.9 * m_ + 0.1 * g_, m, g)
+            v = tree(lambda v_, g_: 0.999 * v_ + 0.001 * g_ * g_, v, g)
+            c1, c2 = 1 - 0.9 ** t, jnp.sqrt(1 - 0.999 ** t)
+            ps = tree(lambda p, m_, v_: p - (lr / c1) * m_ / (jnp.sqrt(v_) / c2 + 1e-8),
+                      ps, m, v)
+        return (ps, m, v, t), None
+
+    @jax.jit
+    def epoch(carry, order):
+        return jax.lax.scan(step, carry, order)[0]
+
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+    ps = [(jnp.asarray(W), jnp.asarray(b)) for W, b in params]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, ps)
+    carry = (ps, zeros, zeros, jnp.asarray(0, dtype))
+    rng, n = np.random.default_rng(0), X.shape[0]
+    conn.send("ready")
+    while (epochs := conn.recv()) is not None:
+        if epochs == "params":
+            conn.send([(np.asarray(W), np.asarray(b)) for W, b in carry[0]])
+            continue
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(epochs):
+            order = jnp.asarray(rng.permutation(n).reshape(-1, w.batch))
+            carry = epoch(carry, order)
+        jax.block_until_ready(carry)
+        conn.send((time.perf_counter() - t0, time.process_time() - c0))
+
+
+class Jax(Impl):
+    """JAX on the CPU, the way a speed-minded user writes it: jax.grad of the loss,
+    the optimizer by hand (as torch.optim's formulas), and a whole epoch of
+    steps as one jitted lax.scan, so there is no dispatch per step."""
+
+    name = "jax"
+
+    def __init__(self, w, dtype, opt, threads, X, y, params):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_jax_worker, daemon=True,
+                                args=(child, w, dtype, opt, threads, X, y, params))
+        self.proc.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError("the JAX worker did not start")
+
+    def timed_run(self, epochs):
+        self.conn.send(epochs)
+        return self.conn.recv()
+
+    def run(self, epochs):
+        self.timed_run(epochs)
+
+    def params(self):
+        self.conn.send("params")
+        return self.conn.recv()
+
+    def __del__(self):
+        try:
+            self.conn.send(None)
+            self.proc.join(5)
+        except (OSError, AttributeError):
+            pass
+
+
+PEERS = {"numpy": NumpyReference, "torch": Torch, "sklearn": SklearnMLP, "jax": Jax}
+_MODULES = {"numpy": "numpy", "torch": "torch", "sklearn": "sklearn", "jax": "jax"}
 
 
 def available(name: str) -> str | None:
     """None when the peer can run here, else why not."""
-    if name == "jax":
-        return "JAX is not supported by this suite yet" if importlib.util.find_spec("jax") \
-            else "jax is not installed"
     if importlib.util.find_spec(_MODULES[name]) is None:
         return f"{_MODULES[name]} is not installed"
     return None

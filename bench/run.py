@@ -110,9 +110,8 @@ def measure_config(w: Workload, dtype, opt_name: str, threads: int, peers, repea
     with threadpool_limits(threads, user_api="blas"):
         for name in names:
             impls[name] = _peers.build(name, w, dtype, opt, threads, X, y)
-            t0 = time.perf_counter()
-            impls[name].run(1)               # warm-up, and a first estimate
-            per_epoch = time.perf_counter() - t0
+            impls[name].run(1)               # warm-up (JAX compiles here)
+            per_epoch = impls[name].timed_run(1)[0]
             epochs[name] = max(1, round(seconds / max(per_epoch, 1e-9)))
         for _ in range(repeats):
             for name in names:
@@ -120,11 +119,10 @@ def measure_config(w: Workload, dtype, opt_name: str, threads: int, peers, repea
                     # Let the last implementation's idle BLAS workers stop spinning
                     # (OpenBLAS: ~0.1 s), so they do not steal this one's second core.
                     time.sleep(0.12)
-                c0, t0 = time.process_time(), time.perf_counter()
-                impls[name].run(epochs[name])
+                wall, cpu_s = impls[name].timed_run(epochs[name])
                 steps = epochs[name] * w.steps
-                samples[name].append((time.perf_counter() - t0) / steps)
-                cpu[name].append((time.process_time() - c0) / steps)
+                samples[name].append(wall / steps)
+                cpu[name].append(cpu_s / steps)
     result = {"workload": w.name, "dtype": np.dtype(dtype).name, "threads": threads,
               "optimizer": opt_name, "batch": w.batch, "flops_per_step": w.flops,
               "times": samples, "step_s": {n: median(s) for n, s in samples.items()},
@@ -411,7 +409,7 @@ def main(argv=None) -> int:
 
     other = other_load(snap_before, cpu_snapshot())
     versions = {}
-    for mod in ("torch", "sklearn"):
+    for mod in ("torch", "sklearn", "jax"):
         if mod in peers:
             versions[mod] = __import__(mod).__version__
     info = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
