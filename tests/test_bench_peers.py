@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+# Appended, not prepended: the installed packages keep precedence over the
+# benchmark scripts' module names.
+sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))
 import _peers  # noqa: E402
 
 WORKLOADS = [_peers.Workload("ce", (12, 8, 5), 16, "cross_entropy", 1),

@@ -1,6 +1,6 @@
 """Data-parallel training over MPI: R ranks × 1 thread against 1 process × 1 thread.
 
-    python bench/distributed.py [--workloads medium,large] [--ranks 2] [--steps 20]
+    python bench/data_parallel.py [--workloads medium,large] [--ranks 2] [--steps 20]
 
 Starts `mpirun -n 1` and `mpirun -n R` of this script (OPENBLAS_NUM_THREADS=1;
 the same per-rank batch, so R ranks train R times the rows per step) and
