@@ -20,14 +20,17 @@ def data(n=64, d=6, seed=0):
     return rng.standard_normal((n, d)), rng.integers(0, 3, n)
 
 
+# (width, batch): 48 units at batch 1 take the path where each step's update
+# forms the next step's first-layer product, which a watched step must not.
+@pytest.mark.parametrize("width, batch", [(16, 4), (48, 1)])
 @pytest.mark.parametrize("make_opt", OPTIMIZERS, ids=lambda f: repr(f()))
-def test_health_figures_leave_training_bitwise_unchanged(make_opt, dtype):
+def test_health_figures_leave_training_bitwise_unchanged(make_opt, dtype, width, batch):
     X, y = data()
-    nets = [cb.Network(6, [cb.Dense(16, "relu", dropout=0.1), cb.Dense(3, "softmax")],
+    nets = [cb.Network(6, [cb.Dense(width, "relu", dropout=0.1), cb.Dense(3, "softmax")],
                        dtype=dtype, seed=1, alpha=0.01, n_threads=1) for _ in range(2)]
     opts = [make_opt(), make_opt()]
-    nets[0].fit(X, y, optimizer=opts[0], epochs=3, batch_size=4)
-    history = nets[1].fit(X, y, optimizer=opts[1], epochs=3, batch_size=4, health=True)
+    nets[0].fit(X, y, optimizer=opts[0], epochs=3, batch_size=batch)
+    history = nets[1].fit(X, y, optimizer=opts[1], epochs=3, batch_size=batch, health=True)
     np.testing.assert_array_equal(nets[0].theta, nets[1].theta)
     np.testing.assert_array_equal(opts[0].state, opts[1].state)
     assert [(r["epoch"], r["layer"]) for r in history["health"]] == [
