@@ -20,8 +20,8 @@ def data(n=64, d=6, seed=0):
     return rng.standard_normal((n, d)), rng.integers(0, 3, n)
 
 
-# (width, batch): 48 units at batch 1 take the path where each step's update
-# forms the next step's first-layer product, which a watched step must not.
+# (width, batch): batch 1 runs the one-example loops (∂W folded into the
+# update), which a watched Adam step leaves for the GEMM (its figures read ∂W).
 @pytest.mark.parametrize("width, batch", [(16, 4), (48, 1)])
 @pytest.mark.parametrize("make_opt", OPTIMIZERS, ids=lambda f: repr(f()))
 def test_health_figures_leave_training_bitwise_unchanged(make_opt, dtype, width, batch):

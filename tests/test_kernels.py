@@ -187,18 +187,14 @@ ONE_EXAMPLE_OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-# 37-19: BLAS's first layer; 64-48: the hand kernel's at every vector level;
-# 400-200: at AVX-512 (the one-row band)
-@pytest.mark.parametrize("sizes", [(37, 19, 3), (64, 48, 3), (400, 200, 3)])
+@pytest.mark.parametrize("sizes", [(37, 19, 3), (400, 200, 3)])   # hand kernel / BLAS ∂W
 @pytest.mark.parametrize("name", sorted(ONE_EXAMPLE_OPTIMIZERS))
-def test_one_example_steps_fold_the_outer_product_and_the_next_product(level, dtype, sizes,
-                                                                       name):
+def test_one_example_steps_fold_the_outer_product_into_their_loop(level, dtype, sizes, name):
     """At batch 1, SGD and Adam form ∂W = a ⊗ δ (+ αW) inside their loop
-    instead of through the ∂W GEMM, and, where the first layer's product runs
-    on the hand kernel, the next example's Z¹ = x·W¹ too, as they write W¹.
-    A fit over all rows must equal, bitwise, one fit call per row (a single
-    step, so no next product); and where the loop rounds as the flat rule,
-    the gradient (loss_and_grad, GEMMs throughout) followed by that rule."""
+    instead of through the ∂W GEMM. A fit over all rows must equal, bitwise,
+    one fit call per row (each its own call into the engine); and where the
+    loop rounds as the flat rule, the gradient (loss_and_grad, a GEMM)
+    followed by that rule, row after row."""
     make, alpha, flat_rounding = ONE_EXAMPLE_OPTIMIZERS[name]
     rng = np.random.default_rng(2)
     X = rng.standard_normal((6, sizes[0])).astype(dtype)

@@ -5,5 +5,4 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating alpha, const floating* A, int lda,
                const floating* B, int ldb,
                floating beta, floating* C, int ldc) noexcept nogil
-cdef bint row_product_on_hand_kernel(bint single, int n, int k) noexcept nogil
 cdef int kernel_level_code() noexcept nogil

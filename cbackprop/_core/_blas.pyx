@@ -58,12 +58,10 @@ cdef inline bint use_hand_kernel(bint single, bint trans_b, int m, int n,
     cdef long mnk = <long> m * n * k
     if m == 1:
         # One row (a batch of one) runs on the kernel's row path, 8 vectors
-        # wide: at AVX-512 0.6–1.1× BLAS's time (median 0.86×) in both dtypes
-        # from 1×32×4096 to 1×1024×1024, 0.4× in float32 from HAND_ROW_MIN_MNK
-        # up (BLAS's packing path); at AVX2, up to HAND_MAX_MNK and, in float32,
-        # from HAND_ROW_MIN_MNK (in between, and for large float64 rows, BLAS).
-        return (cbk_level() == CBK_AVX512 or mnk <= HAND_MAX_MNK
-                or (single and mnk >= HAND_ROW_MIN_MNK))
+        # wide: 0.5–0.9× BLAS's time up to HAND_MAX_MNK in both dtypes, and in
+        # float32 0.1–0.35× from HAND_ROW_MIN_MNK up (BLAS's packing path
+        # again); in between, and for large float64 rows, BLAS.
+        return mnk <= HAND_MAX_MNK or (single and mnk >= HAND_ROW_MIN_MNK)
     # AVX-512, float32, 32–256 columns, 1–7 Mi multiply-adds (the first layer
     # of an MNIST-sized network): OpenBLAS has left its small-matrix kernels for
     # its packing path there, and the hand kernel measured 1.1–4× faster than
@@ -112,14 +110,6 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         small_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     else:
         blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
-
-
-cdef bint row_product_on_hand_kernel(bint single, int n, int k) noexcept nogil:
-    """True when gemm forms a one-row product x·W (1×k by k×n) on the AVX2 or
-    AVX-512 hand kernel: sums whose order the optimizer's one-example loops
-    (_steps_impl.h) reproduce, so they can form the next step's first-layer
-    product themselves (_optim.layer_step's x_next)."""
-    return cbk_level() != CBK_PORTABLE and use_hand_kernel(single, False, 1, n, k)
 
 
 cdef int kernel_level_code() noexcept nogil:

@@ -25,14 +25,13 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import numpy as np
 
-from cbackprop._core._blas cimport gemm, row_product_on_hand_kernel
+from cbackprop._core._blas cimport gemm
 from cbackprop._core._sparse cimport CSR, CSRRows, csr_gemm, csr_t_gemm
 from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport (
-    folds_rank1, gemm_writes_step, layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY,
-    HP_LR,
+    gemm_writes_step, layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY, HP_LR,
     HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY, HP_EPS)
 
 # Status codes returned by train_batches.
@@ -54,8 +53,6 @@ cdef struct Spec:
     uint64_t* rng               # splitmix64 state for the dropout masks
     double* health              # training-health sums (health_size), else NULL
     CSRRows* sparse             # the input's rows when it is sparse, else NULL
-    bint z1_ready               # Z¹ = X·W¹ of this batch is in the workspace already
-                                # (the last step's update formed it: train_batches)
 
 
 cdef class Layout:
@@ -91,7 +88,6 @@ cdef class Layout:
         self.spec.rng = NULL
         self.spec.health = NULL
         self.spec.sparse = NULL
-        self.spec.z1_ready = False
 
     def watch_health(self, double[::1] sums):
         """From now on train_batches adds its training-health figures to sums
@@ -278,9 +274,7 @@ cdef void forward(const Spec* s, const floating* theta, const floating* X,
     for l in range(s.n_layers):
         n_in = s.sizes[l]
         n_out = s.sizes[l + 1]
-        if l == 0 and s.z1_ready:
-            pass
-        elif l == 0 and s.sparse != NULL:
+        if l == 0 and s.sparse != NULL:
             csr_gemm(s.sparse, n, n_out, theta + p, Z)
         else:
             gemm(False, False, <int> n, <int> n_out, <int> n_in, <floating> 1,
@@ -407,32 +401,24 @@ cdef double forward_loss(const Spec* s, const floating* theta, const floating* X
     return total / norm
 
 
-cdef inline bint watched(const Spec* s, long long t) noexcept nogil:
-    """True if step t measures training health (then Z, A and ∂W are read after it)."""
-    return s.health != NULL and (t - 1) % HEALTH_EVERY == 0
-
-
 cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
                           Py_ssize_t n_params, int kind, const double* hp, long long t,
                           const floating* X, Py_ssize_t n, floating* ws, Py_ssize_t B,
-                          floating* dX, Py_ssize_t ldx, const floating* x_next) noexcept nogil:
+                          floating* dX, Py_ssize_t ldx) noexcept nogil:
     """The backward pass from dZᴸ with the optimizer step fused in: each layer
     is updated (`_optim.layer_step`) as soon as its gradient is known, once
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
     full backward pass then one update, while the layer's gradient is still
     in cache. With dX (row stride ldx; else NULL), dX = dZ¹·W¹ᵀ, the δ for the input
-    before σ' (a bank's first layer, `Bank`), is formed too. With x_next (one
-    example's input, else NULL; not on a watched step), the first layer's
-    update also forms the next step's Z¹ = x_next·W¹ in the workspace (see
-    train_batches). Returns True if a parameter became NaN or ±inf (each
-    update checks what it writes)."""
+    before σ' (a bank's first layer, `Bank`), is formed too. Returns True if a
+    parameter became NaN or ±inf (each update checks what it writes)."""
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
     cdef bint bad = False
     # Health is watched on some steps; the copies of W (and SGD's velocity)
     # before the update go to the end of the workspace.
-    cdef bint watch = watched(s, t)
+    cdef bint watch = s.health != NULL and (t - 1) % HEALTH_EVERY == 0
     cdef floating* old = ws + layer_offset(s, B, s.n_layers) + B * (
         batch_width(s) + s.sizes[s.n_layers] + 1)
     for l in range(s.n_layers - 1, -1, -1):
@@ -453,8 +439,7 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
                         state + p, old, True)
         bad |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ,
                           n, n_in, n_out, theta + p, grad + p, state + p, state + n_params + p,
-                          watch, x_next if l == 0 and not watch else NULL,
-                          ws)     # Z¹ is at the workspace's start
+                          watch)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
@@ -510,10 +495,6 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
 
     Each batch: gather rows, forward, loss, then the backward pass with each
     layer's optimizer step fused in (see backward_update; `grad` is scratch).
-    In batches of one (dense input) whose first-layer product runs on the
-    hand kernel, each step's first-layer update also forms the next step's
-    Z¹ = x·W¹ as it writes W¹ (the same bits; W¹, the largest matrix at that
-    batch size, is then read once per step instead of twice).
     The optimizer is given by its code, hyper-parameter vector and step
     counter (advanced in place), its state in `state`; the dropout masks come
     from the stream in rng. Returns (Σ over batches of batch loss × batch
@@ -528,31 +509,23 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     cdef int status = STATUS_OK
     cdef CSRRows rows
     cdef const floating[:, ::1] Xd = None
-    cdef const floating* x_next = NULL
-    cdef bint form_next = False
     if not bind_input(&s, &rows, X, sizeof(floating)):
         Xd = X
-        form_next = (B == 1 and folds_rank1(opt_kind, &hp[0], False)
-                     and row_product_on_hand_kernel(floating is float, <int> s.sizes[1],
-                                                    <int> s.sizes[0]))
     with nogil:
         while pos < stop:
             nb = min(B, stop - pos)
             batch_loss = batch_forward(&s, &theta[0], Xd, Y, w, &order[pos], nb, &ws[0], B,
                                        &wsum, &correct)
-            s.z1_ready = False
             if not isfinite(batch_loss):
                 status = STATUS_NONFINITE_LOSS
                 break
             step_count[0] += 1
             total += batch_loss * nb
             pos += nb
-            x_next = &Xd[order[pos], 0] if form_next and pos < stop else NULL
             if backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
-                               &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0, x_next):
+                               &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0):
                 status = STATUS_NONFINITE_PARAMS
                 break
-            s.z1_ready = x_next != NULL and not watched(&s, step_count[0])
         if (status == STATUS_OK and gemm_writes_step(opt_kind, &hp[0])
                 and nonfinite(&theta[0], theta.shape[0])):
             status = STATUS_NONFINITE_PARAMS
@@ -871,7 +844,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
                 m.t[0] += 1
                 backward_update(&m.sub, <floating*> m.theta + p1, scratch + p1,
                                 <floating*> m.state + p1, m.n_params, bank.kind, m.hp,
-                                m.t[0], Ak, nb, sub_ws, B, dZ1 + k * m1, KM, NULL)
+                                m.t[0], Ak, nb, sub_ws, B, dZ1 + k * m1, KM)
                 results[3 * k] += loss * nb
                 results[3 * k + 1] += nb
                 results[3 * k + 2] += correct
@@ -899,7 +872,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
         # Everyone's step at once: what the network's own fit does, K·m₁ units wide.
         m = &bank.members[0]
         layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, NULL, dZ1, nb, d, KM, wide,
-                   wide_grad, wide_state, s2, False, NULL, NULL)
+                   wide_grad, wide_state, s2, False)
         return
     gemm(True, False, <int> d, <int> KM, <int> nb, <floating> 1, Xb, <int> d, dZ1, <int> KM,
          <floating> 0, wide_grad, <int> KM)

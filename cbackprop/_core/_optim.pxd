@@ -29,9 +29,7 @@ cdef bint update(int kind, const double* hp, long long t, floating* theta,
 cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
                        const floating* grad, floating* s1, floating* s2,
                        Py_ssize_t n) noexcept nogil
-cdef bint folds_rank1(int kind, const double* hp, bint need_grad) noexcept nogil
 cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
-                     floating* g, floating* s1, floating* s2, bint need_grad,
-                     const floating* x_next, floating* z_next) noexcept nogil
+                     floating* g, floating* s1, floating* s2, bint need_grad) noexcept nogil

@@ -41,15 +41,13 @@ cdef extern from "_steps.h" nogil:
         int (*velocity_decay)(Py_ssize_t n, float vg, float vs, float lam, float* W,
                             float* v) noexcept nogil
         int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float mu, float vg, float vs,
-                   float lam, const float* a, const float* delta, float* W, float* v,
-                   const float* x_next, float* z_next) noexcept nogil
+                   float lam, const float* a, const float* delta, float* W, float* v) noexcept nogil
         int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float beta,
-                         const float* a, const float* delta, float* W, const float* x_next,
-                         float* z_next) noexcept nogil
+                         const float* a, const float* delta, float* W) noexcept nogil
         int (*adam_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, float alpha, float step,
                           float inv_sqrt_bc2, float eps, float wd, float b1, float b2, float c1,
                           float c2, float shrink, const float* a, const float* delta, float* W,
-                          float* m, float* v, const float* x_next, float* z_next) noexcept nogil
+                          float* m, float* v) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const float* x) noexcept nogil
     ctypedef struct cbk_dsteps_t:
         int (*sgd)(Py_ssize_t n, double lr, double wd, double* theta, const double* g) noexcept nogil
@@ -73,14 +71,13 @@ cdef extern from "_steps.h" nogil:
                             double* v) noexcept nogil
         int (*rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double mu, double vg, double vs,
                    double lam, const double* a, const double* delta, double* W,
-                   double* v, const double* x_next, double* z_next) noexcept nogil
+                   double* v) noexcept nogil
         int (*sgd_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double beta,
-                         const double* a, const double* delta, double* W, const double* x_next,
-                         double* z_next) noexcept nogil
+                         const double* a, const double* delta, double* W) noexcept nogil
         int (*adam_rank1)(Py_ssize_t n_in, Py_ssize_t n_out, double alpha, double step,
                           double inv_sqrt_bc2, double eps, double wd, double b1, double b2, double c1,
                           double c2, double shrink, const double* a, const double* delta, double* W,
-                          double* m, double* v, const double* x_next, double* z_next) noexcept nogil
+                          double* m, double* v) noexcept nogil
         int (*nonfinite)(Py_ssize_t n, const double* x) noexcept nogil
     const cbk_ssteps_t* cbk_ssteps(int level)
     const cbk_dsteps_t* cbk_dsteps(int level)
@@ -135,14 +132,12 @@ cdef bint sgd_velocity(const double* hp, floating* theta, const floating* grad,
 
 cdef bint adam(bint decoupled, const double* hp, long long t, floating* theta,
                const floating* grad, floating* m, floating* v, Py_ssize_t n,
-               const floating* a_prev, Py_ssize_t n_in, floating alpha,
-               const floating* x_next, floating* z_next) noexcept nogil:
+               const floating* a_prev, Py_ssize_t n_in, floating alpha) noexcept nogil:
     """Adam: g ← g + λθ (AdamW instead: θ ← θ(1 − lr·λ));
     m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
     With a_prev (else NULL): one example's step on a layer's W (n_in × n), g =
-    a_prev ⊗ grad + alpha·W formed in the loop (grad is then δ), and z_next =
-    x_next·W unless x_next is NULL (see layer_step)."""
+    a_prev ⊗ grad + alpha·W formed in the loop (grad is then δ)."""
     cdef double lr = hp[HP_LR], b1 = hp[HP_BETA1], b2 = hp[HP_BETA2]
     # Per-step scalars in double, the per-element work in the network's dtype.
     cdef floating step = <floating> (lr / (1 - pow(b1, <double> t)))
@@ -159,14 +154,14 @@ cdef bint adam(bint decoupled, const double* hp, long long t, floating* theta,
         if a_prev != NULL:
             return cbk_ssteps(level).adam_rank1(n_in, n, alpha, step, inv_sqrt_bc2, eps, wd,
                                                 fb1, fb2, c1, c2, shrink, a_prev, grad,
-                                                theta, m, v, x_next, z_next)
+                                                theta, m, v)
         return cbk_ssteps(level).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
                                       c1, c2, shrink, theta, grad, m, v)
     else:
         if a_prev != NULL:
             return cbk_dsteps(level).adam_rank1(n_in, n, alpha, step, inv_sqrt_bc2, eps, wd,
                                                 fb1, fb2, c1, c2, shrink, a_prev, grad,
-                                                theta, m, v, x_next, z_next)
+                                                theta, m, v)
         return cbk_dsteps(level).adam(n, step, inv_sqrt_bc2, eps, wd, fb1, fb2,
                                       c1, c2, shrink, theta, grad, m, v)
 
@@ -204,7 +199,7 @@ cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
     elif kind == SGD_VELOCITY:
         return sgd_velocity(hp, theta, grad, s1, n)
     elif kind == ADAM or kind == ADAMW:
-        return adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n, NULL, 0, 0, NULL, NULL)
+        return adam(kind == ADAMW, hp, t, theta, grad, s1, s2, n, NULL, 0, 0)
     return rmsprop(hp, theta, grad, s1, s2, n)
 
 
@@ -242,22 +237,10 @@ cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
              dZ, <int> n_out, beta, C, <int> n_out)
 
 
-cdef bint folds_rank1(int kind, const double* hp, bint need_grad) noexcept nogil:
-    """True when `layer_step` runs one dense example's step (n = 1) as one loop
-    over W with ∂W = a_prev ⊗ δ formed inside it (plain SGD, SGD with momentum
-    but not Nesterov's, Adam(W) unless need_grad), the loops that can also form
-    the next example's first-layer product (x_next)."""
-    if gemm_writes_step(kind, hp) or ((kind == SGD or kind == SGD_VELOCITY)
-                                      and hp[HP_NESTEROV] == 0):
-        return True
-    return (kind == ADAM or kind == ADAMW) and not need_grad
-
-
 cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
-                     floating* g, floating* s1, floating* s2, bint need_grad,
-                     const floating* x_next, floating* z_next) noexcept nogil:
+                     floating* g, floating* s1, floating* s2, bint need_grad) noexcept nogil:
     """Step t for one layer, inside the backward pass: W (n_in × n_out, its bias
     b at W + n_in·n_out) from the layer's input a_prev (or, unless NULL, the
     CSR rows `sparse`: the first layer of sparse input) and δ = dZ (n rows
@@ -267,16 +250,14 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
 
     Plain SGD (either kind) writes the step into W inside the ∂W GEMM:
     W ← (1 − lr·λ)W − lr·a_prevᵀ·dZ; SGD with momentum accumulates into the
-    velocity there: v ← μv + a_prevᵀ·dZ (SGD_VELOCITY: v ← μv − lr·a_prevᵀ·dZ).
-    Other optimizers get ∂W in g, then `update_slice`. One dense example
-    (n = 1, where `folds_rank1`) folds the outer product into the
-    optimizer's loop instead, and then, unless x_next is NULL, also forms
-    z_next = x_next·W (the new W; x_next has n_in values, z_next n_out) as
-    the hand GEMM kernel would: the caller passes x_next only where `gemm`
-    runs that product on it (`_blas.row_product_on_hand_kernel`).
-    λ = weight_decay + alpha (the L2 term's gradient αW); biases get no
-    alpha. The result is the flat rule's, in another order of rounding.
-    Returns True if a parameter of the layer became NaN or ±inf."""
+    velocity there: v ← μv + a_prevᵀ·dZ (SGD_VELOCITY: v ← μv − lr·a_prevᵀ·dZ;
+    at n = 1 an outer product folded into the velocity loop). Other optimizers
+    get ∂W in g, then `update_slice`; Adam at n = 1 folds the outer product
+    into its loop instead, unless need_grad (the health figures read ∂W in g).
+    λ = weight_decay + alpha (the L2 term's
+    gradient αW); biases get no alpha. The result is
+    the flat rule's, in another order of rounding. Returns True if a
+    parameter of the layer became NaN or ±inf."""
     cdef Py_ssize_t i, nw = n_in * n_out
     cdef floating one = 1
     cdef bint bad = False
@@ -289,7 +270,6 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     cdef bint velocity = kind == SGD_VELOCITY
     cdef bint plain_sgd = (kind == SGD or velocity) and hp[HP_NESTEROV] == 0
     cdef bint in_gemm = gemm_writes_step(kind, hp)
-    cdef bint one_example = n == 1 and sparse == NULL and folds_rank1(kind, hp, need_grad)
     # The velocity form stores −lr·(the torch form's buffer): vg scales the
     # gradient into v, vs the step W takes from v.
     cdef floating vg = -lr if velocity else 1, vs = -1 if velocity else lr
@@ -297,46 +277,41 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
         # W ← (1 − lr·λ)·W − lr·a_prevᵀ·dZ: one example's outer product in a
         # loop that checks what it writes; else inside the GEMM, unchecked
         # (see gemm_writes_step).
-        if one_example:
+        if n == 1 and sparse == NULL:
             if floating is float:
-                bad = cbk_ssteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W,
-                                                  x_next, z_next)
+                bad = cbk_ssteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W)
             else:
-                bad = cbk_dsteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W,
-                                                  x_next, z_next)
+                bad = cbk_dsteps(level).sgd_rank1(n_in, n_out, -lr, 1 - lr * lam, a_prev, dZ, W)
         else:
             input_t_gemm(sparse, a_prev, n, n_in, n_out, -lr, dZ, 1 - lr * lam, W)
         for i in range(nw, nw + n_out):
             W[i] -= lr * (gb[i - nw] + wd * W[i])
         return bad | nonfinite(W + nw, n_out)
-    elif plain_sgd and one_example:
-        # The momentum loop, one pass over v and W instead of two; the bias is
+    elif plain_sgd and n == 1 and sparse == NULL:
+        # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
+        # momentum loop (one pass over v and W instead of two); the bias is
         # the same step with a_prev = 1 (and λ = weight_decay).
         if floating is float:
-            return (cbk_ssteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v,
-                                            x_next, z_next)
+            return (cbk_ssteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
                     | cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw,
-                                              v + nw, NULL, NULL))
+                                              v + nw))
         else:
-            return (cbk_dsteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v,
-                                            x_next, z_next)
+            return (cbk_dsteps(level).rank1(n_in, n_out, mu, vg, vs, lam, a_prev, dZ, W, v)
                     | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, dZ, W + nw,
-                                              v + nw, NULL, NULL))
+                                              v + nw))
     elif plain_sgd:
         input_t_gemm(sparse, a_prev, n, n_in, n_out, vg, dZ, mu, v)
         if floating is float:
             return (cbk_ssteps(level).velocity_decay(nw, vg, vs, lam, W, v)
                     | cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
-                                              v + nw, NULL, NULL))
+                                              v + nw))
         else:
             return (cbk_dsteps(level).velocity_decay(nw, vg, vs, lam, W, v)
                     | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
-                                              v + nw, NULL, NULL))
-    elif one_example:       # Adam(W)
-        return (adam(kind == ADAMW, hp, t, W, dZ, s1, s2, n_out, a_prev, n_in, a, x_next,
-                     z_next)
-                | adam(kind == ADAMW, hp, t, W + nw, gb, s1 + nw, s2 + nw, n_out, NULL, 0, 0,
-                       NULL, NULL))
+                                              v + nw))
+    elif (kind == ADAM or kind == ADAMW) and n == 1 and sparse == NULL and not need_grad:
+        return (adam(kind == ADAMW, hp, t, W, dZ, s1, s2, n_out, a_prev, n_in, a)
+                | adam(kind == ADAMW, hp, t, W + nw, gb, s1 + nw, s2 + nw, n_out, NULL, 0, 0))
     input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
     if a != 0:
         for i in range(nw):

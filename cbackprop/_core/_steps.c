@@ -19,45 +19,39 @@
 #define T float
 #define FN(name) portable_s##name
 #define SQRT sqrtf
-#define FMA fmaf
 #define STEPS_T cbk_ssteps_t
 #include "_steps_impl.h"
 #define T double
 #define FN(name) portable_d##name
 #define SQRT sqrt
-#define FMA fma
 #define STEPS_T cbk_dsteps_t
 #include "_steps_impl.h"
 #undef TARGET
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CBK_X86 1
-#define TARGET __attribute__((target("avx512f,avx512vl,fma")))
+#define TARGET __attribute__((target("avx512f,avx512vl")))
 #define T float
 #define FN(name) avx512_s##name
 #define SQRT sqrtf
-#define FMA fmaf
 #define STEPS_T cbk_ssteps_t
 #include "_steps_impl.h"
 #define T double
 #define FN(name) avx512_d##name
 #define SQRT sqrt
-#define FMA fma
 #define STEPS_T cbk_dsteps_t
 #include "_steps_impl.h"
 #undef TARGET
 
-#define TARGET __attribute__((target("avx2,fma")))
+#define TARGET __attribute__((target("avx2")))
 #define T float
 #define FN(name) avx2_s##name
 #define SQRT sqrtf
-#define FMA fmaf
 #define STEPS_T cbk_ssteps_t
 #include "_steps_impl.h"
 #define T double
 #define FN(name) avx2_d##name
 #define SQRT sqrt
-#define FMA fma
 #define STEPS_T cbk_dsteps_t
 #include "_steps_impl.h"
 #undef TARGET

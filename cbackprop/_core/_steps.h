@@ -32,21 +32,16 @@ typedef struct {                                                                
     /* after v ← μv + vg·a_prevᵀ·δ (a GEMM): v ← v + vg·λ·W; W ← W − vs·v */       \
     int (*velocity_decay)(ptrdiff_t n, T vg, T vs, T lam, T *W, T *v);           \
     /* one example's momentum step, ∂W = a ⊗ δ folded in:                          \
-       v ← μv + vg·a_i·δ_j + vg·λ·W; W ← W − vs·v  (n_in × n_out); and, unless     \
-       x_next is NULL, z_next = x_next·W (new W) as the hand GEMM forms it */      \
+       v ← μv + vg·a_i·δ_j + vg·λ·W; W ← W − vs·v  (n_in × n_out) */               \
     int (*rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T lam,       \
-                  const T *a, const T *delta, T *W, T *v, const T *x_next,        \
-                  T *z_next);                                                     \
-    /* one example's plain SGD step: W ← β·W + (α·a_i)·δ_j (α = −lr, β = 1 − lr·λ); \
-       z_next as for rank1 */                                                     \
+                  const T *a, const T *delta, T *W, T *v);                        \
+    /* one example's plain SGD step: W ← β·W + (α·a_i)·δ_j (α = −lr, β = 1 − lr·λ) */ \
     int (*sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta, const T *a,    \
-                     const T *delta, T *W, const T *x_next, T *z_next);           \
-    /* one example's Adam step on W (n_in × n_out), ∂W = a ⊗ δ + α·W folded in;    \
-       z_next as for rank1 */                                                     \
+                     const T *delta, T *W);                                       \
+    /* one example's Adam step on W (n_in × n_out), ∂W = a ⊗ δ + α·W folded in */  \
     int (*adam_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T step, T inv_sqrt_bc2, \
                       T eps, T wd, T b1, T b2, T c1, T c2, T shrink, const T *a,   \
-                      const T *delta, T *W, T *m, T *v, const T *x_next,           \
-                      T *z_next);                                                  \
+                      const T *delta, T *W, T *m, T *v);                           \
     /* 1 if any x[i] is NaN or ±inf */                                            \
     int (*nonfinite)(ptrdiff_t n, const T *x);                                    \
 } NAME;

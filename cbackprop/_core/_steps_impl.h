@@ -129,33 +129,11 @@ static TARGET int FN(velocity_decay)(ptrdiff_t n, T vg, T vs, T lam, T *restrict
     return bad;
 }
 
-/* The rank-1 loops below update W (n_in × n_out) row by row. With x_next
-   (else NULL) they also form z_next = x_next·W of the new W, the next step's
-   first-layer product at a batch of one, from each row while it is in cache:
-   W is then read once per step instead of twice. The operations are those of
-   the hand kernel's row path (_kernels_impl.h: FMAs from +0, rows in order),
-   so z_next has the bits that kernel gives (the AVX2 and AVX-512 ones: the
-   portable kernel sums otherwise, and the engine fuses only at those levels). */
-static inline TARGET void FN(next_row)(ptrdiff_t n_out, T x, const T *restrict w,
-                                       T *restrict z)
-{
-    for (ptrdiff_t j = 0; j < n_out; j++)
-        z[j] = FMA(x, w[j], z[j]);
-}
-
-static inline TARGET void FN(next_start)(ptrdiff_t n_out, T *restrict z)
-{
-    for (ptrdiff_t j = 0; j < n_out; j++)
-        z[j] = 0;
-}
-
 static TARGET int FN(rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T lam,
                              const T *restrict a, const T *restrict delta, T *restrict W,
-                             T *restrict v, const T *restrict x_next, T *restrict z_next)
+                             T *restrict v)
 {
     int bad = 0;
-    if (x_next)
-        FN(next_start)(n_out, z_next);
     for (ptrdiff_t i = 0; i < n_in; i++) {
         T ai = a[i];
         T *restrict w = W + i * n_out, *restrict vi = v + i * n_out;
@@ -164,19 +142,14 @@ static TARGET int FN(rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T mu, T vg, T vs, T
             w[j] -= vs * vi[j];
             bad |= NONFINITE(w[j]);
         }
-        if (x_next)
-            FN(next_row)(n_out, x_next[i], w, z_next);
     }
     return bad;
 }
 
 static TARGET int FN(sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta,
-                                const T *restrict a, const T *restrict delta, T *restrict W,
-                                const T *restrict x_next, T *restrict z_next)
+                                const T *restrict a, const T *restrict delta, T *restrict W)
 {
     int bad = 0;
-    if (x_next)
-        FN(next_start)(n_out, z_next);
     for (ptrdiff_t i = 0; i < n_in; i++) {
         T ai = alpha * a[i];
         T *restrict w = W + i * n_out;
@@ -184,8 +157,6 @@ static TARGET int FN(sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta
             w[j] = ai * delta[j] + beta * w[j];
             bad |= NONFINITE(w[j]);
         }
-        if (x_next)
-            FN(next_row)(n_out, x_next[i], w, z_next);
     }
     return bad;
 }
@@ -193,12 +164,9 @@ static TARGET int FN(sgd_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T beta
 static TARGET int FN(adam_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T step,
                                   T inv_sqrt_bc2, T eps, T wd, T b1, T b2, T c1, T c2,
                                   T shrink, const T *restrict a, const T *restrict delta,
-                                  T *restrict W, T *restrict m, T *restrict v,
-                                  const T *restrict x_next, T *restrict z_next)
+                                  T *restrict W, T *restrict m, T *restrict v)
 {
     int bad = 0;
-    if (x_next)
-        FN(next_start)(n_out, z_next);
     for (ptrdiff_t i = 0; i < n_in; i++) {
         T ai = a[i];
         T *restrict w = W + i * n_out, *restrict mi = m + i * n_out;
@@ -213,8 +181,6 @@ static TARGET int FN(adam_rank1)(ptrdiff_t n_in, ptrdiff_t n_out, T alpha, T ste
             w[j] = shrink * w[j] - step * mi[j] / (SQRT(vi[j]) * inv_sqrt_bc2 + eps);
             bad |= NONFINITE(w[j]);
         }
-        if (x_next)
-            FN(next_row)(n_out, x_next[i], w, z_next);
     }
     return bad;
 }
@@ -236,5 +202,4 @@ static const STEPS_T FN(steps) = {
 #undef T
 #undef FN
 #undef SQRT
-#undef FMA
 #undef STEPS_T
