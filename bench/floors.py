@@ -6,9 +6,10 @@ For each workload of bench/run.py (1 thread, SGD with momentum 0.9) it
 measures two floors and the step itself, in one run:
 
 * GEMM: the GEMMs of one step (forward, ∂W, δ·Wᵀ), each timed alone on the
-  kernel `gemm` picks for its shape, summed: the step if nothing else cost
-  anything. At batch 1 the ∂W outer products are left out: the engine forms
-  them inside the update, whose traffic the memory floor counts;
+  kernel `gemm` picks for its shape (β = 0: C written, not read), summed:
+  the step if nothing else cost anything. At batch 1 the ∂W outer products
+  are left out: the engine forms them inside the update, whose traffic the
+  memory floor counts;
 * memory: the momentum step must read and write θ and its velocity once
   each. Two copies of a θ-sized array (np.copyto, best of many, the arrays
   resident as in training, less the time of a 16-element copy: the call
@@ -83,7 +84,8 @@ def main(argv=None):
                 budget = 0.3 if name == "large" else 0.01
                 shapes = [s for s in engine_shapes(w.sizes, w.batch)
                           if w.batch > 1 or not s[0].startswith("dW")]
-                gemm_s = sum(seconds_per_call(m, n, k, ta, tb, dt, "auto", budget=budget)
+                gemm_s = sum(seconds_per_call(m, n, k, ta, tb, dt, "auto", budget=budget,
+                                              beta=0.0)
                              for _, m, n, k, ta, tb in shapes)
                 flops = sum(2.0 * m * n * k for _, m, n, k, _, _ in shapes)
                 n_params = sum(a * b + b for a, b in zip(w.sizes[:-1], w.sizes[1:]))

@@ -49,7 +49,7 @@ def engine_shapes(sizes, B):
     return out
 
 
-def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.01):
+def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.01, beta=0.5):
     rng = np.random.default_rng(0)
     A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
@@ -58,7 +58,7 @@ def seconds_per_call(m, n, k, ta, tb, dtype, kernel, budget=0.01):
     best = np.inf
     for _ in range(5):
         t0 = time.perf_counter()
-        py_gemm(A, B, C, ta, tb, beta=0.5, repeat=reps, kernel=kernel)
+        py_gemm(A, B, C, ta, tb, beta=beta, repeat=reps, kernel=kernel)
         best = min(best, (time.perf_counter() - t0) / reps)
     return best
 

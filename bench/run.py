@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -304,7 +305,8 @@ def render(info, results, limits, extras, targets, skipped) -> str:
              f"Python {info['machine']['python']}, NumPy {info['machine']['numpy']}"
              + (f", torch {info['versions']['torch']}" if info["versions"].get("torch") else "")
              + (f", scikit-learn {info['versions']['sklearn']}"
-                if info["versions"].get("sklearn") else "") + ".",
+                if info["versions"].get("sklearn") else "")
+             + (f", JAX {info['versions']['jax']}" if info["versions"].get("jax") else "") + ".",
              "BLAS: " + "; ".join(
                  f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, "
                  f"{b['threading_layer']}) {Path(b['filepath']).name}" for b in info["blas"]),
@@ -408,10 +410,10 @@ def main(argv=None) -> int:
                                                    4 if quick else 8, 3 if quick else 5)
 
     other = other_load(snap_before, cpu_snapshot())
-    versions = {}
-    for mod in ("torch", "sklearn", "jax"):
-        if mod in peers:
-            versions[mod] = __import__(mod).__version__
+    # Read from the installed metadata: importing JAX here would start XLA in this process.
+    dists = {"torch": "torch", "sklearn": "scikit-learn", "jax": "jax"}
+    versions = {mod: importlib.metadata.version(dist) for mod, dist in dists.items()
+                if mod in peers}
     info = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "mode": "quick" if quick else "full", "repeats": repeats, "machine": machine(),
             "blas": blas_report(), "versions": versions,
