@@ -87,6 +87,22 @@ def test_every_update_path_reports_parameters_it_made_non_finite(dtype, name, ba
     np.testing.assert_array_equal(net.theta, before)
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_a_batch1_loop_that_overflows_mid_chunk_is_caught_and_undone(dtype, name):
+    """A one-example loop (batch 1) that overflows in the first of several
+    steps of one engine call: the fit stops and θ is restored."""
+    X = np.ones((8, 2))
+    y = np.ones(8)
+    net = cb.Network(2, [cb.Dense(3, "relu"), cb.Dense(1)], loss="mse", dtype=dtype, seed=0)
+    net.theta[:] = np.abs(net.theta) + 0.5
+    before = net.theta.copy()
+    huge = float(np.finfo(dtype).max)
+    with pytest.raises(cb.DivergenceError, match="became NaN or infinite"):
+        net.fit(X, -y * 1e3, optimizer=STEP_RULES[name](huge), epochs=1, batch_size=1,
+                shuffle=False)
+    np.testing.assert_array_equal(net.theta, before)
+
+
 def test_divergence_in_a_later_epoch_restores_the_state_before_the_fit():
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(40, 2)), rng.normal(size=40)
