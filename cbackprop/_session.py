@@ -537,19 +537,22 @@ class TrainingSession:
         return total, pos - start, correct, status
 
     def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
-            checkpoint_every: int = 1, history: History | None = None) -> History:
+            checkpoint_every: int = 1, history: History | None = None,
+            checkpoint_metadata: dict | None = None) -> History:
         """Train until `epochs` epochs are done, as `Network.fit` documents;
         returns the History (`history`, continued, when resuming).
 
         With `checkpoint` (a path), every `checkpoint_every` epochs and when the
         fit ends (finished, stopped or interrupted, at the last finished chunk)
-        the run is written there atomically (`write_checkpoint`).
+        the run is written there atomically (`write_checkpoint`), with
+        `checkpoint_metadata` (a JSON object of the caller's) beside it.
         """
         epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
         checkpoint_every = V.check_int(checkpoint_every, "checkpoint_every", 1)
         history = History() if history is None else history
         if checkpoint is not None:
             serialization.check_writable(checkpoint)
+        metadata = V.check_json_object(checkpoint_metadata, "checkpoint_metadata")
         with self, Progress(epochs, self.n_rows, verbose) as progress:
             for epoch in range(len(history.epoch), epochs):
                 logs = self.run_epoch(on_chunk=lambda done, _n, loss, e=epoch:
@@ -568,13 +571,13 @@ class TrainingSession:
                 for cb in callbacks:
                     stop_now |= bool(cb(epoch, logs))
                 if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-                    self.write_checkpoint(checkpoint, history, epochs, checkpoint_every)
+                    self.write_checkpoint(checkpoint, history, epochs, checkpoint_every, metadata)
                 if stop_now:
                     break
             # Finished, stopped or interrupted (then KeyboardInterrupt follows):
             # the file holds the run up to its last finished chunk.
             if checkpoint is not None:
-                self.write_checkpoint(checkpoint, history, epochs, checkpoint_every)
+                self.write_checkpoint(checkpoint, history, epochs, checkpoint_every, metadata)
         return history
 
     def data_digest(self) -> str:
@@ -588,10 +591,12 @@ class TrainingSession:
             self._digest = h.hexdigest()
         return self._digest
 
-    def write_checkpoint(self, path, history: History, epochs: int, every: int) -> None:
+    def write_checkpoint(self, path, history: History, epochs: int, every: int,
+                         metadata: dict | None = None) -> None:
         """Write the run as it stands (between chunks) to path, atomically: the
         network, the optimizer (state_dict), the random stream, the row order,
-        the epoch and position in it, the History and the fit's options."""
+        the epoch and position in it, the History, the fit's options and the
+        caller's metadata (a JSON object, or None)."""
         net, opt = self.network, self.optimizer
         with net.params_lock.read():
             config, theta, rng = net.get_config(), net.theta.copy(), int(net.rng_state[0])
@@ -605,7 +610,7 @@ class TrainingSession:
             # Pairs, not an object: the file's JSON is written with sorted keys.
             "history": {"history": list(history.history.items()), "epoch": history.epoch},
             "batch_size": self.batch_size, "shuffle": self.shuffle, "n_rows": self.n_rows,
-            "data": self.data_digest(),
+            "data": self.data_digest(), "metadata": metadata,
         }
         serialization.write(path, config, theta, rng, checkpoint=entry, labels=net.classes,
                             tensors={"optimizer_state": optimizer["state"],

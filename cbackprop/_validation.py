@@ -311,3 +311,30 @@ def check_name(value, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
     return value
+
+
+def check_json_object(value, name: str) -> dict | None:
+    """None, or a dict with str keys that JSON writes and reads back unchanged
+    (str, finite float, int, bool, None, and lists and dicts of them)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict (or None), got {type(value).__name__}")
+
+    def check(item, where):
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"{where} has the key {key!r}: keys must be strings")
+                check(inner, f"{where}[{key!r}]")
+        elif isinstance(item, list):
+            for i, inner in enumerate(item):
+                check(inner, f"{where}[{i}]")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{where} is {item!r}: JSON has no NaN or infinity")
+        elif not (item is None or isinstance(item, (str, bool, int, float))):
+            raise TypeError(f"{where} is a {type(item).__name__}: only str, int, float, "
+                            "bool, None, lists and dicts are kept")
+
+    check(value, name)
+    return value

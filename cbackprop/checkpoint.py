@@ -36,6 +36,8 @@ class Checkpoint:
         The epochs finished so far.
     epoch, epochs : int
         Epochs finished; epochs the run was asked for.
+    metadata : dict or None
+        The `checkpoint_metadata` the run was started with.
     """
 
     def __init__(self, path, network, optimizer, history, entry, order):
@@ -44,6 +46,7 @@ class Checkpoint:
         self.optimizer = optimizer
         self.history = history
         self.epoch, self.epochs = entry["epoch"], entry["epochs"]
+        self.metadata = entry.get("metadata")
         self._entry, self._order = entry, order
 
     def __repr__(self) -> str:
@@ -64,7 +67,7 @@ class Checkpoint:
         session.restore(entry, self._order)
         return session.fit(self.epochs if epochs is None else epochs, verbose, callbacks,
                            checkpoint=self.path, checkpoint_every=entry["every"],
-                           history=self.history)
+                           history=self.history, checkpoint_metadata=self.metadata)
 
 
 def resume(path) -> Checkpoint:

@@ -306,7 +306,7 @@ class Network:
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
             comm=None, checkpoint=None, checkpoint_every: int = 1,
-            health: bool = False) -> History:
+            health: bool = False, checkpoint_metadata: dict | None = None) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -348,6 +348,10 @@ class Network:
             order, epoch and History. `cbackprop.resume(path)` continues it
             (bitwise as uninterrupted with n_threads=1).
         checkpoint_every : int, default 1
+        checkpoint_metadata : dict, optional
+            Written with every checkpoint and given back as
+            `cbackprop.resume(path).metadata` (str keys; str, int, float,
+            bool, None, lists and dicts of them): e.g. how the data was read.
         health : bool, default False
             Measure each layer's training health inside the engine, on every
             8th step: history["health"] gets one record per layer per epoch
@@ -383,7 +387,8 @@ class Network:
         session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
                                   validation_data=validation_data, health=health)
-        return session.fit(epochs, verbose, callbacks, checkpoint, checkpoint_every)
+        return session.fit(epochs, verbose, callbacks, checkpoint, checkpoint_every,
+                           checkpoint_metadata=checkpoint_metadata)
 
     # ---- files ----------------------------------------------------------
 

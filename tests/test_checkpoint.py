@@ -145,3 +145,25 @@ def test_a_checkpoint_that_cannot_be_written_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every"):
         net.fit(X, y, optimizer=cb.SGD(), checkpoint=tmp_path / "a", checkpoint_every=0)
     np.testing.assert_array_equal(net.theta, theta)
+
+
+def test_checkpoint_metadata_is_kept_through_resume(tmp_path):
+    """checkpoint_metadata comes back as resume(path).metadata, and a resumed run keeps
+    writing it; what JSON cannot keep is refused before training."""
+    X, y = cb.datasets.load_digits()
+    X, y = X[:200] / 16, y[:200]
+    net = cb.Network(64, [cb.Dense(8, "relu"), cb.Dense(10, "softmax")],
+                     loss="cross_entropy", seed=0)
+    path = tmp_path / "run.ckpt"
+    meta = {"hidden": [8], "label_column": "species", "split": 0.1, "quiet": False}
+    net.fit(X, y, optimizer=cb.SGD(0.1), epochs=1, checkpoint=path, checkpoint_metadata=meta)
+    run = cb.resume(path)
+    assert run.metadata == meta
+    run.fit(X, y, epochs=2)
+    assert cb.resume(path).metadata == meta
+    before = net.theta.copy()
+    with pytest.raises(ValueError, match="NaN"):
+        net.fit(X, y, checkpoint=path, checkpoint_metadata={"lr": float("nan")})
+    with pytest.raises(TypeError, match="keys must be strings"):
+        net.fit(X, y, checkpoint=path, checkpoint_metadata={1: 2})
+    np.testing.assert_array_equal(net.theta, before)
