@@ -28,7 +28,7 @@ import weakref
 
 import numpy as np
 
-from cbackprop import _threads, serialization
+from cbackprop import _threads, serialization, trainer
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine, _optim
@@ -41,8 +41,6 @@ from cbackprop.progress import Progress, check_verbose
 
 #: Rows per full-pass chunk are chosen so the workspace stays near this size.
 CHUNK_ELEMENTS = 1 << 21
-#: Seconds of work between two returns to Python during fit (signals, stop()).
-CHUNK_SECONDS = 0.1
 
 # Networks and optimizers inside a running session, by id: one fit per
 # network, and two fits must not share an optimizer's state.
@@ -151,8 +149,9 @@ class TrainingSession:
     network : Network
     X, y, sample_weight : the data, as for `Network.fit`
     optimizer : Optimizer, optional
-        Needed to train (`run_epoch`, `fit`); a session without one only
-        evaluates (`evaluate`, `loss_and_grad`).
+        Needed to train (`fit`; the session is then the backend of
+        `cbackprop.trainer.train`); a session without one only evaluates
+        (`evaluate`, `loss_and_grad`).
     batch_size : int, default 32
     shuffle : bool, default True
         Reshuffle the rows every epoch, from the network's random stream.
@@ -222,6 +221,7 @@ class TrainingSession:
         self.in_fit = False         # a fit's validation: may use the network's kept buffers
         self._entered = False
         self._stop_requested = False
+        self._retired = False
         self._halted = False        # with a reducer: the stop every process agreed
         self.position = None        # (rows, loss sum, rows right) of an epoch left half done
         self._restored_order = None
@@ -292,7 +292,6 @@ class TrainingSession:
             self.ws = _buffer(net, "workspace",
                               _engine.workspace_size(self.layout, B, self.sparse), net.dtype)
             self.grad = _buffer(net, "grad", net.theta.size, net.dtype)
-            self._rows_per_chunk = B
             self.threads = self._fit_threads(B)
             # Ctrl-C stops the session at the next chunk boundary; leaving it then
             # raises KeyboardInterrupt.
@@ -377,68 +376,90 @@ class TrainingSession:
             f"fit stopped: {what} became NaN or infinite (try a smaller learning rate); "
             "the parameters before this fit were restored")
 
-    def run_epoch(self, on_chunk=None) -> dict[str, float] | None:
-        """One pass over the rows in batches; returns the epoch's logs ("loss",
-        "accuracy" for classifiers, "val_*" with validation data, "time"), or
-        None when it was stopped before its first chunk. A stopped epoch may
-        cover only part of the rows (`stopped` is then True).
+    # ---- the trainer's backend (cbackprop.trainer): one member, this network ----
 
-        on_chunk, if given, is called as on_chunk(rows_done, n_rows, mean_loss)
-        after each chunk (about every 0.1 s): a live progress display.
-
-        Raises DivergenceError (after restoring the last `commit`) when the loss
-        or θ becomes non-finite.
-        """
+    def begin_epoch(self) -> int:
+        """Start an epoch, or go on with the one a checkpoint left half done:
+        the optimizer's hyper-parameters as they are now (callbacks may have
+        changed lr), the row order, the health sums. Returns its first row."""
         if not self._entered:
-            raise RuntimeError("run_epoch needs an entered session: `with session: ...`")
-        net, n, B = self.network, self.n_rows, self.batch_size
-        self.hp[...] = self.optimizer.hyperparameters()   # callbacks may have changed lr
-        start_time = time.perf_counter()
+            raise RuntimeError("training needs an entered session: `with session: ...`")
+        net, n = self.network, self.n_rows
+        self.hp[...] = self.optimizer.hyperparameters()
         if self.health is not None and self.position is None:
             self.health[...] = 0
-        if self.position is not None:     # an epoch a checkpoint left half done
-            pos, total, correct = self.position
+        if self.position is not None:
+            pos, self._total, self._correct = self.position
         else:
             if self.shuffle:
                 with net.params_lock.write():
                     if self.fresh_order:
                         self.order[...] = np.arange(n)
                     _engine.shuffle(self.order, net.rng_state)
-            total = correct = 0.0
+            self._total = self._correct = 0.0
             pos = 0
         self._rows_done = pos
         self.position = None
-        while pos < n and not self.stopped:
-            stop = min(n, pos + self.threads.chunk_rows(self._rows_per_chunk, B))
-            t0 = time.perf_counter()
-            # Readers see θ only between chunks, and only finite.
-            with net.params_lock.write():
-                loss_sum, done, ok_rows, status = self._train_chunk(pos, stop)
-                error = (None if status == _engine.STATUS_OK
-                         else self.rollback("the loss")
-                         if status == _engine.STATUS_NONFINITE_LOSS
-                         else self.rollback("the parameters"))
-            if error is not None:
-                raise error
-            elapsed = time.perf_counter() - t0
-            self.threads.observe(elapsed, done)
-            # Aim each chunk at about CHUNK_SECONDS of work, in whole batches.
-            scale = CHUNK_SECONDS / max(elapsed, 1e-6)
-            self._rows_per_chunk = int(min(max(done * scale, B), 1 << 40)) // B * B
-            total += loss_sum
-            correct += ok_rows
-            pos += done
-            if on_chunk is not None:
-                on_chunk(pos, n, total / (pos if self.reducer is None else self._rows_done))
-        if pos < n:
+        return pos
+
+    def chunk_rows(self, rows: int) -> int:
+        return self.threads.chunk_rows(rows, self.batch_size)
+
+    def observe(self, seconds: float, rows: int) -> None:
+        self.threads.observe(seconds, rows)
+
+    def train_chunk(self, pos: int, stop: int) -> int:
+        """Train rows order[pos:stop]; returns the rows done. Raises
+        DivergenceError (after restoring the last `commit`) when the loss or θ
+        becomes non-finite."""
+        net = self.network
+        # Readers see θ only between chunks, and only finite.
+        with net.params_lock.write():
+            loss_sum, done, ok_rows, status = self._train_chunk(pos, stop)
+            error = (None if status == _engine.STATUS_OK
+                     else self.rollback("the loss")
+                     if status == _engine.STATUS_NONFINITE_LOSS
+                     else self.rollback("the parameters"))
+        if error is not None:
+            raise error
+        self._total += loss_sum
+        self._correct += ok_rows
+        return done
+
+    def chunk_done(self, progress, epoch: int, pos: int) -> None:
+        rows = pos if self.reducer is None else self._rows_done
+        progress.chunk(epoch, pos, self._total / rows)
+
+    def end_epoch(self, pos: int, start: float) -> list[tuple[int, dict]] | None:
+        """[(0, the epoch's logs)] ("loss", "accuracy" for classifiers, "val_*"
+        with validation data, "time"), or None when it was stopped before its
+        first chunk or interrupted. A stopped epoch may cover only part of the
+        rows (`partial`)."""
+        if pos < self.n_rows:
             # Where a checkpoint resumes: rows done and their loss sum and rows right.
-            self.position = (pos, total, correct)
+            self.position = (pos, self._total, self._correct)
             self._stop_requested = self._halted = True
         if pos == 0 or (self.reducer is None and self.interrupt.pending):
             return None
-        logs = self.epoch_logs(total, correct, pos if self.reducer is None else self._rows_done)
-        logs["time"] = time.perf_counter() - start_time
-        return logs
+        logs = self.epoch_logs(self._total, self._correct,
+                               pos if self.reducer is None else self._rows_done)
+        logs["time"] = time.perf_counter() - start
+        return [(0, logs)]
+
+    @property
+    def partial(self) -> bool:
+        return self.position is not None
+
+    @property
+    def active(self) -> list[int]:
+        return [] if self._retired else [0]
+
+    def member_stopped(self, member: int = 0) -> bool:
+        """True once stop() or Ctrl-C asked this fit to end."""
+        return self.stopped
+
+    def retire(self, member: int = 0) -> None:
+        self._retired = True
 
     def health_records(self, epoch: int) -> list[dict]:
         """The epoch's training health, one record per layer (from the engine's
@@ -538,14 +559,16 @@ class TrainingSession:
 
     def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
             checkpoint_every: int = 1, history: History | None = None,
-            checkpoint_metadata: dict | None = None) -> History:
-        """Train until `epochs` epochs are done, as `Network.fit` documents;
-        returns the History (`history`, continued, when resuming).
+            checkpoint_metadata: dict | None = None, policies=()) -> History:
+        """Train until `epochs` epochs are done, as `Network.fit` documents
+        (`cbackprop.trainer.train` with this session as its backend); returns
+        the History (`history`, continued, when resuming).
 
         With `checkpoint` (a path), every `checkpoint_every` epochs and when the
         fit ends (finished, stopped or interrupted, at the last finished chunk)
         the run is written there atomically (`write_checkpoint`), with
         `checkpoint_metadata` (a JSON object of the caller's) beside it.
+        `policies` (`cbackprop.trainer.Policy`) run before the others.
         """
         epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
         checkpoint_every = V.check_int(checkpoint_every, "checkpoint_every", 1)
@@ -554,30 +577,16 @@ class TrainingSession:
             serialization.check_writable(checkpoint)
         metadata = V.check_json_object(checkpoint_metadata, "checkpoint_metadata")
         with self, Progress(epochs, self.n_rows, verbose) as progress:
-            for epoch in range(len(history.epoch), epochs):
-                logs = self.run_epoch(on_chunk=lambda done, _n, loss, e=epoch:
-                                      progress.chunk(e, done, loss))
-                if logs is None:
-                    break
-                if self.position is not None and checkpoint is not None:
-                    break          # a part epoch: the checkpoint resumes inside it
-                history.record(epoch, logs)
-                progress.update(epoch, logs)
-                if self.health is not None:
-                    records = self.health_records(epoch)
-                    history.record_health(records)
-                    logs = {**logs, "health": records}
-                stop_now = self.stopped
-                for cb in callbacks:
-                    stop_now |= bool(cb(epoch, logs))
-                if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-                    self.write_checkpoint(checkpoint, history, epochs, checkpoint_every, metadata)
-                if stop_now:
-                    break
-            # Finished, stopped or interrupted (then KeyboardInterrupt follows):
-            # the file holds the run up to its last finished chunk.
+            chosen = [*policies, trainer.ProgressPolicy(progress, self, bank=False)]
+            if self.health is not None:
+                chosen.append(trainer.HealthPolicy([self], [history]))
+            if callbacks:
+                chosen.append(trainer.CallbackPolicy(callbacks, numbered=False))
             if checkpoint is not None:
-                self.write_checkpoint(checkpoint, history, epochs, checkpoint_every, metadata)
+                chosen.append(trainer.CheckpointPolicy(self, history, checkpoint,
+                                                       checkpoint_every, epochs, metadata))
+            trainer.train(self, [history], epochs, chosen, progress,
+                          record_partial=checkpoint is None)
         return history
 
     def data_digest(self) -> str:

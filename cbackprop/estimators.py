@@ -84,6 +84,7 @@ from cbackprop.layers import Dense
 from cbackprop.many import fit_many
 from cbackprop.network import Network
 from cbackprop.optimizers import Adam, AdamW, RMSprop, SGDVelocity
+from cbackprop.trainer import FunctionPolicy
 
 __all__ = ["MLPClassifier", "MLPRegressor", "EpochTask", "fit_bank"]
 
@@ -573,44 +574,42 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_stochastic(self, X, Y, sw, val, incremental):
         net, c = self._net, self._scale
-        n = X.shape[0]
-        sgd = self.solver == "sgd"
         batch_size, validation, early_stopping, callbacks = self._start_stochastic(
             X, sw, val, incremental)
-        stopping, schedule = self._stopping, self._schedule
+        stopping = self._stopping
         # scikit-learn shuffles each epoch from the data's own order (fresh_order).
         session = TrainingSession(net, X, Y, sw, optimizer=self._optimizer,
                                   batch_size=batch_size, shuffle=self.shuffle, fresh_order=True)
         session.layout.alpha_per_weight = c * self.alpha
+        schedule, n = self._schedule, X.shape[0]
+
+        def epoch_start(_epoch):
+            if self.solver == "sgd":
+                self._optimizer.lr = schedule.learning_rate / c
+            session.commit()      # a diverging epoch falls back to here
+
+        def epoch_end(_member, _epoch, logs):
+            stop = self._end_epoch(logs, n, validation, val, stopping, schedule, incremental,
+                                   callbacks)
+            if not stop and self.n_iter_ == self.max_iter:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                              "reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning, stacklevel=6)   # at the user's fit
+            return stop
+
+        # scikit-learn's epoch, run by the trainer: the schedule's learning rate and
+        # a rollback point before it, the book-keeping in scikit-learn's order after.
+        policy = FunctionPolicy(epoch_start, epoch_end)
+        self.n_iter_ = 0
         try:
-            with session:
-                self.n_iter_ = 0
-                for _ in range(self.max_iter):
-                    if sgd:
-                        self._optimizer.lr = schedule.learning_rate / c
-                    session.commit()      # a diverging epoch falls back to here
-                    try:
-                        logs = session.run_epoch()
-                    except DivergenceError as exc:
-                        if not (early_stopping and not incremental
-                                and stopping.best_theta is not None):
-                            raise ValueError(_NONFINITE + " (The model keeps the weights it "
-                                             "had before this epoch.)") from exc
-                        # scikit-learn trains on with non-finite weights (NaN scores
-                        # from here) and then restores the best epoch's.
-                        self._diverged_epochs(n, val is not None, stopping, schedule,
-                                              callbacks)
-                        break
-                    if logs is None:
-                        break
-                    if self._end_epoch(logs, n, validation, val, stopping, schedule,
-                                       incremental, callbacks):
-                        break
-                    if self.n_iter_ == self.max_iter:
-                        warnings.warn(
-                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                            "reached and the optimization hasn't converged yet.",
-                            ConvergenceWarning, stacklevel=3)
+            session.fit(self.max_iter, policies=[policy])
+        except DivergenceError as exc:
+            if not (early_stopping and not incremental and stopping.best_theta is not None):
+                raise ValueError(_NONFINITE + " (The model keeps the weights it "
+                                 "had before this epoch.)") from exc
+            # scikit-learn trains on with non-finite weights (NaN scores from
+            # here) and then restores the best epoch's.
+            self._diverged_epochs(n, val is not None, stopping, schedule, callbacks)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
 

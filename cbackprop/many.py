@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from cbackprop import _threads
+from cbackprop import _threads, trainer
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine, _optim
-from cbackprop._session import CHUNK_SECONDS, TrainingSession, check_fit_options
+from cbackprop._session import TrainingSession, check_fit_options
 from cbackprop.history import History
 from cbackprop.network import Network
 from cbackprop.optimizers import Optimizer
@@ -259,7 +259,7 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
     if lead.sparse:
         raise TypeError("fit_many takes dense X only: pass X.toarray(), or fit networks "
                         "on sparse input one by one with net.fit")
-    X, Y, B, n = lead.X, lead.Y, lead.batch_size, lead.n_rows
+    X, Y, n = lead.X, lead.Y, lead.n_rows
     sessions = [lead] + [
         TrainingSession(net, X, Y, lead.w if lead.w.size else None, optimizer=opt,
                         batch_size=batch_size, shuffle=False, validation_data=validation_data)
@@ -284,104 +284,138 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
             claimed.append(session)
         with DeferredInterrupt() as interrupt, Progress(epochs, n, verbose) as progress, \
                 ThreadPoolExecutor(max_workers=max(1, min(threads, k))) as pool:
-            _train(sessions, histories, X, Y, weights, B, n, epochs, shuffle, order_rng,
-                   threads, callbacks, interrupt, progress, pool)
+            bank = Bank(sessions, histories, X, Y, weights, shuffle, order_rng, threads,
+                        interrupt, pool)
+            policies = [trainer.ProgressPolicy(progress, bank, bank=True)]
+            if callbacks:
+                policies.insert(0, trainer.CallbackPolicy(callbacks, numbered=True))
+            try:
+                trainer.train(bank, histories, epochs, policies, progress)
+            finally:
+                bank.close_epoch()
     finally:
         for session in claimed:
             session.release()
     return histories
 
 
-def _train(sessions, histories, X, Y, weights, B, n, epochs, shuffle, order_rng, threads,
-           callbacks, interrupt, progress, pool) -> None:
-    """The epoch loop of fit_many (its arguments checked)."""
-    k = len(sessions)
-    hps = [s.optimizer.hyperparameters() for s in sessions]
-    active = list(range(k))
-    order = np.arange(n, dtype=np.intp)
-    groups, grouped = [], None
-    rows_per_chunk = B
-    for epoch in range(epochs):
-        if not active:
-            break
-        for i in active:        # callbacks may have changed a learning rate
-            hps[i][...] = sessions[i].optimizer.hyperparameters()
-        if grouped != active:
+class Bank:
+    """The trainer's backend for fit_many (`cbackprop.trainer`): K sessions
+    sharing one data pass. The bank owns the shared row order and the
+    groups of members trained per thread; each member's session keeps its
+    rollback point and evaluates its validation data. A diverged member is
+    restored, warned about and drops out; the others go on."""
+
+    def __init__(self, sessions, histories, X, Y, weights, shuffle: bool, order_rng,
+                 threads: int, interrupt, pool):
+        self.sessions, self.histories = sessions, histories
+        self.X, self.Y, self.weights = X, Y, weights
+        self.shuffle, self.order_rng, self.threads = shuffle, order_rng, threads
+        self.interrupt, self.pool = interrupt, pool
+        self.batch_size, self.n_rows = sessions[0].batch_size, sessions[0].n_rows
+        self.hps = [s.optimizer.hyperparameters() for s in sessions]
+        self.active = list(range(len(sessions)))
+        self.order = np.arange(self.n_rows, dtype=np.intp)
+        self.groups, self.grouped, self.blas = [], None, None
+        self.locks = []
+        self.partial = False
+        self.epoch = -1
+
+    @property
+    def stopped(self) -> bool:
+        return self.interrupt.pending
+
+    def chunk_rows(self, rows: int) -> int:
+        return rows
+
+    def observe(self, seconds: float, rows: int) -> None:
+        pass
+
+    def chunk_done(self, progress, epoch: int, pos: int) -> None:
+        pass
+
+    def member_stopped(self, i: int) -> bool:
+        return self.sessions[i].stop_requested
+
+    def retire(self, i: int) -> None:
+        self.active.remove(i)
+
+    def begin_epoch(self) -> int:
+        """Regroup the members still training, shuffle the shared order, and
+        load the members' first layers and optimizer state into the banks."""
+        sessions, B = self.sessions, self.batch_size
+        self.epoch += 1
+        for i in self.active:        # callbacks may have changed a learning rate
+            self.hps[i][...] = sessions[i].optimizer.hyperparameters()
+        if self.grouped != self.active:
             # The members split between threads, each group a bank of its own.
-            parts = max(1, min(threads, len(active)))
-            groups = [_Group(part.tolist(), sessions, weights, hps, B)
-                      for part in np.array_split(np.array(active), parts)]
-            grouped = list(active)
-            blas = _threads.BlasThreads(
+            parts = max(1, min(self.threads, len(self.active)))
+            self.groups = [_Group(part.tolist(), sessions, self.weights, self.hps, B)
+                           for part in np.array_split(np.array(self.active), parts)]
+            self.grouped = list(self.active)
+            net = sessions[0].network
+            self.blas = _threads.BlasThreads(
                 1 if parts > 1 else _threads.threads_for_shape(
-                    [sessions[0].network.sizes[0], len(active) * sessions[0].network.sizes[1]],
-                    B, threads, sessions[0].network.dtype))
-        if shuffle:
-            _engine.shuffle(order, order_rng)
-        start_time = time.perf_counter()
-        locks = [sessions[i].network.params_lock.write() for i in active]
-        for lock in locks:
+                    [net.sizes[0], len(self.active) * net.sizes[1]], B, self.threads,
+                    net.dtype))
+        if self.shuffle:
+            _engine.shuffle(self.order, self.order_rng)
+        self.locks = [sessions[i].network.params_lock.write() for i in self.active]
+        for lock in self.locks:
             lock.__enter__()
-        try:
-            for group in groups:
-                group.results[...] = 0
-                group.load()
-            pos = 0
-            with blas:
-                while pos < n and not interrupt.pending:
-                    stop = min(n, pos + rows_per_chunk)
-                    t0 = time.perf_counter()
-                    if len(groups) == 1:
-                        groups[0].train(X, Y, order, pos, stop, B)
-                    else:
-                        list(pool.map(lambda g, a=pos, b=stop: g.train(X, Y, order, a, b, B),
-                                      groups))
-                    elapsed = time.perf_counter() - t0
-                    # Aim each chunk at about CHUNK_SECONDS of work, in whole batches.
-                    scale = CHUNK_SECONDS / max(elapsed, 1e-6)
-                    rows_per_chunk = int(min(max((stop - pos) * scale, B), 1 << 40)) // B * B
-                    pos = stop
-                    for group in groups:        # net.stop(): that network alone
-                        for j, i in enumerate(group.members):
-                            if sessions[i].stop_requested:
-                                group.bank.retire(j)
-        finally:
-            for group in groups:
-                group.store()
-            for lock in locks:
-                lock.__exit__(None, None, None)
-        seconds = time.perf_counter() - start_time
-        summary = []
-        for group in groups:
+        for group in self.groups:
+            group.results[...] = 0
+            group.load()
+        self.blas.__enter__()
+        return 0
+
+    def train_chunk(self, pos: int, stop: int) -> int:
+        X, Y, order, B = self.X, self.Y, self.order, self.batch_size
+        if len(self.groups) == 1:
+            self.groups[0].train(X, Y, order, pos, stop, B)
+        else:
+            list(self.pool.map(lambda g: g.train(X, Y, order, pos, stop, B), self.groups))
+        for group in self.groups:        # net.stop(): that network alone
             for j, i in enumerate(group.members):
-                if i not in active:
+                if self.sessions[i].stop_requested:
+                    group.bank.retire(j)
+        return stop - pos
+
+    def close_epoch(self) -> None:
+        """Copy the banks back to the members and let readers in again."""
+        if not self.locks:
+            return
+        self.blas.__exit__(None, None, None)
+        for group in self.groups:
+            group.store()
+        for lock in self.locks:
+            lock.__exit__(None, None, None)
+        self.locks = []
+
+    def end_epoch(self, pos: int, start: float) -> list[tuple[int, dict]]:
+        """[(member, logs)] of the members that trained this epoch; a member
+        that diverged is restored to its state before fit_many and drops out."""
+        self.close_epoch()
+        seconds = time.perf_counter() - start
+        results = []
+        for group in self.groups:
+            for j, i in enumerate(group.members):
+                if i not in self.active:
                     continue
-                session, history = sessions[i], histories[i]
+                session = self.sessions[i]
                 what = ("the loss" if group.bank.failed(j)
                         else None if V.all_finite(session.network.theta)
                         else "the parameters")
                 if what is not None:
                     error = session.rollback(what)
-                    warnings.warn(f"network {i}: {error} at epoch {epoch}; the others went on",
-                                  RuntimeWarning, stacklevel=3)
-                    history.stop_reason = "diverged"
-                    active.remove(i)
+                    warnings.warn(f"network {i}: {error} at epoch {self.epoch}; the "
+                                  "others went on", RuntimeWarning, stacklevel=4)
+                    self.histories[i].stop_reason = "diverged"
+                    self.active.remove(i)
                     continue
                 loss_sum, rows, right = group.results[j]
                 if rows == 0:
                     continue
-                logs = {**session.epoch_logs(loss_sum, right, rows), "time": seconds}
-                history.record(epoch, logs)
-                summary.append(logs)
-                stop_now = session.stop_requested
-                for cb in callbacks:
-                    stop_now |= bool(cb(epoch, {**logs, "network": i}))
-                if stop_now:
-                    history.stop_reason = "stop" if session.stop_requested else "callback"
-                    active.remove(i)
-        if summary:
-            losses = [logs["loss"] for logs in summary]
-            progress.update(epoch, {"networks": len(active), "best_loss": min(losses),
-                                    "mean_loss": float(np.mean(losses)), "time": seconds})
-        if interrupt.pending:
-            break
+                results.append((i, {**session.epoch_logs(loss_sum, right, rows),
+                                    "time": seconds}))
+        return results

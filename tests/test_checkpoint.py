@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cbackprop as cb
-from cbackprop import _session
+from cbackprop import _session, trainer
 
 OPTIMIZERS = [
     lambda: cb.SGD(lr=0.1),
@@ -65,7 +65,7 @@ def test_resume_at_an_epoch_boundary_is_bitwise_uninterrupted(make_opt, dtype, t
 
 def interrupt_after(monkeypatch, chunks, action):
     """One batch per chunk; `action(session)` after that many chunks."""
-    monkeypatch.setattr(_session, "CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(trainer, "CHUNK_SECONDS", 0.0)
     original = _session.TrainingSession._train_chunk
     calls = []
 

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 import cbackprop as cb
+from cbackprop import trainer
 from cbackprop._session import Reducer, TrainingSession
+from cbackprop.history import History
+from cbackprop.progress import Progress
 
 
 class Recording(Reducer):
@@ -50,12 +53,11 @@ def test_an_identity_hook_gives_the_fused_result(make_opt, dtype):
     ref, _, _ = problem(dtype)
     reducer = Recording()
     opt, ref_opt = make_opt(), make_opt()
-    with TrainingSession(net, X, y, optimizer=opt, batch_size=8, reducer=reducer) as s:
-        logs = [s.run_epoch() for _ in range(3)]
+    hooked = TrainingSession(net, X, y, optimizer=opt, batch_size=8, reducer=reducer).fit(3)
     history = ref.fit(X, y, optimizer=ref_opt, epochs=3, batch_size=8)
     assert reducer.weights == [8, 8, 8, 8, 5] * 3          # the batches' weights (rows)
     for key in ("loss", "accuracy"):
-        np.testing.assert_allclose([e[key] for e in logs], history[key], rtol=TOL[dtype])
+        np.testing.assert_allclose(hooked[key], history[key], rtol=TOL[dtype])
     assert opt.t == ref_opt.t == 15
     np.testing.assert_array_equal(net.rng_state, ref.rng_state)
     np.testing.assert_allclose(net.theta, ref.theta, rtol=TOL[dtype], atol=TOL[dtype])
@@ -71,9 +73,8 @@ def test_the_hook_sees_the_batch_gradient_and_its_changes_are_applied():
     theta0 = net.theta.copy()
     expected = net.loss_and_grad(X[:8], y[:8])[1]
     reducer = Recording(change=lambda grad: grad.fill(0))
-    with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8, shuffle=False,
-                         reducer=reducer) as s:
-        s.run_epoch()
+    TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8, shuffle=False,
+                    reducer=reducer).fit(1)
     np.testing.assert_allclose(reducer.grads[0], expected, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(net.theta, theta0)
 
@@ -82,9 +83,8 @@ def test_a_hook_gets_the_weight_of_weighted_batches():
     net, X, y = problem(np.float64)
     w = np.linspace(0.5, 2.0, X.shape[0])
     reducer = Recording()
-    with TrainingSession(net, X, y, w, optimizer=cb.SGD(lr=0.1), batch_size=10, shuffle=False,
-                         reducer=reducer) as s:
-        s.run_epoch()
+    TrainingSession(net, X, y, w, optimizer=cb.SGD(lr=0.1), batch_size=10, shuffle=False,
+                    reducer=reducer).fit(1)
     np.testing.assert_allclose(reducer.weights, [w[i:i + 10].sum() for i in range(0, 37, 10)])
 
 
@@ -101,11 +101,10 @@ def test_a_reducer_decides_stops_and_failures_for_every_process():
             return loss, rows, self.calls == 3, failed
 
     reducer = StopAtThird()
-    with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8,
-                         reducer=reducer) as s:
-        s.stop()                       # asked, not agreed: training goes on
-        s.run_epoch()
-        assert s.stopped and reducer.calls == 3
+    s = TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), batch_size=8, reducer=reducer)
+    s.stop()                           # asked, not agreed: training goes on
+    s.fit(1)
+    assert s.stopped and reducer.calls == 3
     theta0 = net.theta.copy()
 
     class Fail(Reducer):
@@ -113,8 +112,7 @@ def test_a_reducer_decides_stops_and_failures_for_every_process():
             return loss, rows, stop, True
 
     with pytest.raises(cb.DivergenceError):
-        with TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), reducer=Fail()) as s:
-            s.run_epoch()
+        TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.1), reducer=Fail()).fit(1)
     np.testing.assert_array_equal(net.theta, theta0)
 
 
@@ -125,9 +123,8 @@ def test_an_update_that_overflows_under_a_reducer_is_caught_after_that_step():
     theta0 = net.theta.copy()
     reducer = Recording(change=lambda grad: grad.__setitem__(slice(None), 1e300))
     with pytest.raises(cb.DivergenceError, match="the parameters became NaN or infinite"):
-        with TrainingSession(net, X, y, optimizer=cb.SGD(lr=1e300), batch_size=8,
-                             reducer=reducer) as s:
-            s.run_epoch()
+        TrainingSession(net, X, y, optimizer=cb.SGD(lr=1e300), batch_size=8,
+                        reducer=reducer).fit(1)
     assert len(reducer.grads) == 1                # it stopped after the first step
     np.testing.assert_array_equal(net.theta, theta0)
 
@@ -212,12 +209,12 @@ def test_a_diverging_epoch_falls_back_to_the_last_commit():
     net, X, y = problem(np.float64)
     opt = cb.SGD(lr=0.1, momentum=0.9)
     with TrainingSession(net, X, y, optimizer=opt, batch_size=8) as s:
-        s.run_epoch()
+        trainer.train(s, [History()], 1, [], Progress(1, len(X)))
         s.commit()
         kept = (net.theta.copy(), opt.state.copy(), opt.t, net.rng_state.copy())
         opt.lr = 1e300
         with pytest.raises(cb.DivergenceError):
-            s.run_epoch()
+            trainer.train(s, [History()], 1, [], Progress(1, len(X)))
     np.testing.assert_array_equal(net.theta, kept[0])
     np.testing.assert_array_equal(opt.state, kept[1])
     assert opt.t == kept[2] and opt.lr == 1e300
