@@ -31,7 +31,7 @@ import numpy as np
 from cbackprop import _threads, serialization, trainer
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
-from cbackprop._core import _engine, _optim
+from cbackprop._core import _engine
 from cbackprop._core._sparse import CSR
 from cbackprop.activations import RELU_FAMILY
 from cbackprop.history import History
@@ -162,7 +162,8 @@ class TrainingSession:
         Evaluated after each epoch ("val_loss", "val_accuracy").
     health : bool, default False
         Measure each layer's training health inside the engine (see
-        `health_records`); not with a reducer.
+        `health_records`); with a reducer, from each watched step's reduced
+        gradient (`_watch_health`), the epoch's sums totalled over processes.
     reducer : Reducer, optional
         The step boundary's hook (see `Reducer`): each batch then runs as
         gradient -> reducer.reduce_gradient -> update, and the epoch's figures
@@ -210,9 +211,6 @@ class TrainingSession:
             self.reducer = reducer
             self.health = None
             if V.check_bool(health, "health"):
-                if reducer is not None:
-                    raise ValueError("health figures are not measured with comm (data-parallel "
-                                     "training); measure them in a one-process run")
                 self.health = np.zeros(_engine.health_size(self.layout))
                 self.layout.watch_health(self.health)
         self.X, self.Y, self.w = X, Y, w
@@ -275,7 +273,7 @@ class TrainingSession:
         try:
             # Taken only once claimed: a fit waiting for the optimizer must not
             # replace the running fit's state.
-            optimizer.state = optimizer.prepare(net.theta)
+            optimizer.take_state(net.theta)
             self.commit()
         except BaseException:
             self.release()
@@ -298,6 +296,9 @@ class TrainingSession:
             self.interrupt = DeferredInterrupt(self.stop).__enter__()
             self.threads.__enter__()
             if self.reducer is not None:
+                if self.health is not None:
+                    self._health_before = _buffer(net, "health theta", net.theta.size,
+                                                  net.dtype)
                 self.reducer.start(self)
                 self.commit()
         except BaseException:
@@ -443,6 +444,8 @@ class TrainingSession:
             return None
         logs = self.epoch_logs(self._total, self._correct,
                                pos if self.reducer is None else self._rows_done)
+        if self.reducer is not None and self.health is not None:
+            self.reducer.reduce_sums(self.health)
         logs["time"] = time.perf_counter() - start
         return [(0, logs)]
 
@@ -460,6 +463,35 @@ class TrainingSession:
 
     def retire(self, member: int = 0) -> None:
         self._retired = True
+
+    def _watch_health(self, rows: int) -> None:
+        """The engine's health sums (`watch_layer`) of one step taken with a
+        reducer: its gradient, θ before (`_health_before`) and after, and the
+        batch's z in the workspace."""
+        net, h0, p = self.network, 0, 0
+        views = _engine.workspace_views(self.ws, self.layout, self.batch_size, rows)
+        for layer, n_in, m, (Z, _, _) in zip(net.layers, net.sizes, net.sizes[1:], views):
+            size = n_in * m + m
+            g = self.grad[p:p + size].astype(np.float64)
+            new = net.theta[p:p + size].astype(np.float64)
+            step = new - self._health_before[p:p + size]
+            block = self.health[h0:h0 + _engine.HEALTH_SCALARS + 2 * m]
+            wsq = new @ new
+            block[0] += np.sqrt(g @ g)
+            block[1] += np.sqrt((step @ step) / wsq) if wsq > 0 else 0
+            block[2] += 1
+            block[3] += rows
+            units = block[_engine.HEALTH_SCALARS:]
+            units[:m][(Z > 0).any(axis=0)] = 1
+            if layer.activation in ("sigmoid", "tanh"):
+                z = Z.astype(np.float64)
+                if layer.activation == "sigmoid":     # σ'(z) over its maximum ¼
+                    a = 1 / (1 + np.exp(-z))
+                    units[m:] += (a * (1 - a)).sum(axis=0) / 0.25
+                else:
+                    units[m:] += (1 - np.tanh(z) ** 2).sum(axis=0)
+            p += size
+            h0 += _engine.HEALTH_SCALARS + 2 * m
 
     def health_records(self, epoch: int) -> list[dict]:
         """The epoch's training health, one record per layer (from the engine's
@@ -487,7 +519,8 @@ class TrainingSession:
                 "grad_norm": float(block[0] / steps),
                 "weight_norm": float(np.linalg.norm(net.params[index][0])),
                 "update_ratio": float(block[1] / steps),
-                "dead_fraction": (float(1 - units[:m].mean()) if act in RELU_FAMILY
+                "dead_fraction": (float(1 - np.minimum(units[:m], 1).mean())
+                                  if act in RELU_FAMILY
                                   else None),
                 "saturated_fraction": (float(np.mean(units[m:] / rows < 0.01))
                                        if act in ("sigmoid", "tanh") else None),
@@ -545,8 +578,12 @@ class TrainingSession:
                 failed)
             if failed:
                 return total, pos - start, correct, _engine.STATUS_NONFINITE_LOSS
-            opt.step_counter[0] += 1
-            nonfinite = _optim.step(opt.code, self.hp, opt.t, net.theta, self.grad, opt.state)
+            watch = self.health is not None and opt.t % _engine.HEALTH_EVERY == 0
+            if watch:
+                np.copyto(self._health_before, net.theta)
+            nonfinite = opt.checked_step(net.theta, self.grad, self.hp)
+            if watch:
+                self._watch_health(rows)
             total += all_loss * all_rows
             rows_done += all_rows
             correct += ok_rows

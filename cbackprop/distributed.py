@@ -71,7 +71,7 @@ class DataParallel(Reducer):
 
 
 def fit(network, X, y, comm, *, optimizer, epochs, batch_size, validation_data, shuffle,
-        verbose, sample_weight, callbacks):
+        verbose, sample_weight, callbacks, health=False):
     """`Network.fit(..., comm=comm)`: train network data-parallel over comm's ranks."""
     rank, size = comm.Get_rank(), comm.Get_size()
     session = error = None
@@ -79,25 +79,28 @@ def fit(network, X, y, comm, *, optimizer, epochs, batch_size, validation_data, 
         epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
         session = TrainingSession(network, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
-                                  validation_data=validation_data,
+                                  validation_data=validation_data, health=health,
                                   reducer=DataParallel(comm))
         steps = -(-session.n_rows // session.batch_size)
     except (TypeError, ValueError) as exc:
         error, steps = exc, None
     # Every rank learns whether every rank could start, before any collective step.
     reports = comm.allgather((None if error is None else f"{type(error).__name__}: {error}",
-                              steps))
+                              steps, bool(health) if error is None else None))
     if error is not None:
         raise error
-    bad = [(r, message) for r, (message, _) in enumerate(reports) if message]
+    bad = [(r, message) for r, (message, _, _) in enumerate(reports) if message]
     if bad:
         r, message = bad[0]
         raise ValueError(f"rank {r} could not start the fit: {message}")
-    counts = [s for _, s in reports]
+    counts = [s for _, s, _ in reports]
     if len(set(counts)) > 1:
         raise ValueError(
             f"every rank must train the same number of batches per epoch, but the ranks' "
             f"rows and batch_size give {counts}: give the ranks shares of (nearly) equal size")
+    healths = [h for _, _, h in reports]
+    if len(set(healths)) > 1:
+        raise ValueError(f"health must be the same on every rank, got {healths} by rank")
     try:
         return session.fit(epochs, verbose if rank == 0 else False, callbacks)
     except (DivergenceError, KeyboardInterrupt):

@@ -383,7 +383,8 @@ class Network:
             return distributed.fit(self, X, y, comm, optimizer=optimizer, epochs=epochs,
                                    batch_size=batch_size, validation_data=validation_data,
                                    shuffle=shuffle, verbose=verbose,
-                                   sample_weight=sample_weight, callbacks=callbacks)
+                                   sample_weight=sample_weight, callbacks=callbacks,
+                                   health=health)
         session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
                                   validation_data=validation_data, health=health)

@@ -78,6 +78,18 @@ class Optimizer:
             )
         return self.state
 
+    def take_state(self, theta: np.ndarray) -> None:
+        """Hold state for θ from now on: created on first use, else checked
+        (a fit takes it once it owns the optimizer)."""
+        self.state = self.prepare(theta)
+
+    def checked_step(self, theta: np.ndarray, grad: np.ndarray, hp: np.ndarray) -> bool:
+        """`step` for arrays a fit has checked (θ's layout, dtype and this
+        state), with its hyper-parameter vector `hp`: no checks, no
+        allocation. Returns True if a parameter became NaN or ±inf."""
+        self.step_counter[0] += 1
+        return _optim.step(self.code, hp, self.t, theta, grad, self.state)
+
     def step(self, theta: np.ndarray, grad: np.ndarray) -> None:
         """Update θ in place from its gradient (one step)."""
         if not (isinstance(theta, np.ndarray) and isinstance(grad, np.ndarray)):

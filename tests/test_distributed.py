@@ -33,7 +33,7 @@ def mpirun(ranks, case, tmp_path, timeout=120, **spec):
     return done, result, time.monotonic() - start
 
 
-def one_process(ranks, n, b, seed, optimizer, epochs):
+def one_process(ranks, n, b, seed, optimizer, epochs, health=False):
     """The same training in one process: batches of ranks·b rows, same order."""
     rng = np.random.default_rng(0)
     X, y, w = rng.standard_normal((n, 6)), rng.integers(0, 3, n), rng.uniform(0.2, 2.0, n)
@@ -42,7 +42,7 @@ def one_process(ranks, n, b, seed, optimizer, epochs):
                      seed=seed, alpha=0.01, n_threads=1)
     opt = {"sgd": cb.SGD(lr=0.1, momentum=0.9), "adam": cb.Adam(lr=0.01)}[optimizer]
     history = net.fit(X, y, optimizer=opt, epochs=epochs, batch_size=ranks * b,
-                      sample_weight=w, shuffle=False, validation_data=(Xv, yv))
+                      sample_weight=w, shuffle=False, validation_data=(Xv, yv), health=health)
     return net, opt, history
 
 
@@ -60,6 +60,23 @@ def test_ranks_train_as_one_process_on_the_combined_batches(ranks, optimizer, tm
     np.testing.assert_allclose(result["theta"], net.theta, rtol=1e-10, atol=1e-12)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(result["history"][key], history[key], rtol=1e-10)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_health_under_comm_is_the_combined_batches_health(ranks, tmp_path):
+    """fit(comm=, health=True): every rank measures its steps and the epoch's
+    sums are totals over the ranks, so rank 0's History holds the health of
+    one process training on the combined batches."""
+    done, result, _ = mpirun(ranks, "health", tmp_path, optimizer="adam", epochs=2)
+    assert done.returncode == 0, done.stderr
+    _, _, history = one_process(ranks, 100, 7, 5, "adam", 2, health=True)
+    assert len(result["history"]["health"]) == len(history["health"]) == 4
+    for got, expected in zip(result["history"]["health"], history["health"]):
+        for key, value in expected.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-8, abs=1e-12), key
+            else:
+                assert got[key] == value, key
 
 
 def test_bad_input_on_one_rank_is_an_error_on_every_rank(tmp_path):

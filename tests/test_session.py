@@ -278,3 +278,35 @@ def test_predict_and_evaluate_beside_a_fit_do_not_share_its_buffers():
     theta_beside, val_beside = run(True)
     np.testing.assert_array_equal(theta_beside, theta)
     assert val_beside == val
+
+
+@pytest.mark.parametrize("activation,make_opt", [
+    ("relu", lambda: cb.SGD(lr=0.1, momentum=0.9, weight_decay=1e-3)),
+    ("sigmoid", lambda: cb.Adam(lr=1e-2)),
+    ("tanh", lambda: cb.SGD(lr=0.05)),
+])
+def test_health_under_a_reducer_equals_the_engines(activation, make_opt):
+    """With a reducer (comm's path) the health figures are measured from each
+    watched step's reduced gradient in Python; an identity reducer must give
+    the engine's own figures, epoch by epoch."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((83, 6))
+    y = rng.integers(0, 3, 83)
+
+    def run(reducer):
+        net = cb.Network(6, [cb.Dense(9, activation), cb.Dense(7, activation),
+                             cb.Dense(3, "softmax")], dtype="float64", seed=5, alpha=0.01,
+                         n_threads=1)
+        session = TrainingSession(net, X, y, optimizer=make_opt(), batch_size=4,
+                                  reducer=reducer, health=True)
+        return session.fit(3)["health"]
+
+    fused, hooked = run(None), run(Reducer())
+    assert len(fused) == len(hooked) == 9
+    for a, b in zip(fused, hooked):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+            else:
+                assert b[key] == value, key

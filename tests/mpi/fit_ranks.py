@@ -57,7 +57,7 @@ try:
     history = net.fit(Xr, yr, optimizer=opt, epochs=spec["epochs"], batch_size=b,
                       sample_weight=wr, shuffle=False, validation_data=(Xv[rank::size],
                                                                         yv[rank::size]),
-                      callbacks=callbacks, comm=comm)
+                      callbacks=callbacks, comm=comm, health=case == "health")
 except ValueError as exc:
     print(f"rank {rank}: ValueError: {exc}", flush=True)
     sys.exit(3)
