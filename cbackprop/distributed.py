@@ -11,7 +11,7 @@ Open MPI or Intel MPI works through mpi4py as well). Every rank holds the
 whole network and its own rows; `batch_size` is per rank, so a step's global
 batch is the union of the ranks' batches:
 
-* before the first step, θ and the optimizer's state are broadcast from rank 0;
+* before the first step, θ and the optimizer's state_dict are broadcast from rank 0;
 * each step, every rank computes the gradient of its own batch, ONE in-place
   Allreduce sums [w_r·g_r, w_r, w_r·loss_r, rows_r, stop, failed] over the
   ranks (w_r: the batch's total row weight), and every rank applies the same update with
@@ -51,9 +51,11 @@ class DataParallel(Reducer):
 
     def start(self, session: TrainingSession) -> None:
         """Give every rank rank 0's θ and optimizer state; allocate the step's buffer."""
-        theta, state = session.network.theta, session.optimizer.state
+        theta, optimizer = session.network.theta, session.optimizer
         self.comm.Bcast(theta, root=0)
-        self.comm.Bcast(state, root=0)
+        state = self.comm.bcast(optimizer.state_dict() if self.comm.Get_rank() == 0 else None,
+                                root=0)
+        optimizer.load_state_dict(state)
         self.buffer = np.empty(theta.size + 5, dtype=theta.dtype)
 
     def reduce_gradient(self, grad, weight, loss, rows, stop, failed):

@@ -152,9 +152,7 @@ class _Group:
         wide = [self.wide] + [self.wide_state[i * self.wide.size:(i + 1) * self.wide.size]
                               for i in range(self.n_state)]
         for j, session in enumerate(self.sessions):
-            own = [session.network.theta] + [
-                session.optimizer.state[i * self.n_params:(i + 1) * self.n_params]
-                for i in range(self.n_state)]
+            own = [session.network.theta] + session.optimizer.state_slots()
             for mine, bank in zip(own, wide):
                 W, b = self._blocks(bank)
                 yield mine[:p1], W[:, j, :], b[j]

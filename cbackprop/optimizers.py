@@ -83,6 +83,14 @@ class Optimizer:
         (a fit takes it once it owns the optimizer)."""
         self.state = self.prepare(theta)
 
+    def state_slots(self) -> list[np.ndarray]:
+        """Views of the state's slots (momentum; Adam's two moments), each in
+        θ's layout: lent to a bank of networks (`cbackprop.many`), which
+        trains them in its wide buffers and writes them back."""
+        n_state = _optim.N_STATE[self.code]
+        size = self.state.size // n_state if n_state else 0
+        return [self.state[i * size:(i + 1) * size] for i in range(n_state)]
+
     def checked_step(self, theta: np.ndarray, grad: np.ndarray, hp: np.ndarray) -> bool:
         """`step` for arrays a fit has checked (θ's layout, dtype and this
         state), with its hyper-parameter vector `hp`: no checks, no
