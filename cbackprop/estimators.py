@@ -80,6 +80,7 @@ from cbackprop import _validation as V
 from cbackprop._core import _engine
 from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
+from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.many import fit_many
 from cbackprop.network import Network
@@ -136,6 +137,7 @@ def _constraints(regressor: bool) -> dict:
         "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
         "callbacks": [list, tuple, None],
         "dtype": "no_validation",       # V.check_dtype
+        "health": ["boolean"],
     }
     if regressor:
         constraints["loss"] = [StrOptions({"squared_error", "poisson"})]
@@ -160,7 +162,7 @@ _REAL_PARAMETERS = {
 #: Integer hyper-parameters and their least value; named ones and their choices; booleans.
 _INT_PARAMETERS = {"max_iter": 1, "max_fun": 1}
 _NAMED_PARAMETERS = {"solver": _SOLVERS, "learning_rate": _SCHEDULES}
-_BOOL_PARAMETERS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping")
+_BOOL_PARAMETERS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping", "health")
 
 
 def _check_bool(value, name: str) -> bool:
@@ -298,6 +300,9 @@ class _BaseMLP(BaseEstimator):
             for cb in self.callbacks:
                 if not callable(cb):
                     raise TypeError(f"callbacks must be callables, got {cb!r}")
+        if self.health and self.solver == "lbfgs":
+            raise ValueError("health=True measures minibatch steps, and solver='lbfgs' takes "
+                             "none: use a stochastic solver ('sgd', 'adam', …) to see them")
         dtype = None if self.dtype is None else V.check_dtype(self.dtype)
         return tuple(zip(hidden, acts, rates, strict=True)), dtype
 
@@ -409,6 +414,7 @@ class _BaseMLP(BaseEstimator):
         self.best_validation_score_ = None
         self.validation_loss_curve_ = None
         self.early_stopped_ = False
+        self.health_ = []
         self._optimizer = None
 
     # ---- fit ------------------------------------------------------------------
@@ -579,9 +585,11 @@ class _BaseMLP(BaseEstimator):
         stopping = self._stopping
         # scikit-learn shuffles each epoch from the data's own order (fresh_order).
         session = TrainingSession(net, X, Y, sw, optimizer=self._optimizer,
-                                  batch_size=batch_size, shuffle=self.shuffle, fresh_order=True)
+                                  batch_size=batch_size, shuffle=self.shuffle, fresh_order=True,
+                                  health=self.health)
         session.layout.alpha_per_weight = c * self.alpha
         schedule, n = self._schedule, X.shape[0]
+        history, first_epoch = History(), len(self.loss_curve_)
 
         def epoch_start(_epoch):
             if self.solver == "sgd":
@@ -602,7 +610,7 @@ class _BaseMLP(BaseEstimator):
         policy = FunctionPolicy(epoch_start, epoch_end)
         self.n_iter_ = 0
         try:
-            session.fit(self.max_iter, policies=[policy])
+            session.fit(self.max_iter, policies=[policy], history=history)
         except DivergenceError as exc:
             if not (early_stopping and not incremental and stopping.best_theta is not None):
                 raise ValueError(_NONFINITE + " (The model keeps the weights it "
@@ -612,6 +620,10 @@ class _BaseMLP(BaseEstimator):
             self._diverged_epochs(n, val is not None, stopping, schedule, callbacks)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
+        finally:
+            # Epochs counted as loss_curve_ counts them (from 0 at the first fit).
+            self.health_ += [{**r, "epoch": first_epoch + r["epoch"]}
+                             for r in history.history.get("health", [])]
 
         if early_stopping and not incremental and stopping.best_theta is not None:
             net.theta[...] = stopping.best_theta
@@ -939,6 +951,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     dtype : {None, 'float32', 'float64'}, default=None
         Training precision. None keeps float32 input in float32 and turns
         anything else into float64 (scikit-learn's rule).
+    health : bool, default=False
+        Measure each layer's training health (gradient norm, update ratio,
+        dead and saturated units) as `cbackprop.Network.fit(health=True)`
+        does, into ``health_``. Not with solver='lbfgs'.
 
     Attributes
     ----------
@@ -959,6 +975,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         True when the last fit stopped because the validation score stalled.
     t_ : int
         Training samples seen.
+    health_ : list of dict
+        With health=True: one record per layer per epoch (fields as in
+        `cbackprop.History`'s "health"; "epoch" counts as ``loss_curve_``).
     n_iter_, n_layers_, n_outputs_, out_activation_, n_features_in_, feature_names_in_
 
     See Also
@@ -977,7 +996,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  weight_decay=0.01, dropout=0.0, class_weight=None, callbacks=None,
-                 dtype=None):
+                 dtype=None, health=False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1006,6 +1025,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.class_weight = class_weight
         self.callbacks = callbacks
         self.dtype = dtype
+        self.health = health
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val,
@@ -1153,7 +1173,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, \
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, \
 warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, \
-beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, dropout, callbacks, dtype
+beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, dropout, callbacks, dtype, \
+health
         As in `MLPClassifier`; the validation score is R².
 
     Attributes
@@ -1162,7 +1183,7 @@ beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, dropout, callb
         Views into the network's flat parameter vector.
     loss_, loss_curve_, best_loss_, validation_scores_, validation_loss_curve_, \
 best_validation_score_, early_stopped_, t_, n_iter_, n_layers_, n_outputs_, \
-out_activation_, n_features_in_, feature_names_in_
+out_activation_, n_features_in_, feature_names_in_, health_
         As in `MLPClassifier`.
 
     See Also
@@ -1180,7 +1201,7 @@ out_activation_, n_features_in_, feature_names_in_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 weight_decay=0.01, dropout=0.0, callbacks=None, dtype=None):
+                 weight_decay=0.01, dropout=0.0, callbacks=None, dtype=None, health=False):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1209,6 +1230,7 @@ out_activation_, n_features_in_, feature_names_in_
         self.dropout = dropout
         self.callbacks = callbacks
         self.dtype = dtype
+        self.health = health
 
     def _check_params(self):
         result = super()._check_params()

@@ -709,3 +709,34 @@ def test_cbackprops_own_parameters_are_checked(small, cls, params):
     X, y = small
     with pytest.raises(ValueError):
         cls(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_health_figures_of_an_estimator(solver):
+    """health=True records each layer's health per epoch (epochs counted as
+    loss_curve_, partial_fit going on from there) and leaves training bitwise
+    as it is without it."""
+    from sklearn.base import clone
+
+    X, y = cb.datasets.load_digits()
+    X, y = X[:300] / 16, y[:300]
+    params = dict(hidden_layer_sizes=(16, 12), activation="logistic", solver=solver,
+                  max_iter=3, batch_size=16, random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPClassifier(**params).fit(X, y)
+        watched = clone(MLPClassifier(**params, health=True)).fit(X, y)
+        assert not hasattr(plain, "health_") or plain.health_ == []
+        np.testing.assert_array_equal(np.concatenate([c.ravel() for c in watched.coefs_]),
+                                      np.concatenate([c.ravel() for c in plain.coefs_]))
+        assert [(r["epoch"], r["layer"]) for r in watched.health_] == [
+            (e, layer) for e in range(3) for layer in range(3)]
+        hidden = [r for r in watched.health_ if r["layer"] < 2]
+        assert all(r["grad_norm"] > 0 and 0 <= r["saturated_fraction"] <= 1 for r in hidden)
+        watched.partial_fit(X, y)
+    assert [r["epoch"] for r in watched.health_[-3:]] == [3, 3, 3]
+
+
+def test_health_is_refused_with_lbfgs():
+    with pytest.raises(ValueError, match="solver='lbfgs'"):
+        MLPRegressor(solver="lbfgs", health=True).fit(np.ones((4, 2)), np.ones(4))
