@@ -638,15 +638,17 @@ class _BaseMLP(BaseEstimator):
         random_state. Everything else (alpha, learning rates, momentum, betas,
         epsilon, tol, n_iter_no_change, the schedule, max_iter, callbacks) may
         differ. None when this estimator must be fitted on its own: 'lbfgs',
-        no hidden layer, invalid parameters (its fit raises the error), a
-        warm start of a fitted model, or a random_state that is not an int
-        where it fixes the order or the split.
+        health=True (a bank measures no health), no hidden layer, invalid
+        parameters (its fit raises the error), a warm start of a fitted model,
+        or a random_state that is not an int where it fixes the order or the
+        split.
         """
         try:
             hidden, dtype = self._check_params()
         except (TypeError, ValueError):
             return None
-        if self.solver == "lbfgs" or not hidden or (self.warm_start and hasattr(self, "_net")):
+        if (self.solver == "lbfgs" or not hidden or self.health
+                or (self.warm_start and hasattr(self, "_net"))):
             return None
         seeded = self.shuffle or self.early_stopping
         if seeded and not (isinstance(self.random_state, numbers.Integral)

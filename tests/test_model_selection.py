@@ -170,3 +170,13 @@ def test_fit_bank_leaves_each_estimator_as_its_fit(digits):
         assert banked.validation_scores_ == single.validation_scores_
     with pytest.raises(ValueError, match="bank_key"):
         estimators.fit_bank([cb.MLPClassifier(solver="lbfgs")], X, y)
+
+
+def test_a_search_over_estimators_with_health_fits_them_one_by_one(digits):
+    """A bank measures no health: estimators with health=True are fitted on
+    their own (bank_key None), so every candidate gets its health_."""
+    X, y = digits
+    est = cb.MLPClassifier((8,), max_iter=2, batch_size=16, random_state=0, health=True)
+    assert est.bank_key() is None
+    search = cb.GridSearchCV(est, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X[:200], y[:200])
+    assert len(search.best_estimator_.health_) == 2 * 2
