@@ -23,6 +23,21 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+# scikit-learn's private names this module still uses, each for one reason:
+# a banked search must score, time, report and fail exactly as
+# BaseSearchCV.fit does, and these are how it does so. Tested against the
+# oldest scikit-learn the package declares and the newest (`.ci/run`).
+#   _fit_context                        the decorator BaseSearchCV.fit carries
+#   _fit_and_score                      a lone candidate, or a bank's failed one
+#   _score, _insert_error_scores,
+#   _warn_or_raise_about_fit_failures   scoring and fit-failure rules of a bank
+#   _check_multimetric_scoring,
+#   _MultimetricScorer                  scorer_ as BaseSearchCV sets it
+#   _safe_split                         the split of X (and a precomputed kernel)
+#   _check_method_params, _num_samples  fit and score parameters per split
+# and BaseSearchCV's own methods: _get_scorers, _get_routed_params_for_fit,
+# _check_input_parameters, _format_results, _select_best_index,
+# _check_refit_for_multimetric.
 try:
     import sklearn
     from sklearn import model_selection as sklearn_model_selection
