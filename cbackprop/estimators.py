@@ -146,19 +146,19 @@ def _constraints(regressor: bool) -> dict:
     return constraints
 
 
-#: The real-valued hyper-parameters: name -> the interval check_real enforces.
-_REAL_PARAMETERS = {
-    "alpha": dict(low=0),
-    "learning_rate_init": dict(low=0, low_open=True),
-    "power_t": dict(low=0),
-    "tol": dict(low=0),
-    "momentum": dict(low=0, high=1, high_open=True),
-    "validation_fraction": dict(low=0, high=1, high_open=True),
-    "beta_1": dict(low=0, high=1, high_open=True),
-    "beta_2": dict(low=0, high=1, high_open=True),
-    "epsilon": dict(low=0, low_open=True),
-    "weight_decay": dict(low=0),
-}
+def _real_intervals(constraints: dict) -> dict:
+    """The real-valued hyper-parameters of the constraints: name -> the interval
+    `check_real` enforces (which also refuses NaN and infinity)."""
+    out = {}
+    for name, allowed in constraints.items():
+        first = allowed[0] if isinstance(allowed, list) else None
+        if isinstance(first, Interval) and first.type is numbers.Real:
+            out[name] = dict(low=first.left, high=first.right,
+                             low_open=first.closed in ("right", "neither"),
+                             high_open=first.closed in ("left", "neither"))
+    return out
+
+
 #: Integer hyper-parameters and their least value; named ones and their choices; booleans.
 _INT_PARAMETERS = {"max_iter": 1, "max_fun": 1}
 _NAMED_PARAMETERS = {"solver": _SOLVERS, "learning_rate": _SCHEDULES}
@@ -279,8 +279,9 @@ class _BaseMLP(BaseEstimator):
 
         for name, choices in _NAMED_PARAMETERS.items():
             V.check_name(getattr(self, name), name, choices)
-        for name, interval in _REAL_PARAMETERS.items():
-            V.check_real(getattr(self, name), name, **interval)
+        for name, interval in _real_intervals(self._parameter_constraints).items():
+            if name != "dropout":         # a rate or a list of rates, checked above
+                V.check_real(getattr(self, name), name, **interval)
         for name, least in _INT_PARAMETERS.items():
             V.check_int(getattr(self, name), name, least)
         for name in _BOOL_PARAMETERS:
