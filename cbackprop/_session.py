@@ -224,6 +224,11 @@ class TrainingSession:
         self.position = None        # (rows, loss sum, rows right) of an epoch left half done
         self._restored_order = None
         self._digest = None
+        # Set when entered (the fit's buffers, threads and Ctrl-C handler) and
+        # by the epochs (the running sums and the rollback point).
+        self.order = self.ws = self.grad = self.threads = self.interrupt = None
+        self._health_before = self._saved = None
+        self._total = self._correct = self._rows_done = 0.0
 
     # ---- passes over all rows (no dropout, θ unchanged) ---------------------------
 
