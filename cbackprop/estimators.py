@@ -77,17 +77,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from cbackprop import _validation as V
-from cbackprop._core import _engine
 from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
 from cbackprop.history import History
 from cbackprop.layers import Dense
-from cbackprop.many import fit_many
 from cbackprop.network import Network
 from cbackprop.optimizers import Adam, AdamW, RMSprop, SGDVelocity
-from cbackprop.trainer import FunctionPolicy
+from cbackprop.trainer import Policy
 
-__all__ = ["MLPClassifier", "MLPRegressor", "EpochTask", "fit_bank"]
+__all__ = ["MLPClassifier", "MLPRegressor", "EstimatorRun"]
 
 #: scikit-learn's activation names that cbackprop spells differently.
 _SKLEARN_ALIASES = {"logistic": "sigmoid"}
@@ -238,6 +236,27 @@ class Stopping:
 
     def stalled(self, patience) -> bool:
         return self.count > patience
+
+
+class EstimatorRun(Policy):
+    """One stochastic fit of an estimator, as the trainer runs it
+    (`cbackprop.trainer`): the session it trains, its History, and
+    scikit-learn's epoch as policy hooks: `epoch_start` (the schedule's
+    learning rate, the rollback point), `epoch_end` (curves, validation,
+    stopping, schedule, callbacks, max_iter: True ends the run), `diverged`
+    (what a non-finite epoch leaves, or the ValueError fit raises) and
+    `finish` (health_, the best weights of early stopping). `fit` runs one
+    alone, `cbackprop.model_selection.fit_bank` several as a bank."""
+
+    def __init__(self, session):
+        self.session = session
+        self.history = History()
+
+    def diverged(self, error) -> None:
+        raise error
+
+    def finish(self) -> None:
+        pass
 
 
 class _BaseMLP(BaseEstimator):
@@ -579,61 +598,75 @@ class _BaseMLP(BaseEstimator):
         self.early_stopped_ = False
         return batch_size, validation, early_stopping, list(self.callbacks or [])
 
-    def _fit_stochastic(self, X, Y, sw, val, incremental):
+    def _stochastic_run(self, X, Y, sw, val, incremental) -> EstimatorRun:
+        """A stochastic fit of this estimator, for the trainer: its session and
+        scikit-learn's epoch as policy hooks (`EstimatorRun`)."""
         net, c = self._net, self._scale
         batch_size, validation, early_stopping, callbacks = self._start_stochastic(
             X, sw, val, incremental)
-        stopping = self._stopping
+        stopping, schedule, n = self._stopping, self._schedule, X.shape[0]
         # scikit-learn shuffles each epoch from the data's own order (fresh_order).
         session = TrainingSession(net, X, Y, sw, optimizer=self._optimizer,
                                   batch_size=batch_size, shuffle=self.shuffle, fresh_order=True,
                                   health=self.health)
         session.layout.alpha_per_weight = c * self.alpha
-        schedule, n = self._schedule, X.shape[0]
-        history, first_epoch = History(), len(self.loss_curve_)
+        run = EstimatorRun(session)
+        first_epoch = len(self.loss_curve_)
 
-        def epoch_start(_epoch):
+        def epoch_start(_epoch, _members):
             if self.solver == "sgd":
                 self._optimizer.lr = schedule.learning_rate / c
             session.commit()      # a diverging epoch falls back to here
 
         def epoch_end(_member, _epoch, logs):
-            stop = self._end_epoch(logs, n, validation, val, stopping, schedule, incremental,
-                                   callbacks)
-            if not stop and self.n_iter_ == self.max_iter:
+            if self._end_epoch(logs, n, validation, val, stopping, schedule, incremental,
+                               callbacks):
+                return True
+            if self.n_iter_ == self.max_iter:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning, stacklevel=6)   # at the user's fit
-            return stop
+                return True
+            return False
 
-        # scikit-learn's epoch, run by the trainer: the schedule's learning rate and
-        # a rollback point before it, the book-keeping in scikit-learn's order after.
-        policy = FunctionPolicy(epoch_start, epoch_end)
-        self.n_iter_ = 0
-        try:
-            session.fit(self.max_iter, policies=[policy], history=history)
-        except DivergenceError as exc:
+        def diverged(error):
             if not (early_stopping and not incremental and stopping.best_theta is not None):
                 raise ValueError(_NONFINITE + " (The model keeps the weights it "
-                                 "had before this epoch.)") from exc
+                                 "had before this epoch.)") from error
             # scikit-learn trains on with non-finite weights (NaN scores from
             # here) and then restores the best epoch's.
             self._diverged_epochs(n, val is not None, stopping, schedule, callbacks)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
-        finally:
-            # Epochs counted as loss_curve_ counts them (from 0 at the first fit).
-            self.health_ += [{**r, "epoch": first_epoch + r["epoch"]}
-                             for r in history.history.get("health", [])]
 
-        if early_stopping and not incremental and stopping.best_theta is not None:
-            net.theta[...] = stopping.best_theta
+        def finish():
+            # Health epochs counted as loss_curve_ counts them (from 0 at the first fit).
+            self.health_ += [{**r, "epoch": first_epoch + r["epoch"]}
+                             for r in run.history.history.get("health", [])]
+            if early_stopping and not incremental and stopping.best_theta is not None:
+                net.theta[...] = stopping.best_theta
+
+        run.epoch_start, run.epoch_end = epoch_start, epoch_end
+        run.diverged, run.finish = diverged, finish
+        self.n_iter_ = 0
+        return run
+
+    def _fit_stochastic(self, X, Y, sw, val, incremental):
+        run = self._stochastic_run(X, Y, sw, val, incremental)
+        try:
+            try:
+                run.session.fit(self.max_iter, policies=[run], history=run.history)
+            except DivergenceError as exc:
+                run.diverged(exc)
+            except KeyboardInterrupt:
+                warnings.warn("Training interrupted by user.", stacklevel=3)
+        finally:
+            run.finish()
 
     def bank_key(self):
         """What fixes this estimator's pass over the data, or None.
 
         Unfitted estimators with equal keys, fitted on the same data, can be
-        trained together as one bank of networks (`fit_bank`): the same layer
+        trained together as one bank of networks
+        (`cbackprop.model_selection.fit_bank`): the same layer
         shapes, activations, dropout, solver kind, batch size and dtype, and,
         where they fix the row order or the early-stopping split, the same
         random_state. Everything else (alpha, learning rates, momentum, betas,
@@ -661,65 +694,18 @@ class _BaseMLP(BaseEstimator):
                 int(self.random_state) if seeded else None,
                 repr(getattr(self, "class_weight", None)), None if dtype is None else dtype.name)
 
-    def bank_fit(self, X, y, sample_weight=None):
-        """Fit as `fit` does, each epoch's training done by the caller: a
-        generator for `fit_bank`.
-
-        It yields one `EpochTask` per epoch (the network, its optimizer, the
-        rows and their order) and takes back, through ``send``, the logs of
-        that epoch trained as `cbackprop.fit_many` trains it ({"loss": …,
-        "time": …}), or a `DivergenceError` through ``throw`` when it diverged
-        (the network then back at the epoch's start). Everything else (the
-        initial weights, the order from the network's random stream, the
-        schedule, validation, stopping, warnings, the best weights of early
-        stopping) is this estimator's own, so when the generator is done the
-        estimator is fitted as `fit` would have fitted it. The generator
-        raises what fit would raise.
-        """
+    def bank_run(self, X, y, sample_weight=None) -> EstimatorRun:
+        """Prepare a fit as `fit` does (checks, initial weights, the split) and
+        return it as an `EstimatorRun`, for `cbackprop.model_selection.fit_bank`
+        to train with others of this `bank_key` as one bank. When the bank is
+        done (`finish` called), the estimator is fitted as `fit` would leave
+        it. Raises what fit would raise."""
         if self.bank_key() is None:
             raise ValueError(f"this {type(self).__name__} cannot be trained in a bank "
                              "(bank_key() is None): call fit")
         X, Y, sw, val = self._prepare_fit(X, y, sample_weight, None, None, None,
                                           incremental=False)
-        net, c = self._net, self._scale
-        n = X.shape[0]
-        sgd = self.solver == "sgd"
-        batch_size, validation, early_stopping, callbacks = self._start_stochastic(
-            X, sw, val, incremental=False)
-        stopping, schedule = self._stopping, self._schedule
-        if sw is not None and not sw.all():
-            # The training session drops rows of weight 0; the order is over the others.
-            keep = np.flatnonzero(sw)
-            X, Y, sw = X[keep], Y[keep], sw[keep]
-        self.n_iter_ = 0
-        for _ in range(self.max_iter):
-            if sgd:
-                self._optimizer.lr = schedule.learning_rate / c
-            rng_before = net.rng_state.copy()
-            order = None
-            if self.shuffle:
-                # TrainingSession's fresh_order: each epoch shuffles the rows' own order.
-                order = np.arange(X.shape[0], dtype=np.intp)
-                _engine.shuffle(order, net.rng_state)
-            try:
-                logs = yield EpochTask(net, self._optimizer, X, Y, sw, order,
-                                       min(batch_size, X.shape[0]), c * self.alpha)
-            except DivergenceError as exc:
-                net.rng_state[...] = rng_before     # as the session's rollback
-                if not (early_stopping and stopping.best_theta is not None):
-                    raise ValueError(_NONFINITE + " (The model keeps the weights it "
-                                     "had before this epoch.)") from exc
-                self._diverged_epochs(n, val is not None, stopping, schedule, callbacks)
-                break
-            if self._end_epoch(logs, n, validation, val, stopping, schedule, False,
-                               callbacks):
-                break
-            if self.n_iter_ == self.max_iter:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              "reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning, stacklevel=2)
-        if early_stopping and stopping.best_theta is not None:
-            net.theta[...] = stopping.best_theta
+        return self._stochastic_run(X, Y, sw, val, incremental=False)
 
     def _diverged_epochs(self, n, validated, stopping, schedule, callbacks) -> None:
         """Early stopping after the loss stopped being finite: the epochs left to
@@ -1291,129 +1277,3 @@ out_activation_, n_features_in_, feature_names_in_, health_
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
-
-
-class EpochTask:
-    """One epoch a `bank_fit` generator asks for: train `network` with
-    `optimizer` on the rows (X, Y, sample_weight) taken in `order` (None: as
-    they are) in batches of `batch_size`, each batch of total weight S with
-    the L2 strength alpha_per_weight / S."""
-
-    def __init__(self, network, optimizer, X, Y, sample_weight, order, batch_size,
-                 alpha_per_weight):
-        self.network = network
-        self.optimizer = optimizer
-        self.X, self.Y, self.sample_weight = X, Y, sample_weight
-        self.order = order
-        self.batch_size = batch_size
-        self.alpha_per_weight = alpha_per_weight
-
-    def same_data(self, other: EpochTask) -> bool:
-        """True when other trains on the same rows, targets and weights."""
-        def same(a, b):
-            if a is b:
-                return True
-            if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
-                return False
-            return bool(np.array_equal(a, b))
-        return (same(self.X, other.X) and same(self.Y, other.Y)
-                and same(self.sample_weight, other.sample_weight))
-
-    def same_order(self, other: EpochTask) -> bool:
-        """True when other takes its rows in this one's order and batches."""
-        if self.batch_size != other.batch_size or (self.order is None) != (other.order is None):
-            return False
-        return self.order is None or bool(np.array_equal(self.order, other.order))
-
-
-#: fit_many's warning for a diverged member; bank_fit raises fit's error for it instead.
-_DIVERGED_WARNING = r"network \d+: fit stopped"
-
-
-def fit_bank(estimators, X, y, sample_weight=None, n_threads=None) -> list:
-    """Fit estimators of one `bank_key` on (X, y) together, through
-    `cbackprop.fit_many`: each epoch, the networks whose pass over the data
-    is the same (rows, order, batches) train as one bank.
-
-    Each estimator ends fitted as its own ``fit(X, y, sample_weight)`` would
-    leave it (to the rounding of the wide first-layer products). Returns one
-    entry per estimator: None, or the exception its fit raised (that
-    estimator is then not fitted; the others are).
-
-    Parameters
-    ----------
-    estimators : list of MLPClassifier or MLPRegressor
-        Distinct, unfitted (or without warm_start), with equal non-None
-        `bank_key()`.
-    X : array-like (n_samples, n_features), dense
-    y, sample_weight : as for fit
-    n_threads : int, optional
-        Passed to `cbackprop.fit_many`.
-    """
-    estimators = list(estimators)
-    if not estimators:
-        raise ValueError("estimators is empty")
-    keys = [est.bank_key() for est in estimators]
-    if keys[0] is None or any(key != keys[0] for key in keys):
-        raise ValueError("fit_bank needs estimators with one bank_key() that is not None; "
-                         "fit the others with fit")
-    if hasattr(X, "tocsr"):
-        raise TypeError("fit_bank takes dense X only (cbackprop.fit_many's rule): fit "
-                        "estimators on sparse input with fit")
-    errors = [None] * len(estimators)
-    runs = [est.bank_fit(X, y, sample_weight) for est in estimators]
-    tasks = {}
-
-    def advance(i, step):
-        try:
-            tasks[i] = step()
-        except StopIteration:
-            pass
-        except Exception as exc:        # that estimator's fit failed, the others go on
-            errors[i] = exc
-
-    for i, run in enumerate(runs):
-        advance(i, run.__next__)
-    reps, data = [], {}     # a task per distinct training data; each member's index into reps
-    while tasks:
-        current, groups = dict(tasks), []
-        tasks.clear()
-        for i, task in current.items():
-            if i not in data:       # the data stay the same: compared once per member
-                data[i] = next((r for r, rep in enumerate(reps) if rep.same_data(task)),
-                               len(reps))
-                if data[i] == len(reps):
-                    reps.append(task)
-            for group in groups:
-                if data[group[0]] == data[i] and current[group[0]].same_order(task):
-                    group.append(i)
-                    break
-            else:
-                groups.append([i])
-        for group in groups:
-            lead = current[group[0]]
-            Xg, Yg, wg = lead.X, lead.Y, lead.sample_weight
-            if lead.order is not None:
-                Xg, Yg = Xg[lead.order], Yg[lead.order]
-                wg = None if wg is None else wg[lead.order]
-            try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", _DIVERGED_WARNING, RuntimeWarning)
-                    histories = fit_many([current[i].network for i in group], Xg, Yg,
-                                         [current[i].optimizer for i in group], epochs=1,
-                                         batch_size=lead.batch_size, sample_weight=wg,
-                                         shuffle=False, n_threads=n_threads,
-                                         alpha_per_weight=[current[i].alpha_per_weight
-                                                           for i in group])
-            except Exception as exc:
-                for i in group:
-                    errors[i] = exc
-                    runs[i].close()
-                continue
-            for i, history in zip(group, histories, strict=True):
-                if history.stop_reason == "diverged":
-                    advance(i, lambda run=runs[i]: run.throw(DivergenceError("diverged")))
-                else:
-                    logs = {"loss": history["loss"][-1], "time": history["time"][-1]}
-                    advance(i, lambda run=runs[i], logs=logs: run.send(logs))
-    return errors

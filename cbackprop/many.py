@@ -275,41 +275,35 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
     else:
         weights = (lead.w[None, :] if lead.w.size else np.empty((0, n), first.dtype))
     histories = [History() for _ in networks]
-    claimed = []
-    try:
-        for session in sessions:
-            session.claim()
-            claimed.append(session)
-        with DeferredInterrupt() as interrupt, Progress(epochs, n, verbose) as progress, \
-                ThreadPoolExecutor(max_workers=max(1, min(threads, k))) as pool:
-            bank = Bank(sessions, histories, X, Y, weights, shuffle, order_rng, threads,
-                        interrupt, pool)
-            policies = [trainer.ProgressPolicy(progress, bank, bank=True)]
-            if callbacks:
-                policies.insert(0, trainer.CallbackPolicy(callbacks, numbered=True))
-            try:
-                trainer.train(bank, histories, epochs, policies, progress)
-            finally:
-                bank.close_epoch()
-    finally:
-        for session in claimed:
-            session.release()
+
+    def diverged(i, error, epoch):
+        warnings.warn(f"network {i}: {error} at epoch {epoch}; the others went on",
+                      RuntimeWarning, stacklevel=6)   # at the user's call
+
+    train_bank(sessions, histories, X, Y, weights, epochs, [], shuffle=shuffle,
+               order_rng=order_rng, threads=threads, verbose=verbose, callbacks=callbacks,
+               on_divergence=diverged)
     return histories
 
 
 class Bank:
-    """The trainer's backend for fit_many (`cbackprop.trainer`): K sessions
-    sharing one data pass. The bank owns the shared row order and the
-    groups of members trained per thread; each member's session keeps its
-    rollback point and evaluates its validation data. A diverged member is
-    restored, warned about and drops out; the others go on."""
+    """The trainer's backend for K sessions sharing one data pass
+    (`cbackprop.trainer`): fit_many, and the estimators of a banked search.
+    The bank owns the shared row order and the groups of members trained per
+    thread; each member's session keeps its rollback point and evaluates its
+    validation data. A diverged member is restored to its last commit and
+    drops out (`on_divergence(member, error)` is told); the others go on.
+
+    The row order is shuffled each epoch from `order_rng` (fit_many's seed),
+    or, without one, from the rows' own order by each member's random stream
+    (the estimators' rule: their streams are equal, one random_state)."""
 
     def __init__(self, sessions, histories, X, Y, weights, shuffle: bool, order_rng,
-                 threads: int, interrupt, pool):
+                 threads: int, interrupt, pool, on_divergence):
         self.sessions, self.histories = sessions, histories
         self.X, self.Y, self.weights = X, Y, weights
         self.shuffle, self.order_rng, self.threads = shuffle, order_rng, threads
-        self.interrupt, self.pool = interrupt, pool
+        self.interrupt, self.pool, self.on_divergence = interrupt, pool, on_divergence
         self.batch_size, self.n_rows = sessions[0].batch_size, sessions[0].n_rows
         self.hps = [s.optimizer.hyperparameters() for s in sessions]
         self.active = list(range(len(sessions)))
@@ -356,8 +350,17 @@ class Bank:
                 1 if parts > 1 else _threads.threads_for_shape(
                     [net.sizes[0], len(self.active) * net.sizes[1]], B, self.threads,
                     net.dtype))
-        if self.shuffle:
+        if self.shuffle and self.order_rng is not None:
             _engine.shuffle(self.order, self.order_rng)
+        elif self.shuffle:
+            for k, i in enumerate(self.active):
+                order = np.arange(self.n_rows, dtype=np.intp)
+                _engine.shuffle(order, sessions[i].network.rng_state)
+                if k == 0:
+                    self.order[...] = order
+                elif not np.array_equal(order, self.order):
+                    raise RuntimeError("the members' random streams gave different row "
+                                       "orders: train them one by one")
         self.locks = [sessions[i].network.params_lock.write() for i in self.active]
         for lock in self.locks:
             lock.__enter__()
@@ -405,11 +408,9 @@ class Bank:
                         else None if V.all_finite(session.network.theta)
                         else "the parameters")
                 if what is not None:
-                    error = session.rollback(what)
-                    warnings.warn(f"network {i}: {error} at epoch {self.epoch}; the "
-                                  "others went on", RuntimeWarning, stacklevel=4)
                     self.histories[i].stop_reason = "diverged"
                     self.active.remove(i)
+                    self.on_divergence(i, session.rollback(what), self.epoch)
                     continue
                 loss_sum, rows, right = group.results[j]
                 if rows == 0:
@@ -417,3 +418,31 @@ class Bank:
                 results.append((i, {**session.epoch_logs(loss_sum, right, rows),
                                     "time": seconds}))
         return results
+
+
+def train_bank(sessions, histories, X, Y, weights, epochs: int, policies, *, shuffle: bool,
+               order_rng, threads: int, verbose, callbacks, on_divergence) -> None:
+    """Train the members' sessions (checked, on the same X, Y; weights as
+    `_check_bank_weights` gives them) as one bank with the trainer: claimed
+    for the fit, the policies first, then callbacks and progress."""
+    claimed = []
+    try:
+        for session in sessions:
+            session.claim()
+            claimed.append(session)
+        with DeferredInterrupt() as interrupt, \
+                Progress(epochs, sessions[0].n_rows, verbose) as progress, \
+                ThreadPoolExecutor(max_workers=max(1, min(threads, len(sessions)))) as pool:
+            bank = Bank(sessions, histories, X, Y, weights, shuffle, order_rng, threads,
+                        interrupt, pool, on_divergence)
+            chosen = list(policies)
+            if callbacks:
+                chosen.append(trainer.CallbackPolicy(callbacks, numbered=True))
+            chosen.append(trainer.ProgressPolicy(progress, bank, bank=True))
+            try:
+                trainer.train(bank, histories, epochs, chosen, progress)
+            finally:
+                bank.close_epoch()
+    finally:
+        for session in claimed:
+            session.release()

@@ -5,7 +5,7 @@ parameters, `cv_results_`, `best_*` attributes and refit. Over a cbackprop
 `MLPClassifier` or `MLPRegressor`, the candidates of one split whose
 `bank_key()` is equal (the same layer shapes, solver kind, batch size, and
 random_state where it fixes the row order) are trained together by
-`estimators.fit_bank` (`cbackprop.fit_many`: one wide first layer for all);
+`fit_bank` (the trainer's bank, as `cbackprop.fit_many`: one wide first layer);
 each ends fitted as its own fit would leave it, so the scores are those of
 scikit-learn's search to rounding. The other candidates ('lbfgs', lone keys,
 a fit the bank could not do) are fitted and scored by scikit-learn's own
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+
+import numpy as np
 
 # scikit-learn's private names this module still uses, each for one reason:
 # a banked search must score, time, report and fail exactly as
@@ -59,9 +61,115 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'cbackprop[sklearn]' (or pip install scikit-learn)"
     ) from exc
 
-from cbackprop.estimators import MLPClassifier, MLPRegressor, fit_bank
+from cbackprop import _threads
+from cbackprop.estimators import MLPClassifier, MLPRegressor
+from cbackprop.many import train_bank
+from cbackprop.trainer import Policy
 
-__all__ = ["GridSearchCV", "RandomizedSearchCV"]
+__all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_bank"]
+
+
+class _Runs(Policy):
+    """The members' own epochs (`EstimatorRun`) as one policy of the bank;
+    a member whose hooks raise is out, with its error kept."""
+
+    def __init__(self, runs, errors):
+        self.runs, self.errors = runs, errors
+
+    def epoch_start(self, epoch, members):
+        for k in members:
+            try:
+                self.runs[k].epoch_start(epoch, members)
+            except Exception as exc:
+                self.errors[k] = exc
+
+    def epoch_end(self, member, epoch, logs):
+        if self.errors[member] is not None:
+            return True
+        try:
+            return self.runs[member].epoch_end(member, epoch, logs)
+        except Exception as exc:
+            self.errors[member] = exc
+            return True
+
+    def diverged(self, member, error, _epoch):
+        try:
+            self.runs[member].diverged(error)
+        except Exception as exc:
+            self.errors[member] = exc
+
+
+def fit_bank(estimators, X, y, sample_weight=None, n_threads=None) -> list:
+    """Fit estimators of one `bank_key` on (X, y) together, as one bank of
+    networks (the trainer's bank backend, as `cbackprop.fit_many`).
+
+    Each estimator ends fitted as its own ``fit(X, y, sample_weight)`` would
+    leave it (to the rounding of the wide first-layer products). Returns one
+    entry per estimator: None, or the exception its fit raised (that
+    estimator is then not fitted; the others are).
+
+    Parameters
+    ----------
+    estimators : list of MLPClassifier or MLPRegressor
+        Distinct, unfitted (or without warm_start), with equal non-None
+        `bank_key()`.
+    X : array-like (n_samples, n_features), dense
+    y, sample_weight : as for fit
+    n_threads : int, optional
+        Threads, as for `cbackprop.fit_many`.
+    """
+    estimators = list(estimators)
+    if not estimators:
+        raise ValueError("estimators is empty")
+    keys = [est.bank_key() for est in estimators]
+    if keys[0] is None or any(key != keys[0] for key in keys):
+        raise ValueError("fit_bank needs estimators with one bank_key() that is not None; "
+                         "fit the others with fit")
+    if hasattr(X, "tocsr"):
+        raise TypeError("fit_bank takes dense X only (cbackprop.fit_many's rule): fit "
+                        "estimators on sparse input with fit")
+    errors = [None] * len(estimators)
+    runs = []
+    for i, est in enumerate(estimators):
+        try:
+            runs.append((i, est.bank_run(X, y, sample_weight)))
+        except Exception as exc:        # that estimator's fit failed, the others go on
+            errors[i] = exc
+    # One bank per training data (one random_state gives one split: normally all).
+    banks = []
+    for i, run in runs:
+        for bank in banks:
+            if _same_data(bank[0][1].session, run.session):
+                bank.append((i, run))
+                break
+        else:
+            banks.append([(i, run)])
+    threads = _threads.most_threads(n_threads)
+    for members in banks:
+        index = [i for i, _ in members]
+        mine = [run for _, run in members]
+        lead = mine[0].session
+        own = [None] * len(mine)
+        policy = _Runs(mine, own)
+        weights = lead.w[None, :] if lead.w.size else np.empty((0, lead.n_rows), lead.X.dtype)
+        try:
+            train_bank([run.session for run in mine], [run.history for run in mine],
+                       lead.X, lead.Y, weights, max(est.max_iter for est in estimators),
+                       [policy], shuffle=lead.shuffle, order_rng=None, threads=threads,
+                       verbose=False, callbacks=None, on_divergence=policy.diverged)
+        except Exception as exc:
+            own = [exc] * len(mine)
+        for k, (i, run) in enumerate(zip(index, mine)):
+            errors[i] = own[k]
+            if own[k] is None:
+                run.finish()
+    return errors
+
+
+def _same_data(a, b) -> bool:
+    """True when two sessions train on the same rows, targets and weights."""
+    return all(x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
+               for x, y in ((a.X, b.X), (a.Y, b.Y), (a.w, b.w)))
 
 
 def _fit_and_score_bank(base_estimator, X, y, train, test, candidates, progress, caller,
@@ -227,7 +335,7 @@ class GridSearchCV(_BankSearch, sklearn_model_selection.GridSearchCV):
     `MLPClassifier` or `MLPRegressor`, the candidates that share a
     `bank_key()` (e.g. a grid over alpha and learning_rate_init with one
     random_state) are trained together on each split by
-    `cbackprop.estimators.fit_bank`, with the scores scikit-learn's search
+    `fit_bank`, with the scores scikit-learn's search
     gives (float64: to rounding); the others are fitted one by one.
 
     Examples

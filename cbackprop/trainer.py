@@ -38,8 +38,8 @@ CHUNK_SECONDS = 0.1
 class Policy:
     """What a fit does between epochs, the same way on every backend."""
 
-    def epoch_start(self, epoch: int) -> None:
-        """Before the epoch's first chunk."""
+    def epoch_start(self, epoch: int, members: list[int]) -> None:
+        """Before the epoch's first chunk, with the members still training."""
 
     def epoch_end(self, member: int, epoch: int, logs: dict) -> bool:
         """After member's epoch was recorded; logs may be extended for the
@@ -67,7 +67,7 @@ def train(backend, histories: list[History], epochs: int, policies: list[Policy]
         if not backend.active:
             break
         for policy in policies:
-            policy.epoch_start(epoch)
+            policy.epoch_start(epoch, backend.active)
         start = time.perf_counter()
         pos = backend.begin_epoch()
         while pos < n and not backend.stopped:
@@ -102,7 +102,7 @@ def train(backend, histories: list[History], epochs: int, policies: list[Policy]
 
 
 class FunctionPolicy(Policy):
-    """A policy from two functions: epoch_start(epoch) and
+    """A policy from two functions: epoch_start(epoch, members) and
     epoch_end(member, epoch, logs) -> stop."""
 
     def __init__(self, epoch_start, epoch_end):

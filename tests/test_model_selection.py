@@ -12,7 +12,7 @@ from sklearn import model_selection as ms  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import cbackprop as cb  # noqa: E402
-from cbackprop import estimators  # noqa: E402
+from cbackprop import model_selection  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,15 @@ def digits():
 
 @pytest.fixture
 def bank_calls(monkeypatch):
-    """Counts the networks trained by each fit_many call of the bank path."""
+    """Counts the networks trained by each bank of the bank path."""
     sizes = []
-    real = estimators.fit_many
+    real = model_selection.train_bank
 
-    def counting(networks, *args, **kwargs):
-        sizes.append(len(networks))
-        return real(networks, *args, **kwargs)
+    def counting(sessions, *args, **kwargs):
+        sizes.append(len(sessions))
+        return real(sessions, *args, **kwargs)
 
-    monkeypatch.setattr(estimators, "fit_many", counting)
+    monkeypatch.setattr(model_selection, "train_bank", counting)
     return sizes
 
 
@@ -161,7 +161,7 @@ def test_fit_bank_leaves_each_estimator_as_its_fit(digits):
     singles = [base.__class__(**m.get_params()) for m in members]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert estimators.fit_bank(members, X, y) == [None, None]
+        assert model_selection.fit_bank(members, X, y) == [None, None]
         for single in singles:
             single.fit(X, y)
     for banked, single in zip(members, singles):
@@ -169,7 +169,7 @@ def test_fit_bank_leaves_each_estimator_as_its_fit(digits):
         np.testing.assert_allclose(banked.coefs_[0], single.coefs_[0], rtol=0, atol=1e-12)
         assert banked.validation_scores_ == single.validation_scores_
     with pytest.raises(ValueError, match="bank_key"):
-        estimators.fit_bank([cb.MLPClassifier(solver="lbfgs")], X, y)
+        model_selection.fit_bank([cb.MLPClassifier(solver="lbfgs")], X, y)
 
 
 def test_a_search_over_estimators_with_health_fits_them_one_by_one(digits):
