@@ -38,7 +38,7 @@ import numpy as np
 #   _safe_split                         the split of X (and a precomputed kernel)
 #   _check_method_params, _num_samples  fit and score parameters per split
 # and BaseSearchCV's own methods: _get_scorers, _get_routed_params_for_fit,
-# _check_input_parameters, _format_results, _select_best_index,
+# _check_input_parameters (from 1.7), _format_results, _select_best_index,
 # _check_refit_for_multimetric.
 try:
     import sklearn
@@ -246,7 +246,9 @@ class _BankSearch:
         routed_params = self._get_routed_params_for_fit(params)
         self._checked_cv_orig = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         split_params = routed_params.splitter.split
-        self._check_input_parameters(X=X, y=y, split_params=split_params)
+        check_input = getattr(self, "_check_input_parameters", None)   # scikit-learn >= 1.7
+        if check_input is not None:
+            check_input(X=X, y=y, split_params=split_params)
         self.n_splits_ = n_splits = self._checked_cv_orig.get_n_splits(X, y, **split_params)
         base_estimator = clone(self.estimator)
         candidates = list(self._candidates())
