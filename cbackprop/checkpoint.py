@@ -59,6 +59,10 @@ OPTIONAL_ENTRIES = frozenset({"metadata"})
 TENSORS = frozenset({"optimizer_state", "order"})
 #: The History's keys a fit records, and the fields of a health record.
 HISTORY_KEYS = frozenset({"loss", "accuracy", "val_loss", "val_accuracy", "time", "health"})
+#: Per optimizer kind, which of its state buffers (θ's size each) is a running mean
+#: of g², so never negative (torch.optim's exp_avg_sq, square_avg): a negative
+#: one would take a square root of it.
+SQUARES_BUFFER = {"adam": 1, "adamw": 1, "rmsprop": 0}
 HEALTH_FIELDS = frozenset({"epoch", "layer", "units", "activation", "grad_norm", "weight_norm",
                            "update_ratio", "dead_fraction", "saturated_fraction"})
 
@@ -82,7 +86,11 @@ def _int(value, key: str, low: int, high: int | None = None) -> int:
 def _real(value, key: str, low: float | None = None, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Refused(key, f"{value!r} is not a number")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:                     # an int past float's range
+        finite = False
+    if not finite:
         raise _Refused(key, f"{value!r} is not finite")
     if (low is not None and value < low) or (high is not None and value > high):
         raise _Refused(key, f"{value!r} is outside [{low}, {high}]")
@@ -116,7 +124,7 @@ def _check_entry(entry, tensors: dict, net: Network):
     # Where in an epoch: None at its start; else rows done (whole batches), their
     # loss sum and rows classified right.
     position = entry["position"]
-    loss_sum = _real(entry["loss_sum"], "loss_sum")
+    loss_sum = _real(entry["loss_sum"], "loss_sum", 0)        # every loss is ≥ 0
     correct = _real(entry["correct"], "correct", 0)
     if position is None:
         if loss_sum != 0 or correct != 0:
@@ -168,6 +176,12 @@ def _check_optimizer(spec, state: np.ndarray, net: Network) -> Optimizer:
                                           f"{fresh.dtype} {fresh.shape} for this network")
     if not np.isfinite(state).all():
         raise _Refused("optimizer_state", "holds NaN or infinite values")
+    if kind.name in SQUARES_BUFFER:
+        n = net.theta.size
+        squares = state[SQUARES_BUFFER[kind.name] * n:(SQUARES_BUFFER[kind.name] + 1) * n]
+        if (squares < 0).any():
+            raise _Refused("optimizer_state", f"{kind.name}'s mean of squared gradients "
+                                              "is negative")
     optimizer.load_state_dict({"name": kind.name, "hyperparameters": optimizer.get_config(),
                                "t": t, "state": state})
     return optimizer
@@ -203,8 +217,7 @@ def _check_history(spec, epoch: int, net: Network) -> History:
         else:
             if len(values) != epoch:
                 raise _Refused("history", f"{len(values)} values of {name} for {epoch} epochs")
-            low, high = {"accuracy": (0, 1), "val_accuracy": (0, 1), "time": (0, None)}.get(
-                name, (None, None))
+            low, high = (0, 1) if name.endswith("accuracy") else (0, None)
             values = [_real(v, f"history {name}", low, high) for v in values]
         history.history[name] = list(values)
     history.epoch = list(range(epoch))
