@@ -383,7 +383,8 @@ class Checkpoint:
             to start a new run from here instead. Hyper-parameters (lr, …)
             are changed on `run.optimizer`, and the file records them.
 
-        A run measured with health=True goes on measuring. A fit that
+        A run measured with health=True goes on measuring (an epoch resumed
+        half-way reports the health of its second part only). A fit that
         finishes, stops or is interrupted leaves this Checkpoint where its
         file is, so `fit` can be called again (to 4 epochs, then to 6: as one
         fit to 6). One that raises DivergenceError leaves it (θ, optimizer,

@@ -25,7 +25,9 @@ setting θ apply: the config goes through the constructors' validation (and
 must come back unchanged from `get_config`, so unknown config keys are
 refused), θ must be finite, the random state a decimal integer in [0, 2⁶⁴),
 and no JSON object (header, config, checkpoint entry) may repeat a key, so no
-tensor is named twice.
+tensor is named twice, nor hold a NaN or Infinity token (the writer never
+writes one). A checkpoint's own entries are checked by `cbackprop.checkpoint`
+(`resume`), against the network built here.
 
 What the checksum is for: accidental damage (a truncated copy, a flipped
 bit). It is not a signature: anyone can write a file with a valid checksum.
