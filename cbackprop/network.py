@@ -306,7 +306,8 @@ class Network:
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
             comm=None, checkpoint=None, checkpoint_every: int = 1,
-            health: bool = False, checkpoint_metadata: dict | None = None) -> History:
+            health: bool = False, checkpoint_metadata: dict | None = None,
+            checkpoint_overwrite: bool = False) -> History:
         """Train by minibatch backpropagation; θ is updated in place.
 
         Parameters
@@ -346,12 +347,18 @@ class Network:
             ends (finished, stopped or interrupted: as of its last finished
             chunk), atomically: network, optimizer state, random stream, row
             order, epoch and History. `cbackprop.resume(path)` continues it
-            (bitwise as uninterrupted with n_threads=1).
+            (bitwise as uninterrupted with n_threads=1). A checkpoint of
+            another run already at path is not replaced unless
+            checkpoint_overwrite=True (FileExistsError, before any training);
+            any other file there is.
         checkpoint_every : int, default 1
         checkpoint_metadata : dict, optional
             Written with every checkpoint and given back as
             `cbackprop.resume(path).metadata` (str keys; str, int, float,
             bool, None, lists and dicts of them): e.g. how the data was read.
+        checkpoint_overwrite : bool, default False
+            Start this run's checkpoint over one that lies at `checkpoint`
+            (whose run is then lost): without it, that is FileExistsError.
         health : bool, default False
             Measure each layer's training health inside the engine, on every
             8th step: history["health"] gets one record per layer per epoch
@@ -370,6 +377,10 @@ class Network:
             restored to their state before this call.
         RuntimeError
             If another fit of this network, or with this optimizer, is running.
+        FileExistsError
+            If `checkpoint` holds another run's checkpoint and
+            checkpoint_overwrite is False (continue that run with
+            `cbackprop.resume(checkpoint).fit(...)`).
         KeyboardInterrupt
             On Ctrl-C (fit in the main thread): raised at the next chunk
             boundary (about 0.1 s), with θ and the optimizer as that chunk
@@ -388,6 +399,15 @@ class Network:
         session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
                                   batch_size=batch_size, shuffle=shuffle,
                                   validation_data=validation_data, health=health)
+        if checkpoint is not None and not V.check_bool(checkpoint_overwrite,
+                                                       "checkpoint_overwrite"):
+            V.check_json_object(checkpoint_metadata, "checkpoint_metadata")   # its errors first
+            held = serialization.checkpoint_at(checkpoint)
+            if held is not None:
+                raise FileExistsError(
+                    f"{checkpoint} holds the checkpoint of another run ({held}): continue "
+                    f"that run with cbackprop.resume(path).fit(X, y) (train --resume), or "
+                    f"pass checkpoint_overwrite=True to replace it, or choose another path")
         return session.fit(epochs, verbose, callbacks, checkpoint, checkpoint_every,
                            checkpoint_metadata=checkpoint_metadata)
 

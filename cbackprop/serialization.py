@@ -25,7 +25,9 @@ setting θ apply: the config goes through the constructors' validation (and
 must come back unchanged from `get_config`, so unknown config keys are
 refused), θ must be finite, the random state a decimal integer in [0, 2⁶⁴),
 and no JSON object (header, config, checkpoint entry) may repeat a key, so no
-tensor is named twice.
+tensor is named twice, nor hold a NaN or Infinity token (the writer never
+writes one). A checkpoint's own entries are checked by `cbackprop.checkpoint`
+(`resume`), against the network built here.
 
 What the checksum is for: accidental damage (a truncated copy, a flipped
 bit). It is not a signature: anyone can write a file with a valid checksum.
@@ -182,8 +184,34 @@ def _unique_keys(pairs: list) -> dict:
     return obj
 
 
+def _no_constant(token: str):
+    raise ValueError(f"{token} is not JSON (the writer never writes it)")
+
+
 def _json(text):
-    return json.loads(text, object_pairs_hook=_unique_keys)
+    """Strict JSON: no repeated keys, no NaN or Infinity tokens."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
+def checkpoint_at(path) -> str | None:
+    """A description of the run whose checkpoint lies at path ("epoch 3 of 6"), or
+    None when path holds no checkpoint (no file, a model file, something else).
+    Reads only the header, and trusts it only to say what the file claims to be."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > _MAX_HEADER:
+                return None
+            entry = _json(_json(f.read(n))["__metadata__"]["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    try:
+        return f"epoch {int(entry['epoch'])} of {int(entry['epochs'])}"
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return "a run"
 
 
 def read(path, from_config, checkpoint: bool = False):

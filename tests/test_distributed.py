@@ -87,6 +87,18 @@ def test_bad_input_on_one_rank_is_an_error_on_every_rank(tmp_path):
     assert seconds < 60
 
 
+def test_shards_with_different_batch_counts_are_refused_on_every_rank(tmp_path):
+    """14 and 15 rows at batch 7: 2 and 3 batches an epoch. Every rank raises the
+    documented ValueError before any collective step, not an MPI error or a hang."""
+    done, result, seconds = mpirun(2, "uneven", tmp_path, timeout=60, b=7)
+    assert done.returncode != 0 and result is None
+    message = ("ValueError: every rank must train the same number of batches per epoch, "
+               "but the ranks' rows and batch_size give [2, 3]")
+    for rank in (0, 1):
+        assert f"rank {rank}: {message}" in done.stdout, done.stdout + done.stderr
+    assert seconds < 60
+
+
 def test_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     done, result, _ = mpirun(2, "stop", tmp_path, epochs=50)
     assert done.returncode == 0, done.stderr
