@@ -12,6 +12,8 @@ import scikit-learn. `cb.playground(...)` (a local page that shows backpropagati
 on this engine; extra `[playground]`) loads on first use too.
 """
 
+import importlib
+
 try:
     from cbackprop._core import _engine  # noqa: F401  (the compiled core)
 except ImportError as exc:  # pragma: no cover - depends on how it was installed
@@ -57,8 +59,8 @@ def __getattr__(name):
     if name == "playground":
         # The subpackage is callable (it calls its `playground` function), so
         # cb.playground(...) works before and after `import cbackprop.playground`.
-        from cbackprop import playground
-        return playground
+        # (import_module, not `from cbackprop import …`, which would call back in here)
+        return importlib.import_module("cbackprop.playground")
     raise AttributeError(f"module 'cbackprop' has no attribute {name!r}")
 
 
