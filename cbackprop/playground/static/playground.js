@@ -79,6 +79,8 @@ function accept(snapshot, message) {
 }
 
 function setState(s, fillFields) {
+  // A reply to a request may arrive after an event that is newer: keep the newest.
+  if (state && s.version < state.version) return;
   state = s;
   if (fillFields || fieldsVersion < 0) fillForm();
   if (!s.running && s.version !== walkVersion) loadWalk();
@@ -243,7 +245,10 @@ function drawNetwork() {
   const sizes = net.sizes;
   const n = sizes.length;
   const big = Math.max(...sizes) > 6;   // numbers under the units only for small layers
-  const W = 760, H = 400, top = big ? 34 : 44, bottom = big ? 16 : 72;
+  const top = big ? 34 : 44, bottom = big ? 16 : 72;
+  // Room for three lines of numbers under each unit: taller for 5 or 6 units a layer.
+  const W = 760, H = big ? 400 : Math.max(400, top + bottom + 95 * (Math.max(...sizes) - 1));
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const xs = sizes.map((_, l) => 80 + l * (W - 160) / Math.max(n - 1, 1));
   const r = big ? 9 : 20;
   const ys = sizes.map((m) => Array.from({ length: m }, (_, j) =>
@@ -323,6 +328,7 @@ function drawNetwork() {
 function drawLayers(svg, net) {
   // Per layer, for networks too wide to draw unit by unit.
   const sizes = net.sizes, n = sizes.length, W = 760, H = 400;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const xs = sizes.map((_, l) => 70 + l * (W - 160) / Math.max(n - 1, 1));
   const maxm = Math.max(...sizes);
   const hs = sizes.map((m) => 60 + 260 * Math.sqrt(m / maxm));
@@ -595,8 +601,9 @@ function draw() {
 }
 
 function wire() {
-  $("next").onclick = () => { stepIndex++; schedule(); };
-  $("back").onclick = () => { stepIndex--; schedule(); };
+  // Drawn at once (not on the next frame), so the page never shows a step behind.
+  $("next").onclick = () => { stepIndex++; draw(); };
+  $("back").onclick = () => { stepIndex--; draw(); };
   $("example").onchange = () => { stepIndex = 0; loadWalk(); };
   $("build").onclick = async () => {
     const s = await call("POST", "/api/network", {
