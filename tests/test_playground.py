@@ -3,6 +3,7 @@ API (bad requests are 400s with a message), the server's start and stop, and tha
 `import cbackprop` does not import it. The page itself: test_playground_browser.py."""
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -211,7 +212,8 @@ def test_model_file_round_trip_and_opening_one(tmp_path, client, lab):
     assert r.status_code == 200 and "playground.cbp" in r.headers["content-disposition"]
     theta = lab.net.theta.copy()
     client.post("/api/network", json={"hidden": "5"})
-    r = client.post("/api/model", content=r.content)
+    r = client.post("/api/model", content=r.content,
+                    headers={"content-type": "application/octet-stream"})
     assert r.status_code == 200 and r.json()["network"]["sizes"] == [2, 3, 2]
     np.testing.assert_array_equal(lab.net.theta, theta)
     # A model with 64 inputs opens on the digits.
@@ -260,15 +262,32 @@ def test_bad_requests_are_400s_with_a_message(client, url, body, message):
 
 
 def test_bad_bodies_and_files_are_400s(client):
-    assert client.post("/api/data", content=b"{nope").json()["error"] == \
+    json_type = {"content-type": "application/json"}
+    assert client.post("/api/data", content=b"{nope", headers=json_type).json()["error"] == \
         "the request body is not JSON"
-    r = client.post("/api/network", content=b"x" * (70 << 10))
+    r = client.post("/api/network", content=b"x" * (70 << 10), headers=json_type)
     assert r.status_code == 400 and "over" in r.json()["error"]
-    r = client.post("/api/model", content=b"garbage")
+    r = client.post("/api/model", content=b"garbage",
+                    headers={"content-type": "application/octet-stream"})
     assert r.status_code == 400 and r.json()["error"].startswith("not a model file")
     assert "/tmp" not in r.json()["error"]
     r = client.get("/api/walk?example=-3")
     assert r.status_code == 400 and "example" in r.json()["error"]
+
+
+def test_another_site_cannot_post_a_form_or_rebind_a_name(lab):
+    """A cross-site form post carries text/plain or form data, never JSON; a DNS-rebound
+    name arrives with its own Host header."""
+    with TestClient(create_app(lab, ["127.0.0.1"]), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as c:
+        r = c.post("/api/train", content=b'{"action": "start"}',
+                   headers={"content-type": "text/plain"})
+        assert r.status_code == 400 and "application/json" in r.json()["error"]
+        r = c.post("/api/model", content=b"x", headers={"content-type": "multipart/form-data"})
+        assert r.status_code == 400 and "octet-stream" in r.json()["error"]
+        assert not lab.running
+        assert c.get("/api/state").status_code == 200
+        assert c.get("/api/state", headers={"host": "evil.example:80"}).status_code == 400
 
 
 def test_a_change_during_a_run_is_a_409(client, lab):
@@ -347,6 +366,38 @@ def test_the_command_line_parses_playground():
     args = build_parser().parse_args(["playground"])
     assert (args.model, args.data, args.port, args.host, args.no_browser) == \
         (None, None, 0, "127.0.0.1", False)
+
+
+def test_a_port_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="0..65535"):
+        playground(port=70000, open_browser=False, block=False)
+
+
+def test_ctrl_c_stops_the_command_cleanly_while_it_trains():
+    proc = subprocess.Popen([sys.executable, "-m", "cbackprop", "playground", "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        post = urllib.request.Request(url + "api/settings", method="POST",
+                                      data=b'{"epochs": 10000, "batch_size": 1}',
+                                      headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(post, timeout=10).close()
+        post = urllib.request.Request(url + "api/train", method="POST",
+                                      data=b'{"action": "start"}',
+                                      headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(post, timeout=10) as r:
+            assert json.load(r)["running"]
+        events = urllib.request.urlopen(url + "api/events", timeout=10)   # a page is open
+        assert events.readline().startswith(b"data: ")
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+        events.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and err == ""
 
 
 def test_the_command_line_reports_a_bad_model_in_one_line(tmp_path):

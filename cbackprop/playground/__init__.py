@@ -43,6 +43,8 @@ class Playground:
 
         self.lab = lab
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535 (0: a free one), got {port}")
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -54,7 +56,8 @@ class Playground:
         bound = self.socket.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound}/"
-        config = uvicorn.Config(create_app(lab), log_level="warning", lifespan="off",
+        hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if host in LOOPBACK else None
+        config = uvicorn.Config(create_app(lab, hosts), log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=1, access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run,
@@ -124,6 +127,8 @@ def playground(net=None, data=None, host: str = "127.0.0.1", port: int = 0,
     try:
         while handle.thread.is_alive():
             handle.thread.join(0.5)
+    except KeyboardInterrupt:       # the way to stop it: not an error
+        print("cbackprop playground: stopped", flush=True)
     finally:
         handle.stop()
     return None

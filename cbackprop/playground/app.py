@@ -14,6 +14,9 @@ Routes (JSON in, JSON out; the page's JavaScript only draws what they return):
 
 A bad value is a 400 with {"error": message}; a change while a run is going a
 409; anything unexpected a 500 with a one-line message, never a traceback.
+Bodies must be declared JSON (or octet-stream for a model file), and on the
+loopback interface the Host header must name it: a page on another site can
+neither post a form to the playground nor reach it by rebinding a name.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import os
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -67,7 +72,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def require_type(request: Request, media_type: str) -> None:
+    """Refuse a body of another type. Browsers send JSON or octet-stream to another
+    site only after asking it (CORS preflight), which this server never grants: so
+    a page on another site cannot drive the playground with a plain form post."""
+    got = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if got != media_type:
+        raise ValueError(f"expected a body of type {media_type}, got {got or 'none'}")
+
+
 async def read_json(request: Request, allowed: tuple[str, ...]) -> dict:
+    require_type(request, "application/json")
     body = await read_body(request, MAX_JSON_BYTES)
     try:
         data = json.loads(body or b"{}")
@@ -82,8 +97,9 @@ async def read_json(request: Request, allowed: tuple[str, ...]) -> dict:
     return data
 
 
-def create_app(lab: Lab) -> Starlette:
-    """The Starlette app serving `lab`."""
+def create_app(lab: Lab, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The Starlette app serving `lab`; with `allowed_hosts`, requests naming another
+    Host are refused (a page on another site that rebinds its name to 127.0.0.1)."""
 
     async def page(request):
         return FileResponse(os.path.join(STATIC, "index.html"),
@@ -120,6 +136,7 @@ def create_app(lab: Lab) -> Starlette:
             blob = await run_in_threadpool(lab.model_bytes)
             return Response(blob, media_type="application/octet-stream", headers={
                 "Content-Disposition": 'attachment; filename="playground.cbp"'})
+        require_type(request, "application/octet-stream")
         blob = await read_body(request, MAX_MODEL_BYTES)
         await run_in_threadpool(lab.load_model, blob)
         return reply(await run_in_threadpool(lab.snapshot))
@@ -155,4 +172,6 @@ def create_app(lab: Lab) -> Starlette:
     ]
     handlers = {ValueError: bad_value, TypeError: bad_value, Conflict: conflict,
                 HTTPException: http_error, Exception: unexpected}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    middleware = [] if allowed_hosts is None else [
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
