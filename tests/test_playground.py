@@ -3,6 +3,7 @@ API (bad requests are 400s with a message), the server's start and stop, and tha
 `import cbackprop` does not import it. The page itself: test_playground_browser.py."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,24 +11,28 @@ import threading
 import time
 import urllib.request
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cbackprop as cb
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_import_cbackprop_does_not_import_the_playground_or_its_server():
     code = ("import sys, cbackprop as cb; assert callable(cb.playground); "
             "bad = [m for m in ('starlette', 'uvicorn', 'cbackprop.playground.app') "
             "if m in sys.modules]; print(bad)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code.replace("assert callable(cb.playground); ",
                                                              "")],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env, cwd=ROOT)
     assert out.stdout.strip() == "[]"
     # cb.playground loads the subpackage, still without the server's packages.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+                         check=True, env=env, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
 
@@ -375,7 +380,8 @@ def test_a_port_out_of_range_is_refused():
 
 def test_ctrl_c_stops_the_command_cleanly_while_it_trains():
     proc = subprocess.Popen([sys.executable, "-m", "cbackprop", "playground", "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     try:
         url = proc.stdout.readline().split()[2]
         post = urllib.request.Request(url + "api/settings", method="POST",
@@ -404,6 +410,7 @@ def test_the_command_line_reports_a_bad_model_in_one_line(tmp_path):
     bad = tmp_path / "bad.cbp"
     bad.write_bytes(b"nope")
     out = subprocess.run([sys.executable, "-m", "cbackprop", "playground", str(bad),
-                          "--no-browser"], capture_output=True, text=True, timeout=60)
+                          "--no-browser"], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     assert out.returncode == 1 and out.stderr.startswith("cbackprop: error:")
     assert len(out.stderr.strip().splitlines()) == 1

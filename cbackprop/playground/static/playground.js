@@ -165,13 +165,14 @@ function stepText(st) {
   if (st.kind === "input")
     return ["Input: a⁰ = x",
             `${w.example}: x = (${w.x.map(fmt).join(", ")}), target y = (${w.y.map(fmt).join(", ")}).`
-            + " Next ▶ pushes it forward, layer by layer."];
+            + " On the edges: the weights w. Next ▶ pushes x forward, layer by layer."];
   if (st.kind === "forward") {
     const l = st.layer;
     return [`Forward pass, layer ${l}: z${sup(l)} = a${sup(l - 1)}·W${sup(l)} + b${sup(l)}, `
             + `a${sup(l)} = σ(z${sup(l)})`,
             `Each unit sums its inputs a times its weights w (edges: blue w > 0, red w < 0, `
-            + `width |w|). On each edge into layer ${l}: ∂z/∂w = a, the input it carries.`];
+            + `width |w|). The number on each edge into layer ${l} is ∂z/∂w = a, the input `
+            + `it carries.`];
   }
   if (st.kind === "cost")
     return [`Cost C = ${fmt(w.cost)}`,
@@ -188,11 +189,13 @@ function stepText(st) {
   }
   if (st.kind === "gradients")
     return ["Gradients: ∂C/∂w = a·∂C/∂z for every weight",
-            "a of the unit the weight leaves, ∂C/∂z of the unit it enters; beside it a "
+            "On each edge: ∂C/∂w, a of the unit the weight leaves times ∂C/∂z of the unit it "
+            + "enters. In the table, beside each, a "
             + `central finite difference (step ${w.fd_step}). gradcheck: largest relative `
             + `error ${w.gradcheck === null ? "–" : Number(w.gradcheck).toExponential(1)}.`];
   return [`Update: θ ← θ − η∇L with η = ${w.lr}`,
-          `Every weight moves against its gradient. On this example the cost goes from `
+          `On each edge: the new w. Every weight moves against its gradient; on this `
+          + `example the cost goes from `
           + `${fmt(w.cost)} to ${fmt(w.cost_after)}.`];
 }
 
@@ -245,7 +248,7 @@ function drawNetwork() {
   const sizes = net.sizes;
   const n = sizes.length;
   const big = Math.max(...sizes) > 6;   // numbers under the units only for small layers
-  const top = big ? 34 : 44, bottom = big ? 16 : 72;
+  const top = big ? 46 : 50, bottom = big ? 16 : 72;
   // Room for three lines of numbers under each unit: taller for 5 or 6 units a layer.
   const W = 760, H = big ? 400 : Math.max(400, top + bottom + 95 * (Math.max(...sizes) - 1));
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -262,9 +265,9 @@ function drawNetwork() {
   // layer names
   for (let l = 0; l < n; l++) {
     const name = l === 0 ? "input" : (l === n - 1 ? "output" : "hidden " + l);
-    const act = l === 0 ? "" : " · " + net.layers[l - 1].activation;
-    el("text", { x: xs[l], y: 16, "text-anchor": "middle", class: "layer-name" }, svg,
-       name + act);
+    el("text", { x: xs[l], y: 13, "text-anchor": "middle", class: "layer-name" }, svg, name);
+    if (l > 0) el("text", { x: xs[l], y: 27, "text-anchor": "middle", class: "layer-name" },
+                  svg, net.layers[l - 1].activation);
   }
   // edges
   const labels = [];
@@ -279,14 +282,15 @@ function drawNetwork() {
       if (!haveWalk || big) continue;
       let text = null;
       const rec = walk.layers[l - 1];
-      if (st.kind === "forward" && st.layer === l) text = `∂z/∂w = ${fmt(rec.a_prev[i])}`;
-      else if (st.kind === "gradients") text = `∂C/∂w = ${fmt(rec.dC_dW[i][j])}`;
-      else if (st.kind === "update") text = `w → ${fmt(rec.W_new[i][j])}`;
-      else if (st.kind === "input" || st.kind === "cost") text = `w = ${fmt(w)}`;
+      // Numbers only: the step's title says what they are (∂z/∂w, ∂C/∂w, the new w).
+      if (st.kind === "forward" && st.layer === l) text = fmt(rec.a_prev[i]);
+      else if (st.kind === "gradients") text = fmt(rec.dC_dW[i][j]);
+      else if (st.kind === "update") text = fmt(rec.W_new[i][j]);
+      else if (st.kind === "input" || st.kind === "cost") text = fmt(w);
       if (text !== null) {
         // Labels of edges into unit j sit at the same fraction t along their edges, a
         // different t for each j, so that crossing edges do not put labels on each other.
-        const t = sizes[l] === 1 ? 0.5 : 0.2 + 0.6 * j / (sizes[l] - 1);
+        const t = sizes[l] === 1 ? 0.5 : 0.28 + 0.44 * j / (sizes[l] - 1);
         labels.push({ x: xs[l - 1] + r + t * (xs[l] - xs[l - 1] - 2 * r),
                       y: ys[l - 1][i] + t * (ys[l][j] - ys[l - 1][i]) - 4,
                       text: text, l: l, i: i, j: j });
@@ -302,6 +306,16 @@ function drawNetwork() {
     const x = xs[l], y = ys[l][j];
     let fill = "#f7f9fb";
     const rec = haveWalk && l > 0 ? walk.layers[l - 1] : null;
+    if (big && rec) {
+      // Too small for numbers: the colour shows ∂C/∂z once the backward pass has reached
+      // the layer, a once the forward pass has (blue < 0 < red, each layer on its own scale).
+      const values = shownUpTo("backward", l) ? rec.dC_dz : (shownUpTo("forward", l) ? rec.a
+                                                                                     : null);
+      if (values) {
+        const m = Math.max(...values.map(Math.abs), 1e-300);
+        fill = diverging(0.5 + 0.5 * values[j] / m, 1);
+      }
+    }
     el("circle", { cx: x, cy: y, r: r, fill: fill, stroke: "#34425a", "stroke-width": 1.5 }, g);
     if (!big) el("text", { x: x, y: y + 4, "text-anchor": "middle", class: "unit-label" }, g,
                  l === 0 ? "x" + sub(j + 1) : (l === n - 1 ? "o" : "h") + sub(j + 1));
@@ -457,7 +471,7 @@ function drawSurface() {
     return;
   }
   $("surface-title").textContent = s.kind === "regression"
-    ? "Output over the plane, with the points" : "Decision surface, with the points";
+    ? "Output over the plane" : "Decision surface, with the points";
   const n = s.n, cw = canvas.width / n, ch = canvas.height / n;
   const [lo, hi] = s.range;
   const k = state.data.n_outputs;
