@@ -118,6 +118,30 @@ def test_the_hover_sum_holds_for_every_hidden_activation(lab, activation):
     np.testing.assert_allclose(np.subtract(out["a"], out["target"]), out["dC_dz"], atol=1e-12)
 
 
+def test_a_network_without_hidden_layers_walks_and_trains(lab):
+    lab.set_network(hidden="", output="softmax")
+    assert lab.net.sizes == (2, 2)
+    w = lab.walk()
+    assert len(w["layers"]) == 1 and "back_sum" not in w["layers"][0]
+    lab.train("epoch")
+    assert lab.wait(30) and lab.snapshot()["epochs_done"] == 1
+
+
+def test_the_walk_during_a_run_sees_one_theta(lab):
+    lab.set_data("digits")
+    lab.set_network(hidden="16", activations="tanh", output="softmax")
+    lab.set_settings(optimizer="adam", lr="0.01", epochs=10_000, batch_size=1)
+    lab.train("start")
+    try:
+        w = lab.walk(0)
+        # Every figure of the walk belongs to the same θ: backprop equals finite differences.
+        assert w["gradcheck"] < 1e-6
+        for layer in w["layers"]:
+            np.testing.assert_allclose(layer["fd_W"], layer["dC_dW"], rtol=1e-5, atol=1e-9)
+    finally:
+        lab.close()
+
+
 # ---- training ---------------------------------------------------------------------
 
 def test_a_run_of_two_epochs_is_fit_with_the_same_settings(lab):

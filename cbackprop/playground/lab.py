@@ -619,8 +619,13 @@ class Lab:
         """One example through the chain rule: `Network.trace`, finite differences,
         `gradcheck`, and the plain update θ − η·∂C/∂θ with the page's learning rate."""
         with self.lock:
-            net, d = self.net, self.data
+            live, d = self.net, self.data
             lr = self.settings.lr
+        # A copy, taken whole under the network's read lock: a run going on meanwhile
+        # cannot change θ between trace, the finite differences and the update.
+        net = Network.from_config(live.get_config())
+        with live.params_lock.read():
+            net.theta[...] = live.theta
         use_lecture = str(example).strip().lower() == "lecture"
         if use_lecture and not (net.n_inputs == 2 and net.n_outputs == 2
                                 and net.loss.name == "mse"):
