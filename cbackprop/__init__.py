@@ -8,8 +8,11 @@
 `cb.MLPClassifier` and `cb.MLPRegressor` (scikit-learn estimators) and
 `cb.GridSearchCV` and `cb.RandomizedSearchCV` (searches that train compatible
 candidates as one bank) load on first use, so `import cbackprop` does not
-import scikit-learn.
+import scikit-learn. `cb.playground(...)` (a local page that shows backpropagation
+on this engine; extra `[playground]`) loads on first use too.
 """
+
+import importlib
 
 try:
     from cbackprop._core import _engine  # noqa: F401  (the compiled core)
@@ -38,6 +41,7 @@ __all__ = [
     "gradcheck", "load", "resume", "Checkpoint", "datasets", "fit_many",
     "MLPClassifier", "MLPRegressor",    # lazy: see __getattr__
     "GridSearchCV", "RandomizedSearchCV",
+    "playground",                       # lazy: Starlette and uvicorn
 ]
 
 _ESTIMATORS = ("MLPClassifier", "MLPRegressor")
@@ -52,8 +56,13 @@ def __getattr__(name):
     if name in _SEARCHES:
         from cbackprop import model_selection
         return getattr(model_selection, name)
+    if name == "playground":
+        # The subpackage is callable (it calls its `playground` function), so
+        # cb.playground(...) works before and after `import cbackprop.playground`.
+        # (import_module, not `from cbackprop import …`, which would call back in here)
+        return importlib.import_module("cbackprop.playground")
     raise AttributeError(f"module 'cbackprop' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_ESTIMATORS) + list(_SEARCHES))
+    return sorted(list(globals()) + list(_ESTIMATORS) + list(_SEARCHES) + ["playground"])

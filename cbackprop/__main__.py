@@ -9,6 +9,7 @@ digits and report the test accuracy. Subcommands:
     trace            one example through a tiny network: the forward pass, the
                      backward pass and every ∂C/∂w beside finite differences
     info             version, dtypes, BLAS library, kernel and threads
+    playground [MODEL]  a local page: the walk of `trace` and live training
 
 Errors are printed as one line on stderr, with exit status 1 (2 for a bad
 command line, found before any data is read; 130 when interrupted). Output into
@@ -498,6 +499,20 @@ _COST_FORMULA = {
 }
 
 
+# ---- playground ------------------------------------------------------------------
+
+def cmd_playground(args) -> int:
+    try:
+        from cbackprop.playground import playground
+    except ImportError as exc:
+        raise ImportError(f"the playground needs the [playground] extra (pip install -e "
+                          f"\".[playground]\"): {exc}") from None
+    net = load(args.model) if args.model else None
+    playground(net, args.data, host=args.host, port=args.port,
+               open_browser=not args.no_browser)
+    return 0
+
+
 # ---- info ----------------------------------------------------------------------
 
 def _version(package: str) -> str | None:
@@ -668,6 +683,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=_positive, default=1e-4, help="finite-difference step "
                                                            "(default: 1e-4)")
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("playground", help="a local page: backpropagation step by step, "
+                                          "live training",
+                       description="Serve a page on this machine that draws the network, "
+                                   "walks one example through the forward and backward pass "
+                                   "(z, a, ∂C/∂z, ∂C/∂w beside finite differences, the "
+                                   "update) and trains live, with the loss curves, the "
+                                   "decision surface and each layer's health. Needs the "
+                                   "[playground] extra. Ctrl-C stops it.")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="a saved network to open (default: the lecture's 2-2-2 sigmoid one)")
+    p.add_argument("--data", metavar="NAME|FILE", default=None,
+                   help="xor, spirals, regression (2-D), digits, or a .csv / .npz file "
+                        "(default: xor, or a built-in set that fits MODEL)")
+    p.add_argument("--port", type=_non_negative_int, default=0,
+                   help="default: a free port")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default: 127.0.0.1; others get a warning)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="only print the address; do not open a browser")
+    p.set_defaults(func=cmd_playground)
 
     p = sub.add_parser("info", help="version, dtypes, BLAS library, kernel and threads",
                        description="Print the version, the supported dtypes, the BLAS "
