@@ -609,7 +609,8 @@ class TrainingSession:
         With `checkpoint` (a path), every `checkpoint_every` epochs and when the
         fit ends (finished, stopped or interrupted, at the last finished chunk)
         the run is written there atomically (`write_checkpoint`), with
-        `checkpoint_metadata` (a JSON object of the caller's) beside it.
+        `checkpoint_metadata` (a JSON object of the caller's, or a function
+        returning it as it stands at each write) beside it.
         `policies` (`cbackprop.trainer.Policy`) run before the others.
         """
         epochs, callbacks = check_fit_options(epochs, verbose, callbacks)
@@ -617,7 +618,8 @@ class TrainingSession:
         history = History() if history is None else history
         if checkpoint is not None:
             serialization.check_writable(checkpoint)
-        metadata = V.check_json_object(checkpoint_metadata, "checkpoint_metadata")
+        metadata = (checkpoint_metadata if callable(checkpoint_metadata) else
+                    V.check_json_object(checkpoint_metadata, "checkpoint_metadata"))
         with self, Progress(epochs, self.n_rows, verbose) as progress:
             chosen = [*policies, trainer.ProgressPolicy(progress, self, bank=False)]
             if self.health is not None:
@@ -663,6 +665,7 @@ class TrainingSession:
             "batch_size": self.batch_size, "shuffle": self.shuffle, "n_rows": self.n_rows,
             "data": self.data_digest(), "metadata": metadata,
         }
+        V.check_json_object(metadata, "checkpoint_metadata")
         serialization.write(path, config, theta, rng, checkpoint=entry, labels=net.classes,
                             tensors={"optimizer_state": optimizer["state"],
                                      "order": self.order.astype(np.int64)})

@@ -322,6 +322,13 @@ class Checkpoint:
         return (f"Checkpoint({self.path!r}: {self.epoch} of {self.epochs} epochs"
                 f"{where}, {self.optimizer.t} steps, {self.network!r})")
 
+    def continue_in(self, session: TrainingSession) -> None:
+        """Set a new session (of this run's network, or one holding the same θ,
+        optimizer state and random stream) where the run stands: the data
+        checked against the run's, its row order, the position inside a
+        half-done epoch. The estimators' checkpoints resume through it."""
+        session.restore(self._entry, self._order)
+
     def _check_settings(self, epochs, batch_size, shuffle, optimizer) -> int:
         """The epochs to reach; ValueError for what a resumed run cannot change."""
         entry = self._entry

@@ -42,7 +42,9 @@ SGD uses scikit-learn's velocity form (`optimizers.SGDVelocity`: v ← μv − l
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 import time
 import warnings
 
@@ -77,8 +79,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from cbackprop import _validation as V
+from cbackprop import serialization
 from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
+from cbackprop.checkpoint import resume
 from cbackprop.history import History
 from cbackprop.layers import Dense
 from cbackprop.network import Network
@@ -98,6 +102,58 @@ _SCHEDULES = ("constant", "invscaling", "adaptive")
 _MIN_ADAPTIVE_LR = 1e-6
 #: Sparse X formats taken as they are (as scikit-learn's MLP); others become CSR.
 _SPARSE = ("csr", "csc")
+
+def _json_float(value):
+    """A float as JSON keeps it: non-finite ones (and None) as text."""
+    return None if value is None else float(value) if math.isfinite(value) else repr(value)
+
+
+def _checked_state(state: dict, saved, n_params: int):
+    """The estimator's attributes a checkpoint's state holds, checked (as
+    `cbackprop.checkpoint` checks the rest), or None for a finished run."""
+    def number(value, name, whole=False, low=None):
+        if isinstance(value, str) and value in ("inf", "-inf", "nan") and not whole:
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise TypeError(f"{name} is {value!r}")
+        if low is not None and value < low:
+            raise ValueError(f"{name} is {value!r}, below {low}")
+        return value
+
+    def curve(name):
+        values = state[name]
+        if values is None and name != "loss_curve_":
+            return None
+        if not isinstance(values, list) or len(values) != n_iter:
+            raise ValueError(f"{name} does not hold {n_iter} epochs")
+        return [float(number(v, name)) for v in values]
+
+    if not isinstance(state["finished"], bool) or not isinstance(state["early_stopped_"], bool):
+        raise TypeError("finished and early_stopped_ are true or false")
+    if state["finished"]:
+        return None
+    n_iter = number(state["n_iter_"], "n_iter_", whole=True, low=0)
+    if n_iter != saved.epoch:
+        raise ValueError(f"n_iter_ {n_iter} is not the checkpoint's epoch {saved.epoch}")
+    best_theta = state["best_theta"]
+    if best_theta is not None:
+        if not isinstance(best_theta, list) or len(best_theta) != n_params:
+            raise ValueError(f"best_theta does not hold the {n_params} parameters")
+        best_theta = np.array([number(v, "best_theta") for v in best_theta],
+                              dtype=saved.network.theta.dtype)
+        if not np.isfinite(best_theta).all():
+            raise ValueError("best_theta is not finite")
+    best_score = state["best_score"]
+    return (n_iter, number(state["t_"], "t_", whole=True, low=0), curve("loss_curve_"),
+            curve("validation_scores_"), curve("validation_loss_curve_"),
+            float(number(state["learning_rate"], "learning_rate", low=0)),
+            state["early_stopped_"], number(state["stopping_count"], "stopping_count",
+                                            whole=True, low=0),
+            None if state["best_loss"] is None else float(number(state["best_loss"],
+                                                                 "best_loss")),
+            None if best_score is None else float(number(best_score, "best_score")),
+            best_theta)
+
 
 def _constraints(regressor: bool) -> dict:
     """scikit-learn's `_parameter_constraints` for its MLP, widened to cbackprop's
@@ -136,6 +192,8 @@ def _constraints(regressor: bool) -> dict:
         "callbacks": [list, tuple, None],
         "dtype": "no_validation",       # V.check_dtype
         "health": ["boolean"],
+        "checkpoint": [str, os.PathLike, None],
+        "checkpoint_every": [Interval(numbers.Integral, 1, None, closed="left")],
     }
     if regressor:
         constraints["loss"] = [StrOptions({"squared_error", "poisson"})]
@@ -158,7 +216,10 @@ def _real_intervals(constraints: dict) -> dict:
 
 
 #: Integer hyper-parameters and their least value; named ones and their choices; booleans.
-_INT_PARAMETERS = {"max_iter": 1, "max_fun": 1}
+_INT_PARAMETERS = {"max_iter": 1, "max_fun": 1, "checkpoint_every": 1}
+#: Parameters that do not change what a fit computes: a checkpointed run may
+#: be continued with other values of them.
+_RUN_NEUTRAL = ("callbacks", "verbose", "checkpoint", "checkpoint_every", "warm_start")
 _NAMED_PARAMETERS = {"solver": _SOLVERS, "learning_rate": _SCHEDULES}
 _BOOL_PARAMETERS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping", "health")
 
@@ -251,6 +312,7 @@ class EstimatorRun(Policy):
     def __init__(self, session):
         self.session = session
         self.history = History()
+        self.done = False           # finished: converged, stopped or at max_iter
 
     def diverged(self, error) -> None:
         raise error
@@ -323,6 +385,16 @@ class _BaseMLP(BaseEstimator):
         if self.health and self.solver == "lbfgs":
             raise ValueError("health=True measures minibatch steps, and solver='lbfgs' takes "
                              "none: use a stochastic solver ('sgd', 'adam', …) to see them")
+        if self.checkpoint is not None:
+            if self.solver == "lbfgs":
+                raise ValueError("checkpoint saves the epochs of a stochastic solver, and "
+                                 "solver='lbfgs' runs inside scipy.optimize: use 'sgd' or "
+                                 "'adam' to checkpoint, or pickle the fitted estimator")
+            if not (isinstance(self.random_state, numbers.Integral)
+                    and not isinstance(self.random_state, bool)):
+                raise ValueError("checkpoint needs an int random_state, so that fitting "
+                                 "again splits and starts the data as the checkpointed run "
+                                 f"did; got random_state={self.random_state!r}")
         dtype = None if self.dtype is None else V.check_dtype(self.dtype)
         return tuple(zip(hidden, acts, rates, strict=True)), dtype
 
@@ -440,12 +512,17 @@ class _BaseMLP(BaseEstimator):
     # ---- fit ------------------------------------------------------------------
 
     def _fit(self, X, y, sample_weight, X_val, y_val, sample_weight_val, incremental):
+        if incremental and getattr(self, "checkpoint", None) is not None:
+            raise ValueError("checkpoint is for fit: partial_fit calls are a loop of your "
+                             "own, so save the estimator between them (pickle, or "
+                             "est.network_.save) and set checkpoint=None")
+        resumable = not hasattr(self, "_net") or not (self.warm_start or incremental)
         X, Y, sw, val = self._prepare_fit(X, y, sample_weight, X_val, y_val,
                                           sample_weight_val, incremental)
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sw)
         else:
-            self._fit_stochastic(X, Y, sw, val, incremental)
+            self._fit_stochastic(X, Y, sw, val, incremental, resumable)
         return self
 
     def _prepare_fit(self, X, y, sample_weight, X_val, y_val, sample_weight_val, incremental):
@@ -621,13 +698,13 @@ class _BaseMLP(BaseEstimator):
         def epoch_end(_member, _epoch, logs):
             if self._end_epoch(logs, n, validation, val, stopping, schedule, incremental,
                                callbacks):
-                return True
-            if self.n_iter_ == self.max_iter:
+                run.done = True
+            elif self.n_iter_ == self.max_iter:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning, stacklevel=6)   # at the user's fit
-                return True
-            return False
+                run.done = True
+            return run.done
 
         def diverged(error):
             if not (early_stopping and not incremental and stopping.best_theta is not None):
@@ -649,17 +726,90 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         return run
 
-    def _fit_stochastic(self, X, Y, sw, val, incremental):
+    def _fit_stochastic(self, X, Y, sw, val, incremental, resumable=False):
         run = self._stochastic_run(X, Y, sw, val, incremental)
+        options = {}
+        if self.checkpoint is not None:
+            if resumable:
+                self._resume_checkpoint(run)
+            options = dict(checkpoint=self.checkpoint, checkpoint_every=self.checkpoint_every,
+                           checkpoint_metadata=lambda: self._checkpoint_state(run))
         try:
             try:
-                run.session.fit(self.max_iter, policies=[run], history=run.history)
+                run.session.fit(self.max_iter, policies=[run], history=run.history, **options)
             except DivergenceError as exc:
                 run.diverged(exc)
             except KeyboardInterrupt:
                 warnings.warn("Training interrupted by user.", stacklevel=3)
         finally:
             run.finish()
+
+    # ---- checkpoints ------------------------------------------------------------
+
+    def _run_params(self) -> dict:
+        """The parameters that fix what a fit computes, as text (to compare runs)."""
+        return {name: repr(value) for name, value in sorted(self.get_params().items())
+                if name not in _RUN_NEUTRAL}
+
+    def _checkpoint_state(self, run: EstimatorRun) -> dict:
+        """This estimator's side of a checkpointed fit, as a JSON object."""
+        stopping, f = self._stopping, _json_float
+        curves = {name: None if getattr(self, name) is None
+                  else [f(v) for v in getattr(self, name)]
+                  for name in ("loss_curve_", "validation_scores_", "validation_loss_curve_")}
+        return {"estimator": type(self).__name__, "params": self._run_params(),
+                "finished": run.done, "n_iter_": self.n_iter_, "t_": self.t_, **curves,
+                "learning_rate": self._schedule.learning_rate,
+                "early_stopped_": self.early_stopped_, "stopping_count": stopping.count,
+                "best_loss": f(stopping.best_loss), "best_score": f(stopping.best_score),
+                "best_theta": (None if stopping.best_theta is None
+                               else [float(v) for v in stopping.best_theta])}
+
+    def _resume_checkpoint(self, run: EstimatorRun) -> None:
+        """Continue the unfinished run of this estimator (same parameters and
+        data) that lies at `checkpoint`. Nothing to continue: no file, or not a
+        checkpoint (it is replaced), or a finished run of these parameters.
+        FileExistsError for another run's checkpoint; ValueError for a damaged
+        one. Everything is checked before anything changes."""
+        path = self.checkpoint
+        held = serialization.checkpoint_at(path)
+        if held is None:
+            return
+        saved = resume(path)
+        state = saved.metadata
+        other = FileExistsError(f"{os.fspath(path)} holds the checkpoint of another run "
+                                f"({held}): delete it, or give this estimator another "
+                                "checkpoint path")
+        if not (isinstance(state, dict) and state.get("estimator") == type(self).__name__
+                and state.get("params") == self._run_params()
+                and saved.network.get_config() == self._net.get_config()):
+            raise other
+        try:
+            adopted = _checked_state(state, saved, self._net.theta.size)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{os.fspath(path)} is not a valid checkpoint of this "
+                             f"estimator: {exc}") from None
+        if adopted is None:           # finished: this fit starts afresh over it
+            return
+        try:
+            saved.continue_in(run.session)
+        except ValueError:
+            raise ValueError(f"{os.fspath(path)} holds an unfinished run of these "
+                             "parameters on other data: fit on the data it started with "
+                             "to continue it, or delete it to start afresh") from None
+        net = self._net
+        net.theta[...] = saved.network.theta
+        net.rng_state[...] = saved.network.rng_state
+        self._optimizer.load_state_dict(saved.optimizer.state_dict())
+        run.history = saved.history
+        stopping = self._stopping
+        (self.n_iter_, self.t_, self.loss_curve_, self.validation_scores_,
+         self.validation_loss_curve_, self._schedule.learning_rate, self.early_stopped_,
+         stopping.count, stopping.best_loss, stopping.best_score,
+         stopping.best_theta) = adopted
+        self.best_loss_, self.best_validation_score_ = stopping.best_loss, stopping.best_score
+        if self.loss_curve_:
+            self.loss_ = self.loss_curve_[-1]
 
     def bank_key(self):
         """What fixes this estimator's pass over the data, or None.
@@ -672,7 +822,7 @@ class _BaseMLP(BaseEstimator):
         random_state. Everything else (alpha, learning rates, momentum, betas,
         epsilon, tol, n_iter_no_change, the schedule, max_iter, callbacks) may
         differ. None when this estimator must be fitted on its own: 'lbfgs',
-        health=True (a bank measures no health), no hidden layer, invalid
+        health=True (a bank measures no health), a checkpoint, no hidden layer, invalid
         parameters (its fit raises the error), a warm start of a fitted model,
         or a random_state that is not an int where it fixes the order or the
         split.
@@ -682,6 +832,7 @@ class _BaseMLP(BaseEstimator):
         except (TypeError, ValueError):
             return None
         if (self.solver == "lbfgs" or not hidden or self.health
+                or self.checkpoint is not None
                 or (self.warm_start and hasattr(self, "_net"))):
             return None
         seeded = self.shuffle or self.early_stopping
@@ -944,6 +1095,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Measure each layer's training health (gradient norm, update ratio,
         dead and saturated units) as `cbackprop.Network.fit(health=True)`
         does, into ``health_``. Not with solver='lbfgs'.
+    checkpoint : str or path, default=None
+        Write the fit's run there every ``checkpoint_every`` epochs and when
+        it ends (finished, or Ctrl-C: as of the last chunk), atomically. A
+        later ``fit`` of an estimator with the same parameters on the same
+        data continues an unfinished run found there, and ends bitwise where
+        the uninterrupted fit would (n_threads=1); a finished one is
+        replaced, another run's checkpoint is refused (FileExistsError).
+        Needs an int random_state; not with 'lbfgs' or partial_fit. A
+        search fits its candidates one by one when it is set.
+    checkpoint_every : int, default=1
 
     Attributes
     ----------
@@ -985,7 +1146,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  weight_decay=0.01, dropout=0.0, class_weight=None, callbacks=None,
-                 dtype=None, health=False):
+                 dtype=None, health=False, checkpoint=None, checkpoint_every=1):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1015,6 +1176,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.callbacks = callbacks
         self.dtype = dtype
         self.health = health
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         return self._fit(X, y, sample_weight, X_val, y_val, sample_weight_val,
@@ -1163,7 +1326,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, \
 warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, \
 beta_1, beta_2, epsilon, n_iter_no_change, max_fun, weight_decay, dropout, callbacks, dtype, \
-health
+health, checkpoint, checkpoint_every
         As in `MLPClassifier`; the validation score is R².
 
     Attributes
@@ -1190,7 +1353,8 @@ out_activation_, n_features_in_, feature_names_in_, health_
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 weight_decay=0.01, dropout=0.0, callbacks=None, dtype=None, health=False):
+                 weight_decay=0.01, dropout=0.0, callbacks=None, dtype=None, health=False,
+                 checkpoint=None, checkpoint_every=1):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1220,6 +1384,8 @@ out_activation_, n_features_in_, feature_names_in_, health_
         self.callbacks = callbacks
         self.dtype = dtype
         self.health = health
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     def _check_params(self):
         result = super()._check_params()

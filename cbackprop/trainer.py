@@ -160,15 +160,18 @@ class CallbackPolicy(Policy):
 
 class CheckpointPolicy(Policy):
     """The run written to `path` every `every` epochs and when the fit ends
-    (finished, stopped or interrupted: as of the last finished chunk)."""
+    (finished, stopped or interrupted: as of the last finished chunk), with
+    the caller's metadata (a JSON object, or a function returning one)."""
 
     def __init__(self, session, history, path, every: int, epochs: int, metadata):
         self.session, self.history, self.path = session, history, path
         self.every, self.epochs, self.metadata = every, epochs, metadata
 
     def _write(self):
+        # metadata: a JSON object, or a function giving the caller's state as it is now
+        metadata = self.metadata() if callable(self.metadata) else self.metadata
         self.session.write_checkpoint(self.path, self.history, self.epochs, self.every,
-                                      self.metadata)
+                                      metadata)
 
     def epoch_end(self, member, epoch, logs):
         if (epoch + 1) % self.every == 0:

@@ -461,3 +461,79 @@ def test_another_runs_checkpoint_is_replaced_only_when_asked(tmp_path):
     net.save(model)
     net.fit(X, y, optimizer=cb.SGD(), epochs=1, checkpoint=model)
     assert cb.resume(model).epoch == 1
+
+
+def _estimator(kind, **extra):
+    from cbackprop import MLPClassifier, MLPRegressor
+    params = dict(hidden_layer_sizes=(12,), max_iter=6, batch_size=16, random_state=3,
+                  dtype="float64", n_iter_no_change=50, tol=0.0, **extra)
+    if kind == "sgd":
+        return MLPClassifier(solver="sgd", learning_rate="invscaling", momentum=0.9,
+                             early_stopping=True, **params)
+    return MLPRegressor(solver="adam", activation="tanh", **params)
+
+
+def _data(kind):
+    X, y = cb.datasets.load_digits()
+    X, y = X[:300] / 16, y[:300]
+    return (X, y) if kind == "sgd" else (X, y.astype(float) + X[:, 10])
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_an_estimators_fit_continues_its_checkpoint_bitwise(kind, tmp_path, monkeypatch):
+    """An estimator's fit stopped inside an epoch (as Ctrl-C stops it) leaves its run
+    in `checkpoint`; fitting an estimator of the same parameters again on the same
+    data continues it and ends bitwise where the uninterrupted fit ends: weights,
+    curves, the schedule and early stopping's best weights included. A finished run
+    there is started afresh over. (The stopped run trains one batch per chunk.)"""
+    import warnings
+
+    from sklearn.base import clone
+    X, y = _data(kind)
+    path = tmp_path / "est.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = _estimator(kind).fit(X, y)
+        with monkeypatch.context() as m:
+            interrupt_after(m, 45, lambda session: session.stop())   # epoch 3 of 6
+            stopped = _estimator(kind, checkpoint=path).fit(X, y)
+        assert 0 < stopped.n_iter_ < 6
+        again = clone(stopped).fit(X, y)
+        fresh = clone(stopped).fit(X, y)           # the file's run is finished now
+    for est in (again, fresh):
+        for mine, theirs in zip(est.coefs_ + est.intercepts_,
+                                whole.coefs_ + whole.intercepts_):
+            np.testing.assert_array_equal(mine, theirs)
+        assert est.n_iter_ == whole.n_iter_ and est.t_ == whole.t_
+        # The epoch's loss is summed chunk by chunk: a stop re-groups the sum.
+        np.testing.assert_allclose(est.loss_curve_, whole.loss_curve_, rtol=1e-13)
+        assert est.validation_scores_ == whole.validation_scores_
+        assert est.best_validation_score_ == whole.best_validation_score_
+        assert (est.best_loss_ is None) == (whole.best_loss_ is None)
+
+
+def test_an_estimators_checkpoint_refuses_what_it_cannot_continue(tmp_path, monkeypatch):
+    import warnings
+
+    from sklearn.base import clone
+    X, y = _data("adam")
+    path = tmp_path / "est.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monkeypatch.context() as m:
+            interrupt_after(m, 20, lambda session: session.stop())
+            stopped = _estimator("adam", checkpoint=path).fit(X, y)
+        with pytest.raises(FileExistsError, match="another run"):
+            clone(stopped).set_params(alpha=0.5).fit(X, y)
+        with pytest.raises(ValueError, match="other data"):
+            clone(stopped).fit(X[:-1], y[:-1])
+        model = tmp_path / "model.cbp"
+        cb.Network(3, [cb.Dense(2)], seed=0).save(model)
+        _estimator("adam", checkpoint=model).fit(X, y)     # not a checkpoint: replaced
+        assert cb.resume(model).epoch == 6
+    for params, message in [(dict(solver="lbfgs"), "lbfgs"),
+                            (dict(random_state=None), "int random_state")]:
+        with pytest.raises(ValueError, match=message):
+            clone(stopped).set_params(**params).fit(X, y)
+    with pytest.raises(ValueError, match="partial_fit"):
+        clone(stopped).partial_fit(X, y)
