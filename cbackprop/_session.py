@@ -106,6 +106,21 @@ class Reducer:
     def reduce_sums(self, values: np.ndarray) -> None:
         """Replace values (float64) by their sums over the processes, in place."""
 
+    def gather(self, value) -> list | None:
+        """[value of every process, in rank order] on the first process, None
+        on the others (a checkpoint is written by the first for all)."""
+        return [value]
+
+    @property
+    def rank(self) -> int:
+        """This process's number, 0 for the first."""
+        return 0
+
+    @property
+    def size(self) -> int:
+        """The number of processes."""
+        return 1
+
 
 def chunk_rows(layout: _engine.Layout, n_rows: int, sparse: bool = False) -> int:
     """Rows per chunk of a full pass (predict, evaluate) over n_rows rows (of
@@ -395,7 +410,7 @@ class TrainingSession:
         if self.health is not None and self.position is None:
             self.health[...] = 0
         if self.position is not None:
-            pos, self._total, self._correct = self.position
+            pos, self._total, self._correct, self._rows_done = self.position
         else:
             if self.shuffle:
                 with net.params_lock.write():
@@ -403,8 +418,7 @@ class TrainingSession:
                         self.order[...] = np.arange(n)
                     _engine.shuffle(self.order, net.rng_state)
             self._total = self._correct = 0.0
-            pos = 0
-        self._rows_done = pos
+            pos = self._rows_done = 0
         self.position = None
         return pos
 
@@ -442,8 +456,9 @@ class TrainingSession:
         first chunk or interrupted. A stopped epoch may cover only part of the
         rows (`partial`)."""
         if pos < self.n_rows:
-            # Where a checkpoint resumes: rows done and their loss sum and rows right.
-            self.position = (pos, self._total, self._correct)
+            # Where a checkpoint resumes: rows done, their loss sum and rows right,
+            # and (with a reducer) the rows all processes did.
+            self.position = (pos, self._total, self._correct, self._rows_done)
             self._stop_requested = self._halted = True
         if pos == 0 or (self.reducer is None and self.interrupt.pending):
             return None
@@ -654,7 +669,13 @@ class TrainingSession:
         with net.params_lock.read():
             config, theta, rng = net.get_config(), net.theta.copy(), int(net.rng_state[0])
         # position None: at an epoch boundary; else the epoch is shuffled and half done.
-        pos, total, correct = self.position or (None, 0.0, 0.0)
+        pos, total, correct, rows_done = self.position or (None, 0.0, 0.0, 0)
+        # What is this process's own: its rows, row order, place and random stream.
+        mine = ({"n_rows": self.n_rows, "data": self.data_digest(), "position": pos,
+                 "correct": float(correct), "rng": rng}, self.order.astype(np.int64))
+        parts = [mine] if self.reducer is None else self.reducer.gather(mine)
+        if parts is None:
+            return              # the first process writes the file for every process
         optimizer = opt.state_dict()
         entry = {
             "epoch": len(history.epoch), "epochs": epochs, "every": every,
@@ -665,20 +686,39 @@ class TrainingSession:
             "batch_size": self.batch_size, "shuffle": self.shuffle, "n_rows": self.n_rows,
             "data": self.data_digest(), "metadata": metadata,
         }
+        tensors = {"optimizer_state": optimizer["state"], "order": mine[1]}
+        if len(parts) > 1:      # data-parallel: each other rank's own part, and its order
+            entry["ranks"] = [part for part, _ in parts[1:]]
+            entry["rows_done"] = int(rows_done) if pos is not None else None
+            tensors.update({f"order.{r}": order for r, (_, order) in enumerate(parts)
+                            if r > 0})
         V.check_json_object(metadata, "checkpoint_metadata")
         serialization.write(path, config, theta, rng, checkpoint=entry, labels=net.classes,
-                            tensors={"optimizer_state": optimizer["state"],
-                                     "order": self.order.astype(np.int64)})
+                            tensors=tensors)
 
-    def restore(self, entry: dict, order: np.ndarray) -> None:
+    def restore(self, entry: dict, orders: list[np.ndarray]) -> None:
         """Continue the run a checkpoint holds (after `__init__`, before entering):
-        the same data (checked by digest), the row order and the epoch's position."""
-        if entry["data"] != self.data_digest() or entry["n_rows"] != self.n_rows:
+        the same data (checked by digest), the row order and the epoch's
+        position. With a reducer, this process's part of them (its rank's
+        entry in `entry["ranks"]`, its order in `orders`, its random stream)."""
+        rank, size = (0, 1) if self.reducer is None else (self.reducer.rank,
+                                                          self.reducer.size)
+        ranks = 1 + len(entry.get("ranks", []))
+        if size != ranks or len(orders) != ranks:
+            raise ValueError(f"the checkpointed run trained on {ranks} process(es): resume "
+                             f"it on as many (mpirun -n {ranks}), not on {size}")
+        part = entry if rank == 0 else entry["ranks"][rank - 1]
+        order = orders[rank]
+        if part["data"] != self.data_digest() or part["n_rows"] != self.n_rows:
             raise ValueError("this is not the data the checkpointed run trained on: resume "
                              "with the same X, y and sample_weight")
         if order.shape != (self.n_rows,) or not np.array_equal(np.sort(order),
                                                                 np.arange(self.n_rows)):
             raise ValueError("the checkpoint's row order is not a permutation of the rows")
         self._restored_order = order
-        if entry["position"] is not None:
-            self.position = (entry["position"], entry["loss_sum"], entry["correct"])
+        if rank:
+            self.network.rng_state[0] = part["rng"]
+        if part["position"] is not None:
+            rows_done = entry.get("rows_done")
+            self.position = (part["position"], entry["loss_sum"], part["correct"],
+                             part["position"] if rows_done is None else rows_done)

@@ -39,7 +39,7 @@ import re
 
 import numpy as np
 
-from cbackprop import serialization
+from cbackprop import distributed, serialization
 from cbackprop._session import DivergenceError, TrainingSession
 from cbackprop.activations import RELU_FAMILY
 from cbackprop.history import History
@@ -53,8 +53,10 @@ MAX_STEPS = 2**53
 #: The entries of a checkpoint, and the one it may lack.
 ENTRIES = frozenset({"epoch", "epochs", "every", "position", "loss_sum", "correct",
                      "optimizer", "history", "batch_size", "shuffle", "n_rows", "data",
-                     "metadata"})
-OPTIONAL_ENTRIES = frozenset({"metadata"})
+                     "metadata", "ranks", "rows_done"})
+OPTIONAL_ENTRIES = frozenset({"metadata", "ranks", "rows_done"})
+#: A data-parallel run's entry per rank after the first (whose are the entry's own).
+RANK_ENTRIES = frozenset({"n_rows", "data", "position", "correct", "rng"})
 #: The tensors of a checkpoint (besides θ's).
 TENSORS = frozenset({"optimizer_state", "order"})
 #: The History's keys a fit records, and the fields of a health record.
@@ -98,7 +100,8 @@ def _real(value, key: str, low: float | None = None, high: float | None = None) 
 
 
 def _check_entry(entry, tensors: dict, net: Network):
-    """(optimizer, History, order) that the checkpoint entry and tensors describe,
+    """(optimizer, History, row orders (one per rank)) that the checkpoint entry and
+    tensors describe,
     each checked against the others and against the network; _Refused if not."""
     if not isinstance(entry, dict):
         raise _Refused("checkpoint", "not a JSON object")
@@ -123,36 +126,68 @@ def _check_entry(entry, tensors: dict, net: Network):
 
     # Where in an epoch: None at its start; else rows done (whole batches), their
     # loss sum and rows classified right.
-    position = entry["position"]
     loss_sum = _real(entry["loss_sum"], "loss_sum", 0)        # every loss is ≥ 0
-    correct = _real(entry["correct"], "correct", 0)
-    if position is None:
-        if loss_sum != 0 or correct != 0:
-            raise _Refused("loss_sum", "sums of an epoch that has not started")
-    else:
+    if entry["position"] is None and loss_sum != 0:
+        raise _Refused("loss_sum", "sums of an epoch that has not started")
+    if entry["position"] is not None and epoch >= epochs:
+        raise _Refused("position", f"inside epoch {epoch + 1} of a run of {epochs} epochs")
+    # A data-parallel run: each rank's own rows, order, place and random stream.
+    ranks = entry.get("ranks", [])
+    if "ranks" in entry and (not isinstance(ranks, list) or not ranks):
+        raise _Refused("ranks", "expected a list of the other ranks' entries")
+    parts = [entry]
+    for r, part in enumerate(ranks, start=1):
+        if not isinstance(part, dict) or set(part) != RANK_ENTRIES:
+            raise _Refused("ranks", f"rank {r}: expected {sorted(RANK_ENTRIES)}")
+        _int(part["n_rows"], f"rank {r} n_rows", 1)
+        if not (isinstance(part["data"], str) and re.fullmatch("[0-9a-f]{64}", part["data"])):
+            raise _Refused("ranks", f"rank {r}: data is not a SHA-256 digest")
+        _int(part["rng"], f"rank {r} rng", 0, 2**64 - 1)
+        parts.append(part)
+    started = [part["position"] is not None for part in parts]
+    if len(set(started)) > 1:
+        raise _Refused("position", "some ranks inside an epoch, others at its start")
+    for r, part in enumerate(parts):
+        name = "" if r == 0 else f"rank {r} "
+        rows = part["n_rows"] if r else n_rows
+        correct = _real(part["correct"], f"{name}correct", 0)
+        position = part["position"]
+        if position is None:
+            if correct != 0:
+                raise _Refused(f"{name}correct", "sums of an epoch that has not started")
+            continue
         # A half-done epoch: the fit stopped between chunks, which end on whole batches.
-        position = _int(position, "position", 0, n_rows - 1)
-        if epoch >= epochs:
-            raise _Refused("position", f"inside epoch {epoch + 1} of a run of {epochs} epochs")
-        if position % batch_size:
-            raise _Refused("position", f"{position} rows is not a whole number of batches "
-                                       f"of {batch_size}")
+        position = _int(position, f"{name}position", 0, rows - 1)
+        if position % min(batch_size, rows):
+            raise _Refused(f"{name}position", f"{position} rows is not a whole number of "
+                                              f"batches of {batch_size}")
         if correct != int(correct) or correct > position:
-            raise _Refused("correct", f"{correct!r} rows right of {position}")
+            raise _Refused(f"{name}correct", f"{correct!r} rows right of {position}")
+    if ("rows_done" in entry) != bool(ranks):
+        raise _Refused("rows_done", "expected with ranks, and only then")
+    if ranks:
+        done = sum(part["position"] or 0 for part in parts)
+        if entry["rows_done"] != (done if started[0] else None):
+            raise _Refused("rows_done", f"{entry['rows_done']!r}, not the ranks' {done} rows")
 
-    if set(tensors) != TENSORS:
-        raise _Refused("tensors", f"{sorted(tensors)}, expected {sorted(TENSORS)}")
-    order = tensors["order"]
-    if order.dtype != np.int64 or order.shape != (n_rows,):
-        raise _Refused("order", f"{order.dtype} {order.shape}, expected int64 ({n_rows},)")
-    if not np.array_equal(np.sort(order), np.arange(n_rows)):
-        raise _Refused("order", f"not a permutation of the {n_rows} rows")
-    if not entry["shuffle"] and not np.array_equal(order, np.arange(n_rows)):
-        raise _Refused("order", "shuffled in a run with shuffle=False")
+    names = ["order"] + [f"order.{r}" for r in range(1, len(parts))]
+    if set(tensors) != TENSORS | set(names):
+        raise _Refused("tensors", f"{sorted(tensors)}, expected "
+                                  f"{sorted(TENSORS | set(names))}")
+    orders = []
+    for name, part in zip(names, parts):
+        order, rows = tensors[name], part["n_rows"]
+        if order.dtype != np.int64 or order.shape != (rows,):
+            raise _Refused(name, f"{order.dtype} {order.shape}, expected int64 ({rows},)")
+        if not np.array_equal(np.sort(order), np.arange(rows)):
+            raise _Refused(name, f"not a permutation of the {rows} rows")
+        if not entry["shuffle"] and not np.array_equal(order, np.arange(rows)):
+            raise _Refused(name, "shuffled in a run with shuffle=False")
+        orders.append(order.astype(np.intp))
 
     optimizer = _check_optimizer(entry["optimizer"], tensors["optimizer_state"], net)
     history = _check_history(entry["history"], epoch, net)
-    return optimizer, history, order.astype(np.intp)
+    return optimizer, history, orders
 
 
 def _check_optimizer(spec, state: np.ndarray, net: Network) -> Optimizer:
@@ -250,10 +285,10 @@ def _check_health(records, epoch: int, net: Network) -> None:
 
 
 def _read(path):
-    """(network, entry, optimizer, History, order) of the checkpoint at path, checked."""
+    """(network, entry, optimizer, History, row orders) of the checkpoint at path, checked."""
     net, entry, tensors = serialization.read(path, Network.from_config, checkpoint=True)
     try:
-        optimizer, history, order = _check_entry(entry, tensors, net)
+        optimizer, history, orders = _check_entry(entry, tensors, net)
     except _Refused as refused:
         name, why = refused.args
         raise ValueError(f"{path} is not a valid cbackprop checkpoint: entry {name!r}: "
@@ -261,7 +296,7 @@ def _read(path):
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError,
             RecursionError) as exc:       # what no check above foresaw: refused all the same
         raise ValueError(f"{path} is not a valid cbackprop checkpoint: {exc}") from None
-    return net, entry, optimizer, history, order
+    return net, entry, optimizer, history, orders
 
 
 def _network_print(network) -> tuple:
@@ -302,18 +337,18 @@ class Checkpoint:
         The `checkpoint_metadata` the run was started with.
     """
 
-    def __init__(self, path, network, optimizer, history, entry, order):
+    def __init__(self, path, network, optimizer, history, entry, orders):
         self.path = path
         self.network = network
         self.optimizer = optimizer
         self.history = history
-        self._adopt(entry, order)
+        self._adopt(entry, orders)
 
-    def _adopt(self, entry: dict, order: np.ndarray) -> None:
+    def _adopt(self, entry: dict, orders: list) -> None:
         """Take entry and order as where the run stands (network and optimizer hold it)."""
         self.epoch, self.epochs = entry["epoch"], entry["epochs"]
         self.metadata = entry.get("metadata")
-        self._entry, self._order = entry, order
+        self._entry, self._orders = entry, orders
         self._prints = (_network_print(self.network), _optimizer_print(self.optimizer))
 
     def __repr__(self) -> str:
@@ -327,7 +362,7 @@ class Checkpoint:
         optimizer state and random stream) where the run stands: the data
         checked against the run's, its row order, the position inside a
         half-done epoch. The estimators' checkpoints resume through it."""
-        session.restore(self._entry, self._order)
+        session.restore(self._entry, self._orders)
 
     def _check_settings(self, epochs, batch_size, shuffle, optimizer) -> int:
         """The epochs to reach; ValueError for what a resumed run cannot change."""
@@ -367,7 +402,8 @@ class Checkpoint:
 
     def fit(self, X, y, sample_weight=None, validation_data=None, verbose=False,
             callbacks=None, epochs: int | None = None, *, batch_size: int | None = None,
-            shuffle: bool | None = None, optimizer: Optimizer | None = None) -> History:
+            shuffle: bool | None = None, optimizer: Optimizer | None = None,
+            comm=None) -> History:
         """Continue the run on the data it was started with (checked) until
         `epochs`, writing checkpoints to the same file as before. Returns the
         whole History.
@@ -384,6 +420,10 @@ class Checkpoint:
             not a count of more epochs: `epochs=run.epoch + 1` trains one
             more. More than the run first asked for is fine; fewer than it has
             done raises ValueError. The file records the new target.
+        comm : mpi4py communicator, optional
+            For a run checkpointed under ``fit(..., comm=)``: every rank
+            resumes from the file (on as many ranks, each with its own rows)
+            and goes on with its own row order and random stream.
         batch_size, shuffle, optimizer : optional
             Accepted only as the run has them (its batch size, its shuffling,
             `run.optimizer` itself); other values raise ValueError saying how
@@ -407,11 +447,6 @@ class Checkpoint:
         """
         entry = self._entry
         epochs = self._check_settings(epochs, batch_size, shuffle, optimizer)
-        session = TrainingSession(self.network, X, y, sample_weight, optimizer=self.optimizer,
-                                  batch_size=entry["batch_size"], shuffle=entry["shuffle"],
-                                  validation_data=validation_data,
-                                  health="health" in self.history.history)
-        session.restore(entry, self._order)              # the same data
         if self.epoch and ("val_loss" in self.history.history) != (validation_data is not None):
             raise ValueError(
                 "the run was validated after each epoch: pass the validation_data it had"
@@ -423,10 +458,24 @@ class Checkpoint:
         history = History()       # this fit's; the Checkpoint's once the file holds it
         history.history = {k: list(v) for k, v in self.history.history.items()}
         history.epoch = list(self.history.epoch)
+        options = dict(checkpoint=self.path, checkpoint_every=entry["every"], history=history,
+                       checkpoint_metadata=self.metadata)
+        health = "health" in self.history.history
         try:
-            session.fit(epochs, verbose, callbacks, checkpoint=self.path,
-                        checkpoint_every=entry["every"], history=history,
-                        checkpoint_metadata=self.metadata)
+            if comm is not None:      # every rank continues its own part of the run
+                distributed.fit(self.network, X, y, comm, optimizer=self.optimizer,
+                                epochs=epochs, batch_size=entry["batch_size"],
+                                validation_data=validation_data, shuffle=entry["shuffle"],
+                                verbose=verbose, sample_weight=sample_weight,
+                                callbacks=callbacks, health=health, prepare=self.continue_in,
+                                **options)
+            else:
+                session = TrainingSession(
+                    self.network, X, y, sample_weight, optimizer=self.optimizer,
+                    batch_size=entry["batch_size"], shuffle=entry["shuffle"],
+                    validation_data=validation_data, health=health)
+                self.continue_in(session)             # the same data
+                session.fit(epochs, verbose, callbacks, **options)
         except DivergenceError:
             raise              # θ, the optimizer and the random stream are back as they were
         except BaseException:
@@ -439,14 +488,14 @@ class Checkpoint:
         """After a fit: stand where the file says the run is, if it holds this network
         and optimizer as they are now (if not, the next fit refuses: the run moved on)."""
         try:
-            net, entry, optimizer, _, order = _read(self.path)
+            net, entry, optimizer, _, orders = _read(self.path)
         except (OSError, ValueError):
             return
         if (_network_print(net), _optimizer_print(optimizer)) == (
                 _network_print(self.network), _optimizer_print(self.optimizer)) \
                 and entry["epoch"] == len(history.epoch):
             self.history = history
-            self._adopt(entry, order)
+            self._adopt(entry, orders)
 
 
 def resume(path) -> Checkpoint:
@@ -466,5 +515,5 @@ def resume(path) -> Checkpoint:
         For a damaged or crafted file (naming the entry), or a model file
         that holds no run to continue.
     """
-    net, entry, optimizer, history, order = _read(path)
-    return Checkpoint(str(path), net, optimizer, history, entry, order)
+    net, entry, optimizer, history, orders = _read(path)
+    return Checkpoint(str(path), net, optimizer, history, entry, orders)

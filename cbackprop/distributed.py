@@ -71,10 +71,24 @@ class DataParallel(Reducer):
     def reduce_sums(self, values: np.ndarray) -> None:
         self.comm.Allreduce(self._in_place, values, op=self._sum)
 
+    def gather(self, value):
+        return self.comm.gather(value, root=0)
+
+    @property
+    def rank(self) -> int:
+        return self.comm.Get_rank()
+
+    @property
+    def size(self) -> int:
+        return self.comm.Get_size()
+
 
 def fit(network, X, y, comm, *, optimizer, epochs, batch_size, validation_data, shuffle,
-        verbose, sample_weight, callbacks, health=False):
-    """`Network.fit(..., comm=comm)`: train network data-parallel over comm's ranks."""
+        verbose, sample_weight, callbacks, health=False, checkpoint=None, checkpoint_every=1,
+        checkpoint_metadata=None, history=None, prepare=None):
+    """`Network.fit(..., comm=comm)`: train network data-parallel over comm's ranks
+    (and `Checkpoint.fit(..., comm=comm)`: `prepare(session)` restores the run).
+    With a checkpoint, rank 0 writes each rank's part of the run into one file."""
     rank, size = comm.Get_rank(), comm.Get_size()
     session = error = None
     try:
@@ -83,8 +97,10 @@ def fit(network, X, y, comm, *, optimizer, epochs, batch_size, validation_data, 
                                   batch_size=batch_size, shuffle=shuffle,
                                   validation_data=validation_data, health=health,
                                   reducer=DataParallel(comm))
+        if prepare is not None:
+            prepare(session)
         steps = -(-session.n_rows // session.batch_size)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OSError) as exc:
         error, steps = exc, None
     # Every rank learns whether every rank could start, before any collective step.
     reports = comm.allgather((None if error is None else f"{type(error).__name__}: {error}",
@@ -104,7 +120,9 @@ def fit(network, X, y, comm, *, optimizer, epochs, batch_size, validation_data, 
     if len(set(healths)) > 1:
         raise ValueError(f"health must be the same on every rank, got {healths} by rank")
     try:
-        return session.fit(epochs, verbose if rank == 0 else False, callbacks)
+        return session.fit(epochs, verbose if rank == 0 else False, callbacks,
+                           checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                           checkpoint_metadata=checkpoint_metadata, history=history)
     except (DivergenceError, KeyboardInterrupt):
         raise          # agreed by every rank at the same step
     except BaseException as exc:

@@ -387,20 +387,11 @@ class Network:
             left them, whole and finite.
         """
         optimizer = Adam() if optimizer is None else optimizer
-        if comm is not None:
-            if checkpoint is not None:
-                raise ValueError("checkpoint is not supported with comm (data-parallel "
-                                 "training) yet: save from rank 0 instead")
-            return distributed.fit(self, X, y, comm, optimizer=optimizer, epochs=epochs,
-                                   batch_size=batch_size, validation_data=validation_data,
-                                   shuffle=shuffle, verbose=verbose,
-                                   sample_weight=sample_weight, callbacks=callbacks,
-                                   health=health)
-        session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
-                                  batch_size=batch_size, shuffle=shuffle,
-                                  validation_data=validation_data, health=health)
-        if checkpoint is not None and not V.check_bool(checkpoint_overwrite,
-                                                       "checkpoint_overwrite"):
+
+        def keep_other_runs(session):
+            """FileExistsError for another run's checkpoint at `checkpoint`."""
+            if checkpoint is None or V.check_bool(checkpoint_overwrite, "checkpoint_overwrite"):
+                return
             V.check_json_object(checkpoint_metadata, "checkpoint_metadata")   # its errors first
             held = serialization.checkpoint_at(checkpoint)
             if held is not None:
@@ -408,8 +399,20 @@ class Network:
                     f"{checkpoint} holds the checkpoint of another run ({held}): continue "
                     f"that run with cbackprop.resume(path).fit(X, y) (train --resume), or "
                     f"pass checkpoint_overwrite=True to replace it, or choose another path")
-        return session.fit(epochs, verbose, callbacks, checkpoint, checkpoint_every,
-                           checkpoint_metadata=checkpoint_metadata)
+
+        options = dict(checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                       checkpoint_metadata=checkpoint_metadata)
+        if comm is not None:
+            return distributed.fit(self, X, y, comm, optimizer=optimizer, epochs=epochs,
+                                   batch_size=batch_size, validation_data=validation_data,
+                                   shuffle=shuffle, verbose=verbose,
+                                   sample_weight=sample_weight, callbacks=callbacks,
+                                   health=health, prepare=keep_other_runs, **options)
+        session = TrainingSession(self, X, y, sample_weight, optimizer=optimizer,
+                                  batch_size=batch_size, shuffle=shuffle,
+                                  validation_data=validation_data, health=health)
+        keep_other_runs(session)
+        return session.fit(epochs, verbose, callbacks, **options)
 
     # ---- files ----------------------------------------------------------
 

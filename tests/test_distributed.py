@@ -79,6 +79,33 @@ def test_health_under_comm_is_the_combined_batches_health(ranks, tmp_path):
                 assert got[key] == value, key
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_checkpointed_run_resumes_on_every_rank_bitwise(ranks, tmp_path):
+    """fit(comm=, checkpoint=): rank 0 writes one file with every rank's part of
+    the run (rows, row order, place in the epoch, random stream); a run stopped
+    inside an epoch, resumed by every rank from it, ends bitwise where the
+    uninterrupted run ends (shuffled, dropout-free, float64)."""
+    spec = dict(shuffle=True, epochs=4, optimizer="adam")
+    done, whole, _ = mpirun(ranks, "plain", tmp_path, **spec)
+    assert done.returncode == 0, done.stderr
+    path = str(tmp_path / "run.ckpt")
+    done, stopped, _ = mpirun(ranks, "checkpoint-stop", tmp_path, checkpoint=path, **spec)
+    assert done.returncode == 0, done.stderr
+    assert stopped["epochs"] == [2] * ranks            # epochs 0 and 1, then one step
+    run = cb.resume(path)
+    assert run.epoch == 2 and "rows into epoch 3" in repr(run)
+    done, resumed, _ = mpirun(ranks, "checkpoint-resume", tmp_path, checkpoint=path, **spec)
+    assert done.returncode == 0, done.stderr
+    assert resumed["digests"] == whole["digests"]      # every rank's θ, bitwise
+    assert resumed["t"] == whole["t"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(resumed["history"][key], whole["history"][key],
+                                   rtol=1e-12, err_msg=key)
+    done, _, _ = mpirun(ranks + 1, "checkpoint-resume", tmp_path, checkpoint=path, **spec)
+    assert done.returncode != 0
+    assert f"resume it on as many (mpirun -n {ranks}), not on {ranks + 1}" in done.stdout
+
+
 def test_bad_input_on_one_rank_is_an_error_on_every_rank(tmp_path):
     done, result, seconds = mpirun(2, "bad-input", tmp_path)
     assert done.returncode != 0 and result is None

@@ -43,7 +43,7 @@ if case == "uneven":        # shards of 14, 15, … rows: at batch 7, 2 and 3 ba
 if case == "bad-input" and rank == size - 1:
     Xr = Xr.copy()
     Xr[0, 0] = np.nan
-if case == "stop" and rank == size - 1:
+if case in ("stop", "checkpoint-stop") and rank == size - 1:
     callbacks.append(lambda epoch, logs: net.stop() if epoch == 1 else None)
 if case == "raise" and rank == size - 1:
     def boom(epoch, logs):
@@ -55,11 +55,17 @@ if case == "kill" and rank == size - 1:
                      if epoch == 1 else None)
 if case == "interrupt" and rank == size - 1:
     threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+validation = (Xv[rank::size], yv[rank::size])
 try:
-    history = net.fit(Xr, yr, optimizer=opt, epochs=spec["epochs"], batch_size=b,
-                      sample_weight=wr, shuffle=False, validation_data=(Xv[rank::size],
-                                                                        yv[rank::size]),
-                      callbacks=callbacks, comm=comm, health=case == "health")
+    if case == "checkpoint-resume":     # every rank continues its part of the file's run
+        run = cb.resume(spec["checkpoint"])
+        net, opt = run.network, run.optimizer
+        history = run.fit(Xr, yr, sample_weight=wr, validation_data=validation, comm=comm)
+    else:
+        history = net.fit(Xr, yr, optimizer=opt, epochs=spec["epochs"], batch_size=b,
+                          sample_weight=wr, shuffle=spec.get("shuffle", False),
+                          validation_data=validation, callbacks=callbacks, comm=comm,
+                          health=case == "health", checkpoint=spec.get("checkpoint"))
 except ValueError as exc:
     print(f"rank {rank}: ValueError: {exc}", flush=True)
     sys.exit(3)
