@@ -178,7 +178,8 @@ class _Group:
 def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
              sample_weight=None, validation_data=None, shuffle: bool = True,
              seed: int | None = None, n_threads: int | None = None, verbose=False,
-             callbacks=None, alpha_per_weight=None) -> list[History]:
+             callbacks=None, alpha_per_weight=None, health: bool = False,
+             checkpoint=None) -> list[History]:
     """Train K networks of one shape together, on one pass over the data.
 
     Every network sees the same batches in the same order; the first layers
@@ -222,6 +223,11 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
         training after every epoch, with logs["network"] its index; a True
         return stops that network alone. `net.stop()` does the same from
         another thread; Ctrl-C stops them all at the next chunk.
+    health, checkpoint
+        Not measured, not written by a bank (refused with a ValueError that
+        says so): the wide first layer of all K networks is updated as one.
+        Fit a network alone (`net.fit(..., health=True, checkpoint=PATH)`)
+        for either.
     alpha_per_weight : float or list of float, optional
         One per network (or one for all): each training batch of total row
         weight S then uses the L2 strength alpha_per_weight / S instead of the
@@ -239,6 +245,14 @@ def fit_many(networks, X, y, optimizers, epochs: int = 1, batch_size: int = 32,
     state before this call and drops out (a RuntimeWarning names it); the
     others go on.
     """
+    if V.check_bool(health, "health"):
+        raise ValueError("fit_many measures no health figures: the first layers of all "
+                         "networks are one wide layer, updated as one; fit a network alone "
+                         "with net.fit(..., health=True) to see its figures")
+    if checkpoint is not None:
+        raise ValueError("fit_many writes no checkpoints: the networks share one row order "
+                         "and wide first layer; fit each with net.fit(..., checkpoint=PATH), "
+                         "or save them between fit_many calls of fewer epochs")
     networks = _check_networks(networks)
     k, first = len(networks), networks[0]
     optimizers = _check_optimizers(optimizers, k)

@@ -264,3 +264,15 @@ def test_networks_are_free_again_after_a_failed_call():
             cb.fit_many(nets, X, Y_CLASS, [cb.SGD(lr=1e300), cb.SGD(lr=1e300)], epochs=1,
                         shuffle=False)
     nets[0].fit(X, Y_CLASS, epochs=1)             # not left claimed
+
+
+@pytest.mark.parametrize("option,message", [(dict(health=True), "health figures"),
+                                            (dict(checkpoint="x.ckpt"), "no checkpoints")])
+def test_what_a_bank_cannot_do_is_refused_saying_so(option, message):
+    nets = [cb.Network(4, [cb.Dense(3, "relu"), cb.Dense(2, "softmax")], seed=s)
+            for s in range(2)]
+    theta = [n.theta.copy() for n in nets]
+    with pytest.raises(ValueError, match=message):
+        cb.fit_many(nets, np.ones((6, 4)), np.arange(6) % 2, cb.SGD(), **option)
+    for net, before in zip(nets, theta):
+        np.testing.assert_array_equal(net.theta, before)
