@@ -947,8 +947,12 @@ class _BaseMLP(BaseEstimator):
             loss, _, grad = session.loss_and_grad()
             return loss / c, np.divide(grad, c, dtype=np.float64)
 
+        start = net.theta.copy()
+        reached = start       # θ after the last finished iteration
+
         def each_iteration(intermediate_result):
-            nonlocal last, stopped_by_callback
+            nonlocal last, stopped_by_callback, reached
+            reached = intermediate_result.x.copy()
             now = time.perf_counter()
             self.loss_curve_.append(float(intermediate_result.fun))
             logs = {"epoch": len(self.loss_curve_), "loss": self.loss_curve_[-1],
@@ -961,13 +965,25 @@ class _BaseMLP(BaseEstimator):
                 raise StopIteration
 
         self.loss_curve_ = []
-        result = scipy.optimize.minimize(
-            loss_and_grad, net.theta.astype(np.float64), method="L-BFGS-B", jac=True,
-            callback=each_iteration,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
-        net.theta[...] = result.x
-        if not V.all_finite(net.theta):
-            raise ValueError(_NONFINITE)
+        try:
+            result = scipy.optimize.minimize(
+                loss_and_grad, net.theta.astype(np.float64), method="L-BFGS-B", jac=True,
+                callback=each_iteration,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        except KeyboardInterrupt:
+            # As the stochastic solvers: keep what the finished iterations reached.
+            net.theta[...] = reached
+            self.n_iter_ = len(self.loss_curve_)
+            if self.loss_curve_:
+                self.loss_ = self.best_loss_ = self.loss_curve_[-1]
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+            return
+        found = result.x.astype(net.dtype)
+        if not V.all_finite(found):
+            net.theta[...] = start
+            raise ValueError(_NONFINITE + " (The model keeps the weights it had before this "
+                             "fit.)")
+        net.theta[...] = found
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = self.best_loss_ = float(result.fun)
         if result.status != 0 and not stopped_by_callback:

@@ -740,3 +740,25 @@ def test_health_figures_of_an_estimator(solver):
 def test_health_is_refused_with_lbfgs():
     with pytest.raises(ValueError, match="solver='lbfgs'"):
         MLPRegressor(solver="lbfgs", health=True).fit(np.ones((4, 2)), np.ones(4))
+
+
+def test_ctrl_c_in_lbfgs_keeps_the_last_iteration():
+    """Ctrl-C inside scipy.optimize (here: raised by a callback after iteration 3)
+    keeps the weights the finished iterations reached, with a warning, as the
+    stochastic solvers keep theirs."""
+    X, y = cb.datasets.load_digits()
+    X, y = X[:200] / 16, y[:200]
+    params = dict(hidden_layer_sizes=(8,), solver="lbfgs", random_state=0, dtype="float64")
+
+    def interrupt(est, logs):
+        if logs["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        three = MLPClassifier(max_iter=3, **params).fit(X, y)
+        with pytest.warns(UserWarning, match="interrupted"):
+            stopped = MLPClassifier(max_iter=50, callbacks=[interrupt], **params).fit(X, y)
+    assert stopped.n_iter_ == 3 and stopped.loss_curve_ == three.loss_curve_
+    for mine, theirs in zip(stopped.coefs_, three.coefs_):
+        np.testing.assert_array_equal(mine, theirs)
