@@ -447,6 +447,14 @@ class Checkpoint:
         """
         entry = self._entry
         epochs = self._check_settings(epochs, batch_size, shuffle, optimizer)
+        health = "health" in self.history.history
+        session = None
+        if comm is None:
+            session = TrainingSession(
+                self.network, X, y, sample_weight, optimizer=self.optimizer,
+                batch_size=entry["batch_size"], shuffle=entry["shuffle"],
+                validation_data=validation_data, health=health)
+            self.continue_in(session)                 # the same data
         if self.epoch and ("val_loss" in self.history.history) != (validation_data is not None):
             raise ValueError(
                 "the run was validated after each epoch: pass the validation_data it had"
@@ -460,7 +468,6 @@ class Checkpoint:
         history.epoch = list(self.history.epoch)
         options = dict(checkpoint=self.path, checkpoint_every=entry["every"], history=history,
                        checkpoint_metadata=self.metadata)
-        health = "health" in self.history.history
         try:
             if comm is not None:      # every rank continues its own part of the run
                 distributed.fit(self.network, X, y, comm, optimizer=self.optimizer,
@@ -470,11 +477,6 @@ class Checkpoint:
                                 callbacks=callbacks, health=health, prepare=self.continue_in,
                                 **options)
             else:
-                session = TrainingSession(
-                    self.network, X, y, sample_weight, optimizer=self.optimizer,
-                    batch_size=entry["batch_size"], shuffle=entry["shuffle"],
-                    validation_data=validation_data, health=health)
-                self.continue_in(session)             # the same data
                 session.fit(epochs, verbose, callbacks, **options)
         except DivergenceError:
             raise              # θ, the optimizer and the random stream are back as they were
