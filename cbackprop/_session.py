@@ -28,7 +28,7 @@ import weakref
 
 import numpy as np
 
-from cbackprop import _threads, serialization, trainer
+from cbackprop import _threads, checkpoint_format, serialization, trainer
 from cbackprop import _validation as V
 from cbackprop._concurrency import DeferredInterrupt
 from cbackprop._core import _engine
@@ -665,36 +665,18 @@ class TrainingSession:
         network, the optimizer (state_dict), the random stream, the row order,
         the epoch and position in it, the History, the fit's options and the
         caller's metadata (a JSON object, or None)."""
-        net, opt = self.network, self.optimizer
-        with net.params_lock.read():
-            config, theta, rng = net.get_config(), net.theta.copy(), int(net.rng_state[0])
-        # position None: at an epoch boundary; else the epoch is shuffled and half done.
         pos, total, correct, rows_done = self.position or (None, 0.0, 0.0, 0)
         # What is this process's own: its rows, row order, place and random stream.
         mine = ({"n_rows": self.n_rows, "data": self.data_digest(), "position": pos,
-                 "correct": float(correct), "rng": rng}, self.order.astype(np.int64))
+                 "correct": float(correct), "rng": int(self.network.rng_state[0])},
+                self.order.astype(np.int64))
         parts = [mine] if self.reducer is None else self.reducer.gather(mine)
         if parts is None:
             return              # the first process writes the file for every process
-        optimizer = opt.state_dict()
-        entry = {
-            "epoch": len(history.epoch), "epochs": epochs, "every": every,
-            "position": pos, "loss_sum": float(total), "correct": float(correct),
-            "optimizer": {k: optimizer[k] for k in ("name", "hyperparameters", "t")},
-            # Pairs, not an object: the file's JSON is written with sorted keys.
-            "history": {"history": list(history.history.items()), "epoch": history.epoch},
-            "batch_size": self.batch_size, "shuffle": self.shuffle, "n_rows": self.n_rows,
-            "data": self.data_digest(), "metadata": metadata,
-        }
-        tensors = {"optimizer_state": optimizer["state"], "order": mine[1]}
-        if len(parts) > 1:      # data-parallel: each other rank's own part, and its order
-            entry["ranks"] = [part for part, _ in parts[1:]]
-            entry["rows_done"] = int(rows_done) if pos is not None else None
-            tensors.update({f"order.{r}": order for r, (_, order) in enumerate(parts)
-                            if r > 0})
-        V.check_json_object(metadata, "checkpoint_metadata")
-        serialization.write(path, config, theta, rng, checkpoint=entry, labels=net.classes,
-                            tensors=tensors)
+        checkpoint_format.write(path, self.network, self.optimizer, history, parts,
+                                epochs=epochs, every=every, batch_size=self.batch_size,
+                                shuffle=self.shuffle, loss_sum=total, rows_done=rows_done,
+                                metadata=metadata)
 
     def restore(self, entry: dict, orders: list[np.ndarray]) -> None:
         """Continue the run a checkpoint holds (after `__init__`, before entering):
