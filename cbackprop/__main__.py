@@ -11,7 +11,9 @@ digits and report the test accuracy. Subcommands:
     info             version, dtypes, BLAS library, kernel and threads
 
 Errors are printed as one line on stderr, with exit status 1 (2 for a bad
-command line, found before any data is read; 130 when interrupted). Output into
+command line, found before any data is read, or an option that contradicts the
+checkpoint --resume names; 130 when interrupted). Under `mpirun -n N cbackprop
+train ...` every rank trains on its share of the rows, and only rank 0 speaks. Output into
 a closed pipe (`cbackprop predict ... | head`) stops quietly with status 141,
 as a Unix tool killed by SIGPIPE reports it.
 """
@@ -42,6 +44,10 @@ from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 #: Integer targets reaching this are taken for regression values, not classes, unless told.
 _MAX_GUESSED_CLASSES = 1000
+
+
+class UsageError(Exception):
+    """A command line that cannot work, found once a file it names was read (status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -235,13 +241,13 @@ def cmd_train(args) -> int:
     rank = 0 if comm is None else comm.Get_rank()
     quiet = args.quiet or rank != 0          # under mpirun only rank 0 speaks
     say = (lambda *a: None) if quiet else print
+    run = _read_checkpoint(args) if args.resume else None
     # Every output is checked before the data is read, not after training.
     for path, option in ((args.save, "--save"), (args.checkpoint, "--checkpoint")):
         if path:
             _check_output_path(path, option)
     if args.plot:
         _check_plot_path(args.plot)
-    run = resume(args.resume) if args.resume else None
     X, y = load_data(args, "train")
     if run is not None:
         net, optimizer, classes = run.network, run.optimizer, run.network.classes
@@ -275,13 +281,15 @@ def cmd_train(args) -> int:
     try:
         if run is not None:
             history = run.fit(X, y, validation_data=validation, verbose=not quiet,
-                              callbacks=callbacks, epochs=args.epochs)
+                              callbacks=callbacks, epochs=args.epochs,
+                              checkpoint_metadata=_checkpoint_metadata(args, run))
         else:
             history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, validation_data=validation,
                               verbose=not quiet, health=args.health, callbacks=callbacks,
                               comm=comm, checkpoint=args.checkpoint,
-                              checkpoint_every=args.checkpoint_every)
+                              checkpoint_every=args.checkpoint_every,
+                              checkpoint_metadata=_checkpoint_metadata(args, None))
     except KeyboardInterrupt:
         _save_interrupted(net, optimizer, args, X.shape[0], rank)
         raise
@@ -300,6 +308,84 @@ def cmd_train(args) -> int:
                                       f"{args.optimizer}")
         say(f"saved the learning curves to {args.plot}")
     return 0
+
+
+# ---- --resume: a run's own options, kept in its checkpoint --------------------------
+
+#: train's options that define a run: kept in its checkpoint; --resume restores them, and
+#: refuses one given again with another value.
+_RUN_OPTIONS = ("hidden", "activation", "loss", "optimizer", "lr", "momentum", "alpha",
+                "dropout", "batch_size", "seed", "dtype", "validation_split",
+                "checkpoint_every", "label_column", "delimiter")
+#: Kept and restored too, but a resumed run may be given new ones: more --epochs, other
+#: outputs.
+_FREE_OPTIONS = ("epochs", "save", "plot")
+
+
+#: The default of every run option in a parse that looks for the options typed.
+_NOT_GIVEN = object()
+
+
+def _checkpoint_metadata(args, run) -> dict | None:
+    """What train keeps with its checkpoints: the run's options (as JSON), beside what a
+    checkpoint written by the Python API already holds."""
+    if args.checkpoint is None:
+        return None
+    kept = {} if run is None or not isinstance(run.metadata, dict) else dict(run.metadata)
+    kept["command_line"] = {"data": args.data,
+                            **{k: getattr(args, k) for k in _RUN_OPTIONS + _FREE_OPTIONS}}
+    return kept
+
+
+def _option_text(dest: str, value) -> str:
+    """An option with its value as one would type it: `--hidden 64,32`, `--lr 0.01`."""
+    option = "--" + dest.replace("_", "-")
+    if value is None:
+        return f"no {option}"
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    elif dest == "delimiter":
+        value = repr(value) if value != "\t" else "'\\t'"
+    return f"{option} {value}"
+
+
+def _read_checkpoint(args):
+    """The run --resume names, its options restored into args (see _RUN_OPTIONS)."""
+    path = args.resume
+    try:
+        run = resume(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--resume {path}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"--resume {path} is a directory, not a checkpoint") from None
+    except ValueError:
+        try:
+            load(path)
+        except (ValueError, OSError):
+            raise
+        raise ValueError(f"--resume {path} is a model file (written by --save), not a "
+                         f"checkpoint: to train it further, use --init {path}") from None
+    kept = (run.metadata or {}).get("command_line")
+    if not isinstance(kept, dict):
+        # A checkpoint written by the Python API: the options stay as given, and the
+        # epochs are the run's own unless given.
+        if "epochs" not in args.given:
+            args.epochs = run.epochs
+        return run
+    for dest in _RUN_OPTIONS + _FREE_OPTIONS:
+        if dest not in kept:
+            continue
+        if dest in args.given and dest in _RUN_OPTIONS and getattr(args, dest) != kept[dest]:
+            raise UsageError(f"{_option_text(dest, getattr(args, dest))} contradicts the run "
+                             f"checkpointed in {path}, which has "
+                             f"{_option_text(dest, kept[dest])}; leave it out to continue "
+                             "that run")
+        if dest not in args.given:
+            setattr(args, dest, kept[dest])
+    args.checkpoint = path
+    return run
 
 
 def _save(net, path) -> None:
@@ -573,7 +659,9 @@ def _add_model_and_data(p) -> None:
     _add_data_options(p, with_split=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser; with given_only, train's options have no defaults, so
+    that a parse holds only the options typed."""
     parser = _Parser(
         prog="cbackprop",
         description="Dense neural networks trained by backpropagation, in typed Cython. "
@@ -623,8 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
                    help="epochs between checkpoints (default: 1)")
     p.add_argument("--resume", metavar="PATH",
-                   help="continue the run checkpointed in PATH (same DATA and "
-                        "--validation-split, --seed) up to --epochs, checkpointing there")
+                   help="continue the run checkpointed in PATH on the same DATA: its "
+                        "options (network, optimizer, data options, --validation-split, "
+                        "--seed, --epochs, --save, ...) come from the checkpoint; give "
+                        "--epochs, --save or --plot to change them")
     p.add_argument("--health", action="store_true",
                    help="print each layer's training health every epoch (gradient norms, "
                         "update ratios, dead and saturated units) with advice")
@@ -632,6 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final figures")
     _add_data_options(p, with_split=False)
     p.set_defaults(func=cmd_train)
+    if given_only:
+        p.set_defaults(**dict.fromkeys(_RUN_OPTIONS + _FREE_OPTIONS, _NOT_GIVEN))
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved network on data",
                        description="Print the loss (and accuracy) of a saved network on DATA.")
@@ -683,10 +775,12 @@ def _option_conflict(args) -> str | None:
             and args.optimizer not in ("sgd", "rmsprop"):
         return f"--momentum applies to sgd and rmsprop, not {args.optimizer}"
     if args.command == "train" and args.resume:
-        for option, value in (("--checkpoint", args.checkpoint), ("--health", args.health)):
-            if value:
-                return (f"--resume continues a run as it was set up; {option} is for a new "
-                        "run (a resumed run checkpoints to the file it resumes)")
+        if args.checkpoint and args.checkpoint != args.resume:
+            return (f"--checkpoint {args.checkpoint}: a resumed run checkpoints to the file it "
+                    f"resumes (--resume {args.resume}); leave --checkpoint out")
+        if args.health:
+            return ("--resume continues a run as it was set up; --health is for a new run "
+                    "(a resumed run measures no health figures)")
     if args.command not in ("train", "evaluate", "predict"):
         return None
     if not datasets.is_table(args.data):
@@ -707,20 +801,43 @@ def _option_conflict(args) -> str | None:
     return None
 
 
+def _usage_error(parser, args, problem: str):
+    """Exit with status 2 and one line naming the command (printed by rank 0 alone)."""
+    parser.exit(2, "" if _rank() else f"{parser.prog} {args.command}: error: {problem} "
+                                      f"(see {parser.prog} {args.command} --help)\n")
+
+
+def _rank() -> int:
+    """This process's rank among those mpirun started (0 when alone), from the
+    environment mpirun sets, so that a message all ranks would print is printed once."""
+    for key in ("PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        if key in os.environ:
+            try:
+                return int(os.environ[key])
+            except ValueError:
+                return 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":
+        # Which options were typed (not defaults): --resume restores the others.
+        typed = vars(build_parser(given_only=True).parse_args(argv))
+        args.given = {k for k, v in typed.items() if v is not _NOT_GIVEN}
     problem = _option_conflict(args)
     if problem:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {problem} "
-                       f"(see {parser.prog} {args.command} --help)\n")
+        return _usage_error(parser, args, problem)
     try:
         status = main_job() if args.command is None else args.func(args)
         # Flushed here, not at exit, so that a closed pipe is caught below whether or not
         # stdout is buffered (it is, into a pipe, unless PYTHONUNBUFFERED is set).
         sys.stdout.flush()
         return status
+    except UsageError as exc:
+        return _usage_error(parser, args, str(exc))
     except KeyboardInterrupt:
         print("cbackprop: interrupted", file=sys.stderr)
         return 130
@@ -731,7 +848,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + 13     # killed by SIGPIPE, as the shell reports it
     except (ValueError, TypeError, OSError, ImportError, DivergenceError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"cbackprop: error: {message}", file=sys.stderr)
+        if not _rank():     # under mpirun every rank meets the same error: say it once
+            print(f"cbackprop: error: {message}", file=sys.stderr)
         return 1
 
 

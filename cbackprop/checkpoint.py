@@ -56,10 +56,12 @@ class Checkpoint:
                 f"{where}, {self.optimizer.t} steps, {self.network!r})")
 
     def fit(self, X, y, sample_weight=None, validation_data=None, verbose=False,
-            callbacks=None, epochs: int | None = None) -> History:
+            callbacks=None, epochs: int | None = None,
+            checkpoint_metadata: dict | None = None) -> History:
         """Continue the run on the data it was started with (checked) until
         `epochs` (default: the epochs it was asked for), writing checkpoints to
-        the same file as before. Returns the whole History."""
+        the same file as before, with `checkpoint_metadata` (default: the run's
+        `metadata`). Returns the whole History."""
         entry = self._entry
         session = TrainingSession(self.network, X, y, sample_weight, optimizer=self.optimizer,
                                   batch_size=entry["batch_size"], shuffle=entry["shuffle"],
@@ -67,7 +69,9 @@ class Checkpoint:
         session.restore(entry, self._order)
         return session.fit(self.epochs if epochs is None else epochs, verbose, callbacks,
                            checkpoint=self.path, checkpoint_every=entry["every"],
-                           history=self.history, checkpoint_metadata=self.metadata)
+                           history=self.history,
+                           checkpoint_metadata=(self.metadata if checkpoint_metadata is None
+                                                else checkpoint_metadata))
 
 
 def resume(path) -> Checkpoint:
