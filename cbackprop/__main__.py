@@ -219,8 +219,98 @@ def _label_column(text: str) -> int | str:
 
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
-    label_column = None if args.label_column is None else _label_column(args.label_column)
-    return datasets.load_dataset(args.data, split, label_column, need_labels, args.delimiter)
+    if datasets.is_table(args.data):
+        table = _Table(args.data, args.delimiter)
+        label = table.column("--label-column", args.label_column or "-1")
+        X, y = datasets.load_csv(args.data, label if need_labels else None,
+                                 delimiter=table.delimiter)
+        return X, y
+    return datasets.load_dataset(args.data, split, None, need_labels, args.delimiter)
+
+
+class _Table:
+    """A CSV/TSV file's layout (header, columns), read before the file is, so that its
+    columns are found in the words of the command line."""
+
+    def __init__(self, path: str, delimiter: str | None):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no data set or file named {path!r} (named data sets: "
+                                    f"{', '.join(datasets.NAMED_DATASETS)}; or a .csv, .npz "
+                                    "or MNIST directory)")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory, not a table")
+        self.path = path
+        self.delimiter = delimiter or ("\t" if path.lower().endswith((".tsv", ".tsv.gz"))
+                                       else ",")
+        self.names, self.n_columns = datasets.csv_columns(path, self.delimiter)
+
+    def column(self, option: str, text: str) -> int:
+        """The index of the column `option text` names (a header name or a number, -1 the
+        last), or a usage error that names the option."""
+        value = _label_column(text)
+        if isinstance(value, int):
+            if not -self.n_columns <= value < self.n_columns:
+                raise ValueError(f"{option} {text} is out of range: {self.path} has "
+                                 f"{self.n_columns} columns (0..{self.n_columns - 1}, or -1 "
+                                 "for the last)")
+            return value % self.n_columns
+        if self.names is None:
+            raise ValueError(f"{option} {text} names a column, but {self.path} has no "
+                             "header row (give the column's number, from 0)")
+        if value not in self.names:
+            raise ValueError(f"{option} {text}: {self.path} has no column {text!r}; its "
+                             f"columns are {', '.join(self.names)}")
+        return self.names.index(value)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names else str(index)
+
+    def record(self, label: int | None, args) -> dict:
+        """How train read it, for the saved model (Network.data_options)."""
+        features = None if self.names is None else [
+            n for j, n in enumerate(self.names) if j != label]
+        return {"label_column": args.label_column, "delimiter": args.delimiter,
+                "header": self.names is not None, "columns": features,
+                "label": None if label is None or self.names is None else self.names[label]}
+
+
+def _model_table(args, net, need_labels: bool):
+    """(X, y or None, ids or None, label column name) of a table for a saved model: the
+    label and delimiter it was trained with unless given; a table without the label
+    column is features alone (an error when need_labels)."""
+    kept = net.data_options or {}
+    table = _Table(args.data, args.delimiter or kept.get("delimiter"))
+    id_option = getattr(args, "id_column", None)
+    ids_index = None
+    if id_option is not None and not (id_option == "row" and "row" not in (table.names or [])):
+        ids_index = table.column("--id-column", id_option)
+    n_features = table.n_columns - (ids_index is not None)
+    label = None
+    if args.label_column is not None:
+        label = table.column("--label-column", args.label_column)
+    elif kept.get("label") is not None and table.names is not None:
+        # Trained on a table with a header: its label column is found by name.
+        if kept["label"] in table.names:
+            label = table.names.index(kept["label"])
+    elif n_features == net.n_inputs + 1:
+        label = table.column("--label-column", kept.get("label_column") or "-1")
+    trained = ("--label-column " + kept["label_column"]) if kept.get("label_column") else (
+        "the label in the last column")
+    if label is None and n_features != net.n_inputs:
+        raise ValueError(f"{table.path} has {n_features} feature columns, but the model takes "
+                         f"{net.n_inputs} (trained with {trained})")
+    if label is None and need_labels:
+        raise ValueError(f"{table.path} has no label column: its {n_features} columns are the "
+                         f"model's {net.n_inputs} features; evaluate needs the true labels "
+                         f"(the model was trained with {trained}; name the column with "
+                         "--label-column)")
+    read = datasets.load_csv(table.path, label, delimiter=table.delimiter, id_column=ids_index)
+    X, y = read[0], read[1]
+    ids = read[2] if ids_index is not None else (
+        [str(i) for i in range(1, X.shape[0] + 1)] if id_option is not None else None)
+    label_name = None if label is None else table.name(label)
+    return X, y, ids, (None if id_option is None else
+                       table.name(ids_index) if ids_index is not None else "row"), label_name
 
 
 def _mpi_world():
@@ -248,14 +338,30 @@ def cmd_train(args) -> int:
             _check_output_path(path, option)
     if args.plot:
         _check_plot_path(args.plot)
+    start = _load_model(args.init, "--init") if args.init else None
+    if start is not None and start.data_options and datasets.is_table(args.data):
+        # Read the data as the model's was, unless told otherwise.
+        for dest in ("label_column", "delimiter"):
+            if getattr(args, dest) is None:
+                setattr(args, dest, start.data_options.get(dest))
     X, y = load_data(args, "train")
-    if run is not None:
-        net, optimizer, classes = run.network, run.optimizer, run.network.classes
-        if classes is not None:
+    if run is not None or start is not None:
+        net = run.network if run is not None else start
+        optimizer = run.optimizer if run is not None else _make_optimizer(args)
+        if X.shape[1] != net.n_inputs:
+            where = f"--resume {args.resume}" if run is not None else f"--init {args.init}"
+            raise ValueError(f"{args.data} has {X.shape[1]} features, but the model in "
+                             f"{where} takes {net.n_inputs}")
+        if net.classes is not None:
             y = _class_indices(net, y)
-        say(f"resuming {run!r}")
+        say(f"resuming {run!r}" if run is not None else f"continuing the model in {args.init}")
     else:
-        net, optimizer, y, classes = _new_network(args, X, y, say)
+        net, optimizer, y, _ = _new_network(args, X, y, say)
+    if datasets.is_table(args.data):
+        table = _Table(args.data, args.delimiter)
+        net.data_options = table.record(table.column("--label-column",
+                                                     args.label_column or "-1"), args)
+    stopper = _EarlyStopping(net, args.early_stopping, say) if args.early_stopping else None
     validation = None
     if args.validation_split > 0:
         X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
@@ -278,6 +384,8 @@ def cmd_train(args) -> int:
     say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
     initial_loss = net.evaluate(X, y)["loss"]
     callbacks = [_health_printer(say)] if args.health else []
+    if stopper is not None:
+        callbacks.append(stopper)
     try:
         if run is not None:
             history = run.fit(X, y, validation_data=validation, verbose=not quiet,
@@ -293,7 +401,12 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         _save_interrupted(net, optimizer, args, X.shape[0], rank)
         raise
+    if stopper is not None:
+        stopper.restore()
     final = {k: v[-1] for k, v in history.history.items() if k not in ("time", "health")}
+    if stopper is not None and stopper.best_epoch is not None:
+        final = {k: v[stopper.best_epoch] for k, v in history.history.items()
+                 if k not in ("time", "health")}
     if rank == 0:
         print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
                                     for k, v in final.items()))
@@ -319,7 +432,7 @@ _RUN_OPTIONS = ("hidden", "activation", "loss", "optimizer", "lr", "momentum", "
                 "checkpoint_every", "label_column", "delimiter")
 #: Kept and restored too, but a resumed run may be given new ones: more --epochs, other
 #: outputs.
-_FREE_OPTIONS = ("epochs", "save", "plot")
+_FREE_OPTIONS = ("epochs", "save", "plot", "early_stopping")
 
 
 #: The default of every run option in a parse that looks for the options typed.
@@ -419,6 +532,34 @@ def _new_network(args, X, y, say):
     return net, _make_optimizer(args), y, classes
 
 
+class _EarlyStopping:
+    """train --early-stopping N: stop when the validation loss has not improved for N
+    epochs, and keep the weights of the best epoch (a fit callback)."""
+
+    def __init__(self, net, patience: int, say):
+        self.net, self.patience, self.say = net, patience, say
+        self.best_loss, self.best_theta, self.best_epoch = float("inf"), None, None
+
+    def __call__(self, epoch, logs) -> bool:
+        loss = logs["val_loss"]
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch
+            self.best_theta = self.net.theta.copy()
+            return False
+        if epoch - self.best_epoch >= self.patience:
+            self.say(f"early stopping: val_loss has not improved for {self.patience} epochs")
+            return True
+        return False
+
+    def restore(self) -> None:
+        """Put back the best epoch's weights (when another epoch ended the fit)."""
+        if self.best_theta is None or np.array_equal(self.best_theta, self.net.theta):
+            return
+        self.net.theta = self.best_theta
+        self.say(f"restored the weights of epoch {self.best_epoch + 1}, the best val_loss "
+                 f"({self.best_loss:.4f})")
+
+
 def _health_printer(say):
     """A fit callback that prints each epoch's training-health table (train --health)."""
 
@@ -464,10 +605,25 @@ def _warn_if_blown_up(initial: float, final: float, args) -> None:
 
 # ---- evaluate / predict ----------------------------------------------------------
 
+def _load_model(path: str, option: str = "MODEL"):
+    """The model a command names, in the command line's words when it cannot be read."""
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{option} {path}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{option} {path} is a directory, not a model file") from None
+    except PermissionError:
+        raise PermissionError(f"{option} {path}: permission denied") from None
+
+
 def cmd_evaluate(args) -> int:
 
-    net = load(args.model)
-    X, y = load_data(args, args.split or "test")
+    net = _load_model(args.model)
+    if datasets.is_table(args.data):
+        X, y, _, _, _ = _model_table(args, net, need_labels=True)
+    else:
+        X, y = load_data(args, args.split or "test")
     result = net.evaluate(X, _class_indices(net, y))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
@@ -480,38 +636,46 @@ def cmd_predict(args) -> int:
 
     if args.out:
         _check_output_path(args.out, "--out")
-    net = load(args.model)
+    net = _load_model(args.model)
+    ids = y = id_name = label_name = None
     if datasets.is_table(args.data):
         # A table may hold its label column (as for train; labels may be text) or only
         # the features.
-        X, _ = load_data(args, args.split or "test")
-        if X.shape[1] == net.n_inputs - 1 and args.label_column is None:
-            X, _ = load_data(args, args.split or "test", need_labels=False)
+        X, y, ids, id_name, label_name = _model_table(args, net, need_labels=False)
     else:
+        if args.id_column is not None:
+            raise ValueError(f"--id-column is for .csv/.tsv tables, not {args.data}")
         X, _ = load_data(args, args.split or "test", need_labels=False)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
     else:
         with open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout) as f:
-            _write_predictions(f, net, out)
+            _write_predictions(f, net, out, (id_name, ids), (label_name, y))
     if args.out:
         print(f"wrote {out.shape[0]} predictions to {args.out}")
     return 0
 
 
-def _write_predictions(f, net, out: np.ndarray) -> None:
-    """CSV of the outputs; for classifiers the class (its name, if known) comes first."""
+def _write_predictions(f, net, out: np.ndarray, ids=(None, None), truth=(None, None)) -> None:
+    """CSV of the outputs; for classifiers the class (its name, if known) comes first.
+    ids (name, values): a first column naming the rows; truth (name, values): a last
+    column with the true labels, when the input held them."""
     writer = csv.writer(f, lineterminator="\n")
+    first = [] if ids[1] is None else [ids[0]]
+    last = [] if truth[1] is None else [truth[0] if ids[0] != truth[0] else "true_label"]
+    ids_of = (lambda i: []) if ids[1] is None else (lambda i: [ids[1][i]])
+    truth_of = (lambda i: []) if truth[1] is None else (lambda i: [truth[1][i]])
     if net.loss.name != "cross_entropy":
-        writer.writerow([f"y{k}" for k in range(out.shape[1])])
-        writer.writerows([f"{v:.6g}" for v in row] for row in out.tolist())
+        writer.writerow(first + [f"y{k}" for k in range(out.shape[1])] + last)
+        writer.writerows(ids_of(i) + [f"{v:.6g}" for v in row] + truth_of(i)
+                         for i, row in enumerate(out.tolist()))
         return
     classes = net.classes or list(range(out.shape[1]))
-    writer.writerow(["class"] + [f"p{c}" if isinstance(c, int) else f"p_{c}"
-                                 for c in classes])
-    for k, row in zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True):
-        writer.writerow([classes[k]] + [f"{v:.6g}" for v in row])
+    writer.writerow(first + ["class"] + [f"p{c}" if isinstance(c, int) else f"p_{c}"
+                                         for c in classes] + last)
+    for i, (k, row) in enumerate(zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True)):
+        writer.writerow(ids_of(i) + [classes[k]] + [f"{v:.6g}" for v in row] + truth_of(i))
 
 
 # ---- trace ----------------------------------------------------------------------
@@ -715,6 +879,12 @@ def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
                         "options (network, optimizer, data options, --validation-split, "
                         "--seed, --epochs, --save, ...) come from the checkpoint; give "
                         "--epochs, --save or --plot to change them")
+    p.add_argument("--init", metavar="MODEL",
+                   help="continue training the model in MODEL (a file written by --save) "
+                        "with a new optimizer, on DATA read as its data was")
+    p.add_argument("--early-stopping", type=_positive_int, default=None, metavar="N",
+                   help="stop when the validation loss has not improved for N epochs, and "
+                        "keep the weights of the best epoch (needs --validation-split > 0)")
     p.add_argument("--health", action="store_true",
                    help="print each layer's training health every epoch (gradient norms, "
                         "update ratios, dead and saturated units) with advice")
@@ -737,6 +907,10 @@ def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
                                    "include or omit its label column.")
     _add_model_and_data(p)
     p.add_argument("--out", metavar="FILE", help="write here instead of to stdout")
+    p.add_argument("--id-column", metavar="COL",
+                   help="CSV: a column naming the rows (a header name or a number), written "
+                        "first beside each prediction and not used as a feature; 'row': "
+                        "the row number (1 for the first data row)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("trace", help="backpropagation by hand on a tiny network",
@@ -781,6 +955,18 @@ def _option_conflict(args) -> str | None:
         if args.health:
             return ("--resume continues a run as it was set up; --health is for a new run "
                     "(a resumed run measures no health figures)")
+    if args.command == "train" and args.init:
+        if args.resume:
+            return ("--init starts a new run from a saved model; --resume continues a "
+                    "checkpointed run: give one of them")
+        for dest in ("hidden", "activation", "loss", "dtype", "dropout", "alpha"):
+            if dest in args.given:
+                option = "--" + dest.replace("_", "-")
+                return (f"{option} is for a new network; --init {args.init} continues the "
+                        "model as it was saved")
+    if args.command == "train" and args.early_stopping and not args.validation_split:
+        return ("--early-stopping watches the validation loss: it needs --validation-split "
+                "above 0")
     if args.command not in ("train", "evaluate", "predict"):
         return None
     if not datasets.is_table(args.data):

@@ -21,7 +21,7 @@ import numpy as np
 from cbackprop import _validation as V
 
 __all__ = [
-    "load_digits", "load_mnist", "read_idx", "load_csv", "load_npz",
+    "load_digits", "load_mnist", "read_idx", "load_csv", "csv_columns", "load_npz",
     "make_spirals", "make_xor", "make_regression", "train_test_split",
 ]
 
@@ -263,8 +263,24 @@ def _not_a_number(path, line, column: str, field: str) -> ValueError:
     return ValueError(f"{path}, line {line}, {column}: {found}; {advice}")
 
 
+def csv_columns(path, delimiter: str = ",", header: bool | None = None
+                ) -> tuple[list[str] | None, int]:
+    """(column names, or None for a file without a header row; the number of columns)
+    of a CSV file, from its first two records (see `load_csv` for the header guess)."""
+    path = os.fspath(path)
+    records = _records(path, delimiter)
+    first = next(records, None)
+    if first is None:
+        raise ValueError(f"{path} is empty")
+    second = next(records, None)
+    records.close()
+    if header is None:
+        header = _has_header(first[1], None if second is None else second[1])
+    return (first[1] if header else None), len(first[1])
+
+
 def load_csv(path, label_column: int | str | None = -1, header: bool | None = None,
-             delimiter: str = ","):
+             delimiter: str = ",", id_column: int | str | None = None):
     """A table from a CSV file (optionally .gz), split into X and y.
 
     Fields may be quoted (and then hold the delimiter); blank lines are
@@ -284,6 +300,9 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
         of the first row is text where the second row has a number.
     delimiter : str, default ","
         One character.
+    id_column : int or str, optional
+        A column that names the rows (any text), set apart from the features
+        as the label column is; given, the ids are returned third.
 
     Returns
     -------
@@ -292,6 +311,7 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
         int64 when every target is a whole number (class indices), float64
         for other numbers, str when any target is text; None when
         label_column is None.
+    ids : list of str, only when id_column is given
 
     Raises
     ------
@@ -320,10 +340,17 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
                 f"{path}, line {first[0]}: one column only, but the line holds {guess!r}; "
                 f"are the fields separated by {guess!r}? Pass delimiter={guess!r} "
                 f"(on the command line: --delimiter {guess!r})")
-    index = None
+    index = id_index = None
     if label_column is not None:
         index = _label_index(path, label_column, names, n_columns)
-    X, labels, lines = [], [], []
+    if id_column is not None:
+        id_index = _label_index(path, id_column, names, n_columns, "id_column")
+        if id_index == index:
+            raise ValueError(f"{path}: the id column is the label column "
+                             f"({_column(names, index)})")
+    apart = sorted((c for c in (index, id_index) if c is not None), reverse=True)
+    features = [c for c in range(n_columns) if c not in apart]   # the columns X keeps
+    X, labels, lines, ids = [], [], [], []
     for line, fields in itertools.chain(rows, records):
         if len(fields) != n_columns:
             raise ValueError(
@@ -331,10 +358,14 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
                 f"{n_columns}; is a delimiter missing or extra (quote fields that contain "
                 f"{delimiter!r})?")
         if index is not None:
-            label = fields.pop(index)
+            label = fields[index]
             if not label:
                 raise _not_a_number(path, line, _column(names, index), label)
             labels.append(label)
+        if id_index is not None:
+            ids.append(fields[id_index])
+        for c in apart:
+            del fields[c]
         try:
             row = np.array(fields, dtype=np.float64)
         except ValueError:
@@ -342,15 +373,15 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
         if row is None or not np.all(np.isfinite(row)):
             j = next(j for j, field in enumerate(fields)
                      if not (_is_number(field) and math.isfinite(float(field))))
-            column = j + 1 if index is not None and j >= index else j   # before the pop
-            raise _not_a_number(path, line, _column(names, column), fields[j])
+            raise _not_a_number(path, line, _column(names, features[j]), fields[j])
         X.append(row)
         lines.append(line)
     if not X:
         raise ValueError(f"{path} has a header but no data rows")
     X = np.vstack(X) if X[0].size else np.empty((len(X), 0))
+    tail = (ids,) if id_column is not None else ()
     if index is None:
-        return X, None
+        return (X, None, *tail)
     if all(_is_number(label) for label in labels):
         y = np.array(labels, dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(y))
@@ -360,7 +391,7 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
             y = y.astype(np.int64)
     else:
         y = np.array(labels, dtype=str)
-    return X, y
+    return (X, y, *tail)
 
 
 def _column(names: list[str] | None, j: int) -> str:
@@ -368,19 +399,21 @@ def _column(names: list[str] | None, j: int) -> str:
     return f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
 
 
-def _label_index(path: str, label_column, names: list[str] | None, n_columns: int) -> int:
+def _label_index(path: str, label_column, names: list[str] | None, n_columns: int,
+                 what: str = "label_column") -> int:
     if isinstance(label_column, str):
         if names is None:
-            raise ValueError(f"label column {label_column!r} named, but {path} has no header row")
+            raise ValueError(f"{what} {label_column!r} is a column name, but {path} has no "
+                             "header row")
         if label_column not in names:
             raise ValueError(f"{path} has no column {label_column!r}; its columns are "
                              f"{', '.join(names)}")
         index = names.index(label_column)
     else:
-        index = V.check_int(label_column, "label_column", -n_columns)
+        index = V.check_int(label_column, what, -n_columns)
         if index >= n_columns:
-            raise ValueError(f"label_column {label_column} is out of range for {n_columns} "
-                             "columns")
+            raise ValueError(f"{what} {label_column} is out of range: {path} has {n_columns} "
+                             f"columns (0..{n_columns - 1}, or -1 for the last)")
         index %= n_columns
     if n_columns < 2:
         raise ValueError(f"{path} has a single column: no features beside the labels")

@@ -140,6 +140,10 @@ class Network:
         self.rng_state = rng.integers(0, 2**63, size=1, dtype=np.uint64)
         #: Names of the output classes (str or int), if known; save and load keep them.
         self.classes: list | None = None
+        #: How the training data was read (a JSON object: the command line keeps its
+        #: label column, delimiter, header and column names), if known; save and load
+        #: keep it.
+        self.data_options: dict | None = None
 
     # ---- structure ------------------------------------------------------
 
@@ -399,7 +403,8 @@ class Network:
         and a SHA-256 checksum in the metadata. `cbackprop.load` reads it back.
         """
         config, theta, rng_state = self._snapshot()
-        serialization.write(path, config, theta, rng_state, labels=self.classes)
+        serialization.write(path, config, theta, rng_state, labels=self.classes,
+                            data=self.data_options)
 
     # ---- interop (cbackprop/interop.py; torch and onnx are optional) --------
 

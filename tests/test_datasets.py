@@ -436,3 +436,15 @@ def test_load_csv_reports_nan_and_infinity_by_line_and_column(text, where, tmp_p
     (tmp_path / "d.csv").write_text(text)
     with pytest.raises(ValueError, match=re.escape(where) + ", not a finite number; fill in"):
         cb.datasets.load_csv(tmp_path / "d.csv", label_column="label")
+
+
+def test_load_csv_sets_an_id_column_apart_and_names_columns_by_their_place(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("name,a,kind,b\nx1,1,cat,2\nx2,3,dog,oops\n")
+    with pytest.raises(ValueError, match=r"line 3, column 4 \('b'\)"):
+        datasets.load_csv(path, label_column="kind", id_column="name")
+    path.write_text("name,a,kind,b\nx1,1,cat,2\nx2,3,dog,4\n")
+    X, y, ids = datasets.load_csv(path, label_column="kind", id_column=0)
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
+    assert y.tolist() == ["cat", "dog"] and ids == ["x1", "x2"]
+    assert datasets.csv_columns(path) == (["name", "a", "kind", "b"], 4)
