@@ -132,13 +132,14 @@ def _encode_labels(y: np.ndarray) -> tuple[list, np.ndarray]:
                              "fractional (use --loss mse for regression)")
         y = y.astype(np.int64)
     classes, indices = np.unique(y, return_inverse=True)
+    classes = classes.tolist()      # Python's str and int: shown as the file has them
     if len(classes) < 2:
-        raise ValueError(f"every label is {classes[0]!r}: a classifier needs at least two "
-                         "classes")
-    return classes.tolist(), indices.astype(np.int64)
+        raise ValueError(f"every label is {classes[0]}: a classifier needs at least two "
+                         "classes (is --label-column the right column?)")
+    return classes, indices.astype(np.int64)
 
 
-def _class_indices(net, y: np.ndarray) -> np.ndarray:
+def _class_indices(net, y: np.ndarray, data: str = "the data") -> np.ndarray:
     """Labels as the indices of `net.classes` (labels as they are for a network without
     class names, or for one-hot and regression targets)."""
     if net.classes is None or y.ndim != 1:
@@ -147,8 +148,9 @@ def _class_indices(net, y: np.ndarray) -> np.ndarray:
     keys = [str(v) for v in (y.astype(np.int64) if y.dtype.kind == "f" else y).tolist()]
     unknown = sorted(set(keys) - set(index))
     if unknown:
-        raise ValueError(f"labels the model was not trained on: {', '.join(unknown[:5])}; "
-                         f"its classes are {', '.join(map(str, net.classes))}")
+        raise ValueError(f"{data} has labels the model was not trained on: "
+                         f"{', '.join(unknown[:5])}; its classes are "
+                         f"{', '.join(map(str, net.classes))}")
     return np.array([index[k] for k in keys], dtype=np.int64)
 
 
@@ -221,7 +223,8 @@ def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
     if datasets.is_table(args.data):
         table = _Table(args.data, args.delimiter)
-        label = table.column("--label-column", args.label_column or "-1")
+        label = table.column("--label-column", args.label_column or "-1",
+                             getattr(args, "label_from", ""))
         X, y = datasets.load_csv(args.data, label if need_labels else None,
                                  delimiter=table.delimiter)
         return X, y
@@ -244,21 +247,22 @@ class _Table:
                                        else ",")
         self.names, self.n_columns = datasets.csv_columns(path, self.delimiter)
 
-    def column(self, option: str, text: str) -> int:
+    def column(self, option: str, text: str, source: str = "") -> int:
         """The index of the column `option text` names (a header name or a number, -1 the
-        last), or a usage error that names the option."""
+        last), or an error that names the option (and where its value came from)."""
         value = _label_column(text)
+        shown = f"{option} {text}{source}"
         if isinstance(value, int):
             if not -self.n_columns <= value < self.n_columns:
-                raise ValueError(f"{option} {text} is out of range: {self.path} has "
+                raise ValueError(f"{shown} is out of range: {self.path} has "
                                  f"{self.n_columns} columns (0..{self.n_columns - 1}, or -1 "
                                  "for the last)")
             return value % self.n_columns
         if self.names is None:
-            raise ValueError(f"{option} {text} names a column, but {self.path} has no "
+            raise ValueError(f"{shown} names a column, but {self.path} has no "
                              "header row (give the column's number, from 0)")
         if value not in self.names:
-            raise ValueError(f"{option} {text}: {self.path} has no column {text!r}; its "
+            raise ValueError(f"{shown}: {self.path} has no column {text!r}; its "
                              f"columns are {', '.join(self.names)}")
         return self.names.index(value)
 
@@ -341,9 +345,11 @@ def cmd_train(args) -> int:
     start = _load_model(args.init, "--init") if args.init else None
     if start is not None and start.data_options and datasets.is_table(args.data):
         # Read the data as the model's was, unless told otherwise.
-        for dest in ("label_column", "delimiter"):
-            if getattr(args, dest) is None:
-                setattr(args, dest, start.data_options.get(dest))
+        if args.label_column is None and start.data_options.get("label_column"):
+            args.label_column = start.data_options["label_column"]
+            args.label_from = f" (the model's, from --init {args.init})"
+        if args.delimiter is None:
+            args.delimiter = start.data_options.get("delimiter")
     X, y = load_data(args, "train")
     if run is not None or start is not None:
         net = run.network if run is not None else start
@@ -353,7 +359,7 @@ def cmd_train(args) -> int:
             raise ValueError(f"{args.data} has {X.shape[1]} features, but the model in "
                              f"{where} takes {net.n_inputs}")
         if net.classes is not None:
-            y = _class_indices(net, y)
+            y = _class_indices(net, y, args.data)
         say(f"resuming {run!r}" if run is not None else f"continuing the model in {args.init}")
     else:
         net, optimizer, y, _ = _new_network(args, X, y, say)
@@ -401,6 +407,13 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         _save_interrupted(net, optimizer, args, X.shape[0], rank)
         raise
+    except DivergenceError:
+        lr = "the optimizer's default" if args.lr is None else f"{args.lr:g}"
+        raise DivergenceError(
+            "training diverged: the loss or the weights became NaN or infinite. Try a "
+            f"learning rate 10 to 1000 times smaller than {lr} (--lr), or scale the features "
+            "to about [-1, 1]" + (f"; nothing was saved to {args.save}" if args.save
+                                  else "")) from None
     if stopper is not None:
         stopper.restore()
     final = {k: v[-1] for k, v in history.history.items() if k not in ("time", "health")}
@@ -617,6 +630,12 @@ def _load_model(path: str, option: str = "MODEL"):
         raise PermissionError(f"{option} {path}: permission denied") from None
 
 
+def _check_features(net, X, args) -> None:
+    if X.shape[1] != net.n_inputs:
+        raise ValueError(f"{args.data} has {X.shape[1]} features, but the model in "
+                         f"{args.model} takes {net.n_inputs}")
+
+
 def cmd_evaluate(args) -> int:
 
     net = _load_model(args.model)
@@ -624,7 +643,8 @@ def cmd_evaluate(args) -> int:
         X, y, _, _, _ = _model_table(args, net, need_labels=True)
     else:
         X, y = load_data(args, args.split or "test")
-    result = net.evaluate(X, _class_indices(net, y))
+    _check_features(net, X, args)
+    result = net.evaluate(X, _class_indices(net, y, args.data))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
         shown.append(f"accuracy {result['accuracy']:.2%}")
@@ -646,6 +666,7 @@ def cmd_predict(args) -> int:
         if args.id_column is not None:
             raise ValueError(f"--id-column is for .csv/.tsv tables, not {args.data}")
         X, _ = load_data(args, args.split or "test", need_labels=False)
+    _check_features(net, X, args)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)

@@ -230,7 +230,7 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
     model = tmp_path / "m.cbp"
     cb.Network(3, [cb.Dense(2, "softmax")], seed=0).save(model)
     status, _, err = run(capsys, "evaluate", str(model), "digits")
-    assert status == 1 and "64 features per row, but the network expects 3" in err
+    assert status == 1 and f"digits has 64 features, but the model in {model} takes 3" in err
     (tmp_path / "junk.cbp").write_bytes(b"not a model")
     status, _, err = run(capsys, "evaluate", str(tmp_path / "junk.cbp"), "digits")
     assert status == 1 and "not a valid cbackprop model file" in err
