@@ -221,13 +221,11 @@ def _label_column(text: str) -> int | str:
 
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
-    if datasets.is_table(args.data):
+    if _is_table(args.data):
         table = _Table(args.data, args.delimiter)
         label = table.column("--label-column", args.label_column or "-1",
                              getattr(args, "label_from", ""))
-        X, y = datasets.load_csv(args.data, label if need_labels else None,
-                                 delimiter=table.delimiter)
-        return X, y
+        return table.read(label if need_labels else None)[:2]
     return datasets.load_dataset(args.data, split, None, need_labels, args.delimiter)
 
 
@@ -245,7 +243,22 @@ class _Table:
         self.path = path
         self.delimiter = delimiter or ("\t" if path.lower().endswith((".tsv", ".tsv.gz"))
                                        else ",")
-        self.names, self.n_columns = datasets.csv_columns(path, self.delimiter)
+        if datasets.is_columnar(path):
+            self.names = datasets.table_column_names(path)
+            self.n_columns = len(self.names)
+        else:
+            self.names, self.n_columns = datasets.csv_columns(path, self.delimiter)
+
+    def read(self, label: int | None, ids: int | None = None):
+        """(X, y, ids): y None without a label column, ids None without an id column."""
+        if datasets.is_columnar(self.path):
+            if ids is not None:
+                raise ValueError(f"--id-column is for .csv/.tsv tables, not {self.path}")
+            read = (datasets.load_parquet if self.path.lower().endswith(".parquet")
+                    else datasets.load_arrow)
+            return (*read(self.path, label), None)
+        out = datasets.load_csv(self.path, label, delimiter=self.delimiter, id_column=ids)
+        return out if ids is not None else (*out, None)
 
     def column(self, option: str, text: str, source: str = "") -> int:
         """The index of the column `option text` names (a header name or a number, -1 the
@@ -308,13 +321,17 @@ def _model_table(args, net, need_labels: bool):
                          f"model's {net.n_inputs} features; evaluate needs the true labels "
                          f"(the model was trained with {trained}; name the column with "
                          "--label-column)")
-    read = datasets.load_csv(table.path, label, delimiter=table.delimiter, id_column=ids_index)
-    X, y = read[0], read[1]
-    ids = read[2] if ids_index is not None else (
+    X, y, ids = table.read(label, ids_index)
+    ids = ids if ids_index is not None else (
         [str(i) for i in range(1, X.shape[0] + 1)] if id_option is not None else None)
     label_name = None if label is None else table.name(label)
     return X, y, ids, (None if id_option is None else
                        table.name(ids_index) if ids_index is not None else "row"), label_name
+
+
+def _is_table(path: str) -> bool:
+    """A file whose columns the data options name: CSV/TSV, Parquet, Arrow."""
+    return datasets.is_table(path) or datasets.is_columnar(path)
 
 
 def _mpi_world():
@@ -343,7 +360,7 @@ def cmd_train(args) -> int:
     if args.plot:
         _check_plot_path(args.plot)
     start = _load_model(args.init, "--init") if args.init else None
-    if start is not None and start.data_options and datasets.is_table(args.data):
+    if start is not None and start.data_options and _is_table(args.data):
         # Read the data as the model's was, unless told otherwise.
         if args.label_column is None and start.data_options.get("label_column"):
             args.label_column = start.data_options["label_column"]
@@ -363,7 +380,7 @@ def cmd_train(args) -> int:
         say(f"resuming {run!r}" if run is not None else f"continuing the model in {args.init}")
     else:
         net, optimizer, y, _ = _new_network(args, X, y, say)
-    if datasets.is_table(args.data):
+    if _is_table(args.data):
         table = _Table(args.data, args.delimiter)
         net.data_options = table.record(table.column("--label-column",
                                                      args.label_column or "-1"), args)
@@ -639,7 +656,7 @@ def _check_features(net, X, args) -> None:
 def cmd_evaluate(args) -> int:
 
     net = _load_model(args.model)
-    if datasets.is_table(args.data):
+    if _is_table(args.data):
         X, y, _, _, _ = _model_table(args, net, need_labels=True)
     else:
         X, y = load_data(args, args.split or "test")
@@ -658,7 +675,7 @@ def cmd_predict(args) -> int:
         _check_output_path(args.out, "--out")
     net = _load_model(args.model)
     ids = y = id_name = label_name = None
-    if datasets.is_table(args.data):
+    if _is_table(args.data):
         # A table may hold its label column (as for train; labels may be text) or only
         # the features.
         X, y, ids, id_name, label_name = _model_table(args, net, need_labels=False)
@@ -794,13 +811,15 @@ def cmd_info(args) -> int:
               f"{r.get('architecture') or 'unknown'}, {r.get('num_threads')} threads, "
               f"{r.get('threading_layer', 'unknown')} threading  [{r.get('filepath')}]")
     print(f"CPU cores: {os.cpu_count()}")
-    extras = [("matplotlib", "plot"), ("tqdm", "progress"), ("torch", "torch"),
-              ("onnx", "onnx"), ("onnxruntime", "onnx"), ("safetensors", None)]
+    # (package, the extra that installs it): each missing one is named with its extra.
+    extras = [("scikit-learn", "sklearn"), ("pyarrow", "arrow"), ("matplotlib", "plot"),
+              ("tqdm", "progress"), ("torch", "torch"), ("onnx", "onnx"),
+              ("onnxruntime", "onnx"), ("mpi4py", "mpi"), ("safetensors", "all")]
     shown = []
     for package, extra in extras:
         version = _version(package)
-        note = f" [{extra}]" if extra else ""
-        shown.append(f"{package} {version}{note}" if version else f"{package} missing{note}")
+        shown.append(f"{package} {version}" if version else
+                     f"{package} missing (the [{extra}] extra)")
     print("optional: " + ", ".join(shown))
     return 0
 
@@ -991,9 +1010,14 @@ def _option_conflict(args) -> str | None:
     if args.command not in ("train", "evaluate", "predict"):
         return None
     if not datasets.is_table(args.data):
-        for option, value in (("--label-column", args.label_column),
-                              ("--delimiter", args.delimiter)):
+        for option, value in ((("--delimiter", args.delimiter),)
+                              if datasets.is_columnar(args.data) else
+                              (("--label-column", args.label_column),
+                               ("--delimiter", args.delimiter))):
             if value is not None:
+                if datasets.is_columnar(args.data):
+                    return (f"{option} is for .csv/.tsv tables; {args.data} has typed "
+                            "columns, read without one")
                 if os.path.isdir(args.data):
                     what = "an MNIST directory has its labels built in"
                 elif args.data.lower().endswith(".npz"):

@@ -465,6 +465,7 @@ class _BaseMLP(BaseEstimator):
         return X, Y, sw, val
 
     def _validate_xy(self, X, y, reset, dtype):
+        V.check_table_columns(X)
         X, y = validate_data(self, X, y, multi_output=True, reset=reset,
                              accept_sparse=_SPARSE,
                              dtype=(np.float64, np.float32) if dtype is None else dtype,
@@ -830,6 +831,7 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X) -> np.ndarray:
         """Validated X → network outputs (n, n_outputs)."""
+        V.check_table_columns(X)
         X = validate_data(self, X, reset=False, accept_sparse=_SPARSE,
                           dtype=(np.float64, np.float32))
         net = self._net
