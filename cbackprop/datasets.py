@@ -11,6 +11,7 @@ import csv
 import gzip
 import itertools
 import math
+import mmap
 import os
 import zipfile
 import zlib
@@ -417,6 +418,12 @@ def _targets(labels: list[str]) -> np.ndarray | None:
     return y.astype(np.int64) if np.all(y == np.round(y)) else y
 
 
+def _has_quote(f) -> bool:
+    """Whether the open file holds a double quote anywhere (read through a memory map)."""
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return view.find(b'"') != -1
+
+
 def _arrow_csv(path: str, delimiter: str, header: bool, n_columns: int, features: list[int],
                index: int | None, id_index: int | None):
     """(X, labels, ids) read by pyarrow's CSV reader (the `[arrow]` extra), or None when
@@ -435,16 +442,19 @@ def _arrow_csv(path: str, delimiter: str, header: bool, n_columns: int, features
     for j in (index, id_index):
         if j is not None:
             types[names[j]] = pa.string()
+    gzipped = path.lower().endswith(".gz")
     try:
         with open(path, "rb") as f:
             if f.read(3) == b"\xef\xbb\xbf":
                 return None
-        source = pa.input_stream(path, compression="gzip" if path.lower().endswith(".gz")
-                                 else None)
+            # Without a quote no value can hold a line break, and the reader splits the
+            # file at any line break to parse its blocks in parallel (about 1.5x faster).
+            quoted = gzipped or os.fstat(f.fileno()).st_size == 0 or _has_quote(f)
+        source = pa.input_stream(path, compression="gzip" if gzipped else None)
         table = pa_csv.read_csv(
             source,
             read_options=pa_csv.ReadOptions(column_names=names, skip_rows=int(header)),
-            parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted),
             convert_options=pa_csv.ConvertOptions(
                 column_types=types, null_values=[], strings_can_be_null=False,
                 quoted_strings_can_be_null=False))
