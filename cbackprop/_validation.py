@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -202,6 +203,10 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray 
             f"{name} has {arr.shape[1]} features per row, but the network expects {n_features}"
         )
     out = _c_array(arr, dtype)
+    if isinstance(X, np.memmap) and not np.shares_memory(out, arr):
+        warnings.warn(f"{name} is a memory-mapped {arr.dtype} file, copied whole into memory "
+                      f"as {out.dtype} ({out.nbytes / 1e6:.0f} MB): save it as {out.dtype} "
+                      "(C order) to train on it in place", stacklevel=3)
     if not all_finite(out):
         raise ValueError(
             f"{name} contains NaN or infinity"

@@ -4,6 +4,7 @@ Every file is written here, in tmp_path; nothing is downloaded.
 """
 
 import gzip
+import os
 import re
 
 import numpy as np
@@ -571,3 +572,33 @@ def test_estimators_name_a_text_column_and_keep_column_names():
     clf = MLPClassifier(max_iter=2, random_state=0).fit(df.drop(columns="species"),
                                                         [0, 1, 0, 1])
     assert clf.feature_names_in_.tolist() == ["weight", "legs"]
+
+
+def _anonymous_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_fit_on_a_memory_mapped_npy_trains_in_place(tmp_path):
+    """A .npy in the network's dtype, opened with mmap_mode="r", is trained on where it
+    lies: the process's own (anonymous) memory grows by far less than the file."""
+    import cbackprop as cb
+
+    n, k = 100_000, 200                      # 80 MB of float32
+    path = tmp_path / "X.npy"
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    rng = np.random.default_rng(0)
+    for i in range(0, n, 20_000):
+        X[i:i + 20_000] = rng.normal(size=(20_000, k))
+    y = (X[:, 0] > 0).astype(np.int64)
+    X.flush()
+    del X
+    X = np.load(path, mmap_mode="r")
+    net = cb.Network(k, [cb.Dense(8, "relu"), cb.Dense(2, "softmax")], seed=0)
+    before = _anonymous_kb()
+    net.fit(X, y, epochs=1, batch_size=256)
+    grown_mb = (_anonymous_kb() - before) / 1e3
+    assert grown_mb < 0.25 * path.stat().st_size / 1e6, grown_mb
+    with pytest.warns(UserWarning, match="copied whole into memory"):
+        cb.Network(k, [cb.Dense(2, "softmax")], dtype="float64").predict(X[:10])
