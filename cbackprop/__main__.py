@@ -718,8 +718,41 @@ def _write_predictions(f, net, out: np.ndarray, ids=(None, None), truth=(None, N
 
 # ---- trace ----------------------------------------------------------------------
 
+def _trace_model(args) -> int:
+    """trace MODEL DATA --row N: one row of real data through a saved network."""
+    net = _load_model(args.model)
+    if _is_table(args.data):
+        X, y, _, _, _ = _model_table(args, net, need_labels=False)
+    else:
+        X, y = load_data(args, args.split or "test", need_labels=False)
+    _check_features(net, X, args)
+    if args.row > X.shape[0]:
+        raise ValueError(f"--row {args.row}: {args.data} has {X.shape[0]} rows")
+    if y is None:
+        raise ValueError(f"{args.data} has no labels: trace needs the row's true label to "
+                         "take the backward pass")
+    y = _class_indices(net, y, args.data)
+    x, target = X[args.row - 1], y[args.row - 1]
+    out = net.predict(x.reshape(1, -1))[0]
+    print(f"{args.model}: {net}")
+    shown = (net.classes[int(target)] if net.classes is not None and np.ndim(target) == 0
+             else target)
+    print(f"{args.data}, row {args.row}: label {shown}", end="")
+    if net.loss.name == "cross_entropy":
+        k = int(out.argmax())
+        print(f", predicted {net.classes[k] if net.classes else k} (p = {out[k]:.4f})")
+    else:
+        print(f", output {', '.join(f'{v:.6g}' for v in out)}")
+    print(net.trace(x, target))
+    return 0
+
+
 def cmd_trace(args) -> int:
 
+    if args.model is not None:
+        if args.data is None:
+            raise UsageError("trace MODEL needs DATA too: trace MODEL DATA --row N")
+        return _trace_model(args)
     x = np.array(args.x, dtype=np.float64)
     y = np.array(args.y, dtype=np.float64)
     layers = [Dense(n, args.activation) for n in args.hidden]
@@ -959,6 +992,12 @@ def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
                                    "pass (∂C/∂z per unit, output layer first) and ∂C/∂w = "
                                    "a·∂C/∂z for every weight beside a central finite "
                                    "difference.")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="a saved network (train --save) to trace on a row of DATA instead")
+    p.add_argument("data", metavar="DATA", nargs="?", help="as for train")
+    p.add_argument("--row", type=_positive_int, default=1, metavar="N",
+                   help="with MODEL DATA: the row to trace (1: the first; default 1)")
+    _add_data_options(p, with_split=True)
     p.add_argument("--x", type=_float_list, default=[0.05, 0.10], metavar="X1,X2,...",
                    help="the input (default: 0.05,0.10)")
     p.add_argument("--y", type=_float_list, default=[0.01, 0.99], metavar="Y1,Y2,...",

@@ -26,7 +26,7 @@ from cbackprop.layers import Dense
 from cbackprop.losses import LINKED_OUTPUT, REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
 
-__all__ = ["Network", "LayerTrace", "DivergenceError", "load"]
+__all__ = ["Network", "LayerTrace", "Trace", "DivergenceError", "load"]
 
 
 class LayerTrace(NamedTuple):
@@ -37,6 +37,59 @@ class LayerTrace(NamedTuple):
     dC_dz: np.ndarray   #: δˡ = ∂C/∂zˡ, shape (units,)
     dC_dW: np.ndarray   #: ∂C/∂Wˡ = aˡ⁻¹ᵀ·δˡ, shape (inputs, units)
     dC_db: np.ndarray   #: ∂C/∂bˡ = δˡ, shape (units,)
+
+
+class Trace(list):
+    """`Network.trace`'s result: a list of LayerTrace, one per layer (first to output),
+    that prints as a table (and shows as one in Jupyter): per layer and unit, z, a and
+    ∂C/∂z, and the size of ∂C/∂W. Wide layers show their first and last units."""
+
+    #: Units shown per layer before the middle ones are elided.
+    shown_units = 8
+
+    def __init__(self, records, cost: float | None = None):
+        super().__init__(records)
+        #: The example's cost C (with the L2 term), if known.
+        self.cost = cost
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        rows = []
+        for layer, rec in enumerate(self, start=1):
+            units = list(range(rec.z.shape[0]))
+            if len(units) > self.shown_units:
+                half = self.shown_units // 2
+                units = units[:half] + [None] + units[-half:]
+            for j in units:
+                if j is None:
+                    rows.append(("", "…", "…", "…", "…", ""))
+                    continue
+                grad = f"|∂C/∂W| {np.linalg.norm(rec.dC_dW):.3g}" if j == units[0] else ""
+                rows.append((str(layer), str(j + 1), f"{rec.z[j]:.6g}", f"{rec.a[j]:.6g}",
+                             f"{rec.dC_dz[j]:.6g}", grad))
+        return rows
+
+    _HEADER = ("layer", "unit", "z", "a", "∂C/∂z", "")
+
+    def __repr__(self) -> str:
+        rows = [self._HEADER] + self._rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEADER))]
+        lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        head = f"Trace of one example through {len(self)} layers"
+        if self.cost is not None:
+            head += f" (cost C = {self.cost:.6g})"
+        return "\n".join([head + ":"] + lines)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEADER)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                       for r in self._rows())
+        caption = "" if self.cost is None else f"<caption>cost C = {self.cost:.6g}</caption>"
+        return f"<table>{caption}<tr>{cells}</tr>{body}</table>"
 
 
 class Network:
@@ -267,7 +320,7 @@ class Network:
         self.grad = grad
         return loss, grad.copy()
 
-    def trace(self, x, y) -> list[LayerTrace]:
+    def trace(self, x, y) -> Trace:
         """One example's forward and backward pass, layer by layer.
 
         Parameters
@@ -277,8 +330,10 @@ class Network:
 
         Returns
         -------
-        list of LayerTrace(z, a, dC_dz, dC_dW, dC_db), from the first layer to
-        the output; C is this example's cost (plus the L2 term if alpha > 0).
+        Trace
+            A list of LayerTrace(z, a, dC_dz, dC_dW, dC_db), from the first
+            layer to the output, that prints as a table (`Trace`); C is this
+            example's cost (plus the L2 term if alpha > 0), kept as `.cost`.
         """
         x = V.as_numeric_array(x, "x")
         X = V.check_X(x.reshape(1, -1) if x.ndim == 1 else x, self.n_inputs, self.dtype, "x")
@@ -292,13 +347,13 @@ class Network:
         grad = np.zeros_like(self.theta)
         ws = np.empty(_engine.workspace_size(layout, 1), dtype=self.dtype)
         with self.params_lock.read():
-            _engine.loss_and_grad(layout, self._theta, grad, X, Y, np.empty(0, self.dtype),
-                                  1, ws, True)
+            cost, _ = _engine.loss_and_grad(layout, self._theta, grad, X, Y,
+                                            np.empty(0, self.dtype), 1, ws, True)
         records = []
         for (Z, A, dZ), (dW, db) in zip(_engine.workspace_views(ws, layout, 1, 1),
                                         self._views(grad)):
             records.append(LayerTrace(Z[0].copy(), A[0].copy(), dZ[0].copy(), dW, db))
-        return records
+        return Trace(records, float(cost))
 
     # ---- training -------------------------------------------------------
 

@@ -598,3 +598,32 @@ def test_init_continues_a_saved_model_and_early_stopping_keeps_the_best(tmp_path
     with pytest.raises(SystemExit) as exit_:
         main(["train", "xor", "--early-stopping", "3", "--validation-split", "0"])
     assert exit_.value.code == 2
+
+
+def test_trace_a_saved_model_on_a_row_of_real_data(tmp_path, capsys):
+    mid, bare, species = _write_animals(tmp_path, n=30)
+    model = tmp_path / "m.cbp"
+    assert run(capsys, "train", str(mid), "--label-column", "species", "--epochs", "1", "-q",
+               "--hidden", "4", "--save", str(model))[0] == 0
+    status, out, err = run(capsys, "trace", str(model), str(mid), "--row", "3")
+    assert status == 0, err
+    assert f"row 3: label {species[2]}, predicted" in out
+    assert "Trace of one example through 2 layers (cost C = " in out and "∂C/∂z" in out
+    status, _, err = run(capsys, "trace", str(model), str(mid), "--row", "31")
+    assert status == 1 and "--row 31" in err and "30 rows" in err
+    status, _, err = run(capsys, "trace", str(model), str(bare))
+    assert status == 1 and "no labels" in err
+
+
+def test_trace_result_prints_as_a_table_and_keeps_its_records():
+    net = cb.Network(2, [cb.Dense(12, "tanh"), cb.Dense(2, "softmax")], dtype="float64",
+                     seed=0)
+    trace = net.trace([0.1, -0.2], 1)
+    assert len(trace) == 2 and all(set(r._fields) == {"z", "a", "dC_dz", "dC_dW", "dC_db"}
+                                   for r in trace)
+    assert trace.cost == pytest.approx(net.evaluate([[0.1, -0.2]], [1])["loss"])
+    text = repr(trace)
+    assert text.startswith("Trace of one example through 2 layers (cost C = ")
+    assert "…" in text and len(text.splitlines()) == 1 + 1 + 9 + 2   # 8 of 12 units shown
+    html = trace._repr_html_()
+    assert html.startswith("<table>") and html.count("<tr>") == 1 + 9 + 2
