@@ -24,6 +24,7 @@ import argparse
 import csv
 import os
 import sys
+import warnings
 from contextlib import nullcontext
 
 import numpy as np
@@ -38,7 +39,7 @@ from cbackprop.gradcheck import finite_differences
 from cbackprop.history import health_table
 from cbackprop.layers import Dense
 from cbackprop.losses import LOSSES
-from cbackprop.network import Network, load
+from cbackprop.network import LossWarning, Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -415,6 +416,8 @@ def cmd_train(args) -> int:
                               callbacks=callbacks, epochs=args.epochs,
                               checkpoint_metadata=_checkpoint_metadata(args, run))
         else:
+            # The command line says it in its own words (_warn_if_blown_up).
+            warnings.filterwarnings("ignore", category=LossWarning)
             history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, validation_data=validation,
                               verbose=not quiet, health=args.health, callbacks=callbacks,

@@ -10,6 +10,8 @@ Backpropagation in one picture (code in `_core/_engine.pyx`):
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -26,7 +28,7 @@ from cbackprop.layers import Dense
 from cbackprop.losses import LINKED_OUTPUT, REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
 
-__all__ = ["Network", "LayerTrace", "Trace", "DivergenceError", "load"]
+__all__ = ["Network", "LayerTrace", "Trace", "LossWarning", "DivergenceError", "load"]
 
 
 class LayerTrace(NamedTuple):
@@ -37,6 +39,37 @@ class LayerTrace(NamedTuple):
     dC_dz: np.ndarray   #: δˡ = ∂C/∂zˡ, shape (units,)
     dC_dW: np.ndarray   #: ∂C/∂Wˡ = aˡ⁻¹ᵀ·δˡ, shape (inputs, units)
     dC_db: np.ndarray   #: ∂C/∂bˡ = δˡ, shape (units,)
+
+
+#: A last epoch's training loss this many times the first epoch's means the fit blew up.
+BLOWN_UP = 100.0
+
+
+class LossWarning(RuntimeWarning):
+    """The training loss rose by orders of magnitude during a fit (steps too large)."""
+
+
+def _warns_when_the_loss_blows_up(fit):
+    """Network.fit, warning (LossWarning) when its History's loss rose by BLOWN_UP× or
+    more from the first epoch to the last; under MPI, on rank 0 alone."""
+
+    @functools.wraps(fit)
+    def checked(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)
+        loss = history.history.get("loss", [])
+        comm = kwargs.get("comm")
+        if len(loss) >= 2 and loss[-1] > BLOWN_UP * loss[0] and (
+                comm is None or comm.Get_rank() == 0):
+            optimizer = kwargs.get("optimizer", args[2] if len(args) > 2 else None)
+            lr = getattr(optimizer, "lr", None)
+            warnings.warn(
+                f"the training loss rose from {loss[0]:.4g} (first epoch) to {loss[-1]:.4g} "
+                "(last): the steps are far too large for this data. Try a learning rate 10 "
+                f"to 1000 times smaller{'' if lr is None else f' than lr={lr:g}'}, or scale "
+                "the features to about [-1, 1]", LossWarning, stacklevel=2)
+        return history
+
+    return checked
 
 
 class Trace(list):
@@ -361,6 +394,7 @@ class Network:
         """Ask a running fit (in another thread) to stop after its current chunk."""
         _session.request_stop(self)
 
+    @_warns_when_the_loss_blows_up
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
@@ -421,6 +455,12 @@ class Network:
         Returns
         -------
         History
+
+        Warns
+        -----
+        LossWarning
+            When the last epoch's training loss is 100× the first's or more
+            (the steps are far too large); under MPI, on rank 0 alone.
 
         Raises
         ------
