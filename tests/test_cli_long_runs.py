@@ -126,3 +126,25 @@ def test_resume_of_a_model_file_says_to_use_init(tmp_path, capsys):
     assert status == 1 and f"--init {model}" in err and "cbackprop.load" not in err
     status, _, err = run(capsys, "train", "xor", "--resume", str(tmp_path / "nope.ckpt"))
     assert status == 1 and "Errno" not in err and f"--resume {tmp_path / 'nope.ckpt'}" in err
+
+
+def test_under_mpirun_an_error_is_printed_once(tmp_path, capsys):
+    """Every rank meets the same error (and the same usage error): rank 0 alone says it."""
+    pytest.importorskip("mpi4py")
+    import shutil
+    mpirun = shutil.which("mpirun", path=os.path.dirname(sys.executable) + os.pathsep
+                          + os.environ.get("PATH", ""))
+    if mpirun is None:
+        pytest.skip("no mpirun (pip install mpich)")
+    ckpt = tmp_path / "v.ckpt"
+    assert run(capsys, "train", "xor", "--epochs", "1", "-q", "--seed", "5", "--checkpoint",
+               str(ckpt))[0] == 0
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    for argv, status, says in (
+            (["--resume", str(tmp_path / "nope.ckpt")], 1, "no such file"),
+            (["--resume", str(ckpt), "--seed", "4"], 2, "--seed 4 contradicts")):
+        done = subprocess.run([mpirun, "-n", "2", sys.executable, "-m", "cbackprop", "train",
+                               "xor", *argv], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == status, done.stderr
+        assert done.stderr.count(says) == 1, done.stderr
