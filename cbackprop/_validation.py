@@ -123,8 +123,10 @@ def check_table_columns(table, name: str = "X") -> None:
     kind = type(table)
     if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
         pairs = zip(table.columns, table.dtypes, strict=True)
-    elif hasattr(table, "schema") and hasattr(table.schema, "names"):
+    elif hasattr(getattr(table, "schema", None), "types"):            # pyarrow
         pairs = zip(table.schema.names, table.schema.types, strict=True)
+    elif hasattr(getattr(table, "schema", None), "items"):            # polars
+        pairs = table.schema.items()
     else:
         return
     for column, dtype in pairs:

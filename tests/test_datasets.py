@@ -602,3 +602,29 @@ def test_fit_on_a_memory_mapped_npy_trains_in_place(tmp_path):
     assert grown_mb < 0.25 * path.stat().st_size / 1e6, grown_mb
     with pytest.warns(UserWarning, match="copied whole into memory"):
         cb.Network(k, [cb.Dense(2, "softmax")], dtype="float64").predict(X[:10])
+
+
+def test_polars_frames_go_straight_to_fit_predict_and_the_estimators():
+    pl = pytest.importorskip("polars")
+    pytest.importorskip("pyarrow")
+    import cbackprop as cb
+
+    frame = pl.DataFrame({"weight": [1.0, 2.5, 0.5, 3.0], "species": ["cat", "dog", "cat", "dog"],
+                          "legs": [4, 4, 4, 3]})
+    X, y = datasets.from_table(frame, label_column="species")
+    np.testing.assert_array_equal(X, [[1.0, 4], [2.5, 4], [0.5, 4], [3.0, 3]])
+    assert y.tolist() == ["cat", "dog", "cat", "dog"]
+    features = frame.drop("species")
+    net = cb.Network(2, [cb.Dense(2, "softmax")], seed=0)
+    net.fit(features, [0, 1, 0, 1], epochs=2)
+    np.testing.assert_array_equal(net.predict(features), net.predict(X))
+    with pytest.raises(TypeError, match="X column 'species' holds text"):
+        net.predict(frame.select("weight", "species"))
+    with pytest.raises(TypeError, match="column 'species' holds categories"):
+        datasets.from_table(frame.with_columns(pl.col("species").cast(pl.Categorical)),
+                            label_column="legs")
+    pytest.importorskip("sklearn")
+    from cbackprop.estimators import MLPClassifier
+
+    with pytest.raises(TypeError, match="X column 'species' holds text"):
+        MLPClassifier(max_iter=2).fit(frame, [0, 1, 0, 1])
