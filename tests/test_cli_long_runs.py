@@ -148,3 +148,20 @@ def test_under_mpirun_an_error_is_printed_once(tmp_path, capsys):
                               timeout=120)
         assert done.returncode == status, done.stderr
         assert done.stderr.count(says) == 1, done.stderr
+
+
+def test_resume_restores_the_data_options_of_a_table(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 2))
+    table.write_text("a;kind;b\n" + "".join(f"{a:.3f};{'cat' if a > 0 else 'dog'};{b:.3f}\n"
+                                            for a, b in X))
+    ckpt, model = tmp_path / "r.ckpt", tmp_path / "m.cbp"
+    assert run(capsys, "train", str(table), "--label-column", "kind", "--delimiter", ";",
+               "--epochs", "1", "-q", "--checkpoint", str(ckpt), "--save", str(model))[0] == 0
+    status, out, err = run(capsys, "train", str(table), "--resume", str(ckpt), "--epochs", "2")
+    assert status == 0, err
+    assert "epoch 2/2" in out and "2 features" in out
+    assert cb.load(model).data_options["label_column"] == "kind"
+    status, out, err = run(capsys, "evaluate", str(model), str(table))
+    assert status == 0 and "(80 rows)" in out, err
