@@ -322,6 +322,13 @@ def _model_table(args, net, need_labels: bool):
                          f"model's {net.n_inputs} features; evaluate needs the true labels "
                          f"(the model was trained with {trained}; name the column with "
                          "--label-column)")
+    kept_columns = kept.get("columns")
+    if kept_columns and table.names is not None:
+        here = [n for j, n in enumerate(table.names) if j not in (label, ids_index)]
+        if here != kept_columns:
+            raise ValueError(f"{table.path}'s feature columns ({', '.join(here)}) are not the "
+                             f"model's ({', '.join(kept_columns)}): give the file the "
+                             "model's columns, in its order")
     X, y, ids = table.read(label, ids_index)
     ids = ids if ids_index is not None else (
         [str(i) for i in range(1, X.shape[0] + 1)] if id_option is not None else None)
@@ -549,6 +556,11 @@ def _new_network(args, X, y, say):
         raise ValueError(f"the labels are integers up to {y.max()}: prices or counts rather "
                          "than classes? Pass --loss mse for regression (or "
                          "--loss cross_entropy if they really are classes)")
+    if loss == "binary_cross_entropy" and y.dtype.kind in "iuf" and (
+            y.min() < 0 or y.max() > 1):
+        raise ValueError(f"--loss binary_cross_entropy needs targets in [0, 1]; those of "
+                         f"{args.data} go from {y.min():g} to {y.max():g} (classes: "
+                         "--loss cross_entropy; other numbers: --loss mse)")
     classes = None
     if loss == "cross_entropy" and y.ndim == 1:
         classes, y = _encode_labels(y)
@@ -648,6 +660,8 @@ def _load_model(path: str, option: str = "MODEL"):
         raise IsADirectoryError(f"{option} {path} is a directory, not a model file") from None
     except PermissionError:
         raise PermissionError(f"{option} {path}: permission denied") from None
+    except ValueError as exc:       # damaged, foreign or not a model: say which option
+        raise ValueError(f"{option} {exc}") from None
 
 
 def _check_features(net, X, args) -> None:

@@ -29,6 +29,7 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "onecls.csv").write_text("a,b,kind\n1,2,cat\n3,4,cat\n")
     (tmp_path / "ints.csv").write_text("1,2\n3,2\n")
     (tmp_path / "semi.csv").write_text("a;b;c\n1;2;0\n3;4;1\n")
+    (tmp_path / "renamed.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
     (tmp_path / "junk.cbp").write_text("junk")
     (tmp_path / "junk.npz").write_text("junk")
     (tmp_path / "emptydir").mkdir()
@@ -87,6 +88,14 @@ CASES = [
     ("train xor --init mid.cbp --resume run.ckpt", "give one of them"),
     ("train xor --early-stopping 2 --validation-split 0", "--early-stopping"),
     ("train xor --momentum 0.9", "--momentum applies to sgd and rmsprop"),
+    ("train digits --loss binary_cross_entropy", "--loss binary_cross_entropy needs targets "
+                                                 "in [0, 1]; those of digits go from 0 to 9"),
+    ("predict mid.cbp renamed.csv", "renamed.csv's feature columns (a, b, c) are not the "
+                                    "model's (weight, height, legs)"),
+    ("predict mid.cbp ints.csv", "ints.csv has 2 feature columns, but the model takes 3"),
+    ("train xor --init animals_mid.csv", "--init animals_mid.csv is not a valid cbackprop "
+                                         "model file"),
+    ("train xor --init emptydir", "--init emptydir is a directory"),
     ("evaluate mid.cbp xor --split train --label-column 0", "--label-column is for"),
 ]
 
