@@ -54,23 +54,17 @@ def _readers(csv: Path, parquet: Path) -> dict:
         finally:
             datasets._arrow_csv = original
 
-    def pandas_csv():
-        frame = pd.read_csv(csv)
-        return frame.drop(columns="species").to_numpy(np.float64), frame["species"].to_numpy()
-
-    def arrow_csv():
-        table = pa_csv.read_csv(csv)
+    def as_arrays(table):
         return (np.column_stack([c.to_numpy() for c in table.columns[:-1]]),
                 table.column("species").to_numpy())
 
-    def pandas_parquet():
-        frame = pd.read_parquet(parquet)
+    def as_frame_arrays(frame):
         return frame.drop(columns="species").to_numpy(np.float64), frame["species"].to_numpy()
 
-    def arrow_parquet():
-        table = pq.read_table(parquet)
-        return (np.column_stack([c.to_numpy() for c in table.columns[:-1]]),
-                table.column("species").to_numpy())
+    pandas_csv = lambda: as_frame_arrays(pd.read_csv(csv))            # noqa: E731
+    arrow_csv = lambda: as_arrays(pa_csv.read_csv(csv))              # noqa: E731
+    pandas_parquet = lambda: as_frame_arrays(pd.read_parquet(parquet))  # noqa: E731
+    arrow_parquet = lambda: as_arrays(pq.read_table(parquet))          # noqa: E731
 
     return {
         "csv: cbackprop load_csv (pyarrow)": lambda: datasets.load_csv(csv,

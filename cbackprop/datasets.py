@@ -613,37 +613,33 @@ def _pyarrow(what: str):
     return pyarrow
 
 
-def load_parquet(path, label_column: int | str | None = -1):
-    """X and y from a Parquet file (pyarrow: the `[arrow]` extra).
-
-    Parameters and results as `from_table`; feature columns must be numbers.
-    """
+def _read_columnar(path, label_column, kind: str):
+    """X and y from a Parquet ("Parquet") or Arrow IPC ("Arrow") file."""
     path = os.fspath(path)
-    _pyarrow("reading Parquet")
+    _pyarrow(f"reading {kind} files")
+    import pyarrow.feather as feather
     import pyarrow.parquet as pq
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        table = pq.read_table(path)
+        table = (pq.read_table if kind == "Parquet" else feather.read_table)(path)
     except Exception as exc:      # pyarrow's errors have no common base outside pyarrow
-        raise ValueError(f"{path} is not a readable Parquet file: {exc}") from None
+        raise ValueError(f"{path} is not a readable {kind} file: {exc}") from None
     return _split_table(table, label_column, path)
+
+
+def load_parquet(path, label_column: int | str | None = -1):
+    """X and y from a Parquet file (pyarrow: the `[arrow]` extra).
+
+    Parameters and results as `from_table`; feature columns must be numbers.
+    """
+    return _read_columnar(path, label_column, "Parquet")
 
 
 def load_arrow(path, label_column: int | str | None = -1):
     """X and y from an Arrow IPC (Feather v2) file; as `load_parquet`."""
-    path = os.fspath(path)
-    _pyarrow("reading Arrow files")
-    import pyarrow.feather as feather
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        table = feather.read_table(path)
-    except Exception as exc:      # pyarrow's errors have no common base outside pyarrow
-        raise ValueError(f"{path} is not a readable Arrow file: {exc}") from None
-    return _split_table(table, label_column, path)
+    return _read_columnar(path, label_column, "Arrow")
 
 
 def table_column_names(path) -> list[str]:
