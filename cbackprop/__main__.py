@@ -293,9 +293,10 @@ class _Table:
 
 
 def _model_table(args, net, need_labels: bool):
-    """(X, y or None, ids or None, label column name) of a table for a saved model: the
-    label and delimiter it was trained with unless given; a table without the label
-    column is features alone (an error when need_labels)."""
+    """(X, y or None, ids or None, id column name, label column name) of a table for a
+    saved model, read with the label column and delimiter it was trained with unless
+    given; a table without the label column is features alone (an error when
+    need_labels)."""
     kept = net.data_options or {}
     table = _Table(args.data, args.delimiter or kept.get("delimiter"))
     id_option = getattr(args, "id_column", None)
