@@ -12,7 +12,9 @@ digits and report the test accuracy. Subcommands:
     playground [MODEL]  a local page: the walk of `trace` and live training
 
 Errors are printed as one line on stderr, with exit status 1 (2 for a bad
-command line, found before any data is read; 130 when interrupted). Output into
+command line, found before any data is read, or an option that contradicts the
+checkpoint --resume names; 130 when interrupted). Under `mpirun -n N cbackprop
+train ...` every rank trains on its share of the rows, and only rank 0 speaks. Output into
 a closed pipe (`cbackprop predict ... | head`) stops quietly with status 141,
 as a Unix tool killed by SIGPIPE reports it.
 """
@@ -23,6 +25,7 @@ import argparse
 import csv
 import os
 import sys
+import warnings
 from contextlib import nullcontext
 
 import numpy as np
@@ -37,12 +40,16 @@ from cbackprop.gradcheck import finite_differences
 from cbackprop.history import health_table
 from cbackprop.layers import Dense
 from cbackprop.losses import LOSSES
-from cbackprop.network import Network, load
+from cbackprop.network import LossWarning, Network, load
 from cbackprop.optimizers import SGD, Adam, AdamW, RMSprop
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 #: Integer targets reaching this are taken for regression values, not classes, unless told.
 _MAX_GUESSED_CLASSES = 1000
+
+
+class UsageError(Exception):
+    """A command line that cannot work, found once a file it names was read (status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,13 +134,14 @@ def _encode_labels(y: np.ndarray) -> tuple[list, np.ndarray]:
                              "fractional (use --loss mse for regression)")
         y = y.astype(np.int64)
     classes, indices = np.unique(y, return_inverse=True)
+    classes = classes.tolist()      # Python's str and int: shown as the file has them
     if len(classes) < 2:
-        raise ValueError(f"every label is {classes[0]!r}: a classifier needs at least two "
-                         "classes")
-    return classes.tolist(), indices.astype(np.int64)
+        raise ValueError(f"every label is {classes[0]}: a classifier needs at least two "
+                         "classes (is --label-column the right column?)")
+    return classes, indices.astype(np.int64)
 
 
-def _class_indices(net, y: np.ndarray) -> np.ndarray:
+def _class_indices(net, y: np.ndarray, data: str = "the data") -> np.ndarray:
     """Labels as the indices of `net.classes` (labels as they are for a network without
     class names, or for one-hot and regression targets)."""
     if net.classes is None or y.ndim != 1:
@@ -142,8 +150,9 @@ def _class_indices(net, y: np.ndarray) -> np.ndarray:
     keys = [str(v) for v in (y.astype(np.int64) if y.dtype.kind == "f" else y).tolist()]
     unknown = sorted(set(keys) - set(index))
     if unknown:
-        raise ValueError(f"labels the model was not trained on: {', '.join(unknown[:5])}; "
-                         f"its classes are {', '.join(map(str, net.classes))}")
+        raise ValueError(f"{data} has labels the model was not trained on: "
+                         f"{', '.join(unknown[:5])}; its classes are "
+                         f"{', '.join(map(str, net.classes))}")
     return np.array([index[k] for k in keys], dtype=np.int64)
 
 
@@ -214,8 +223,125 @@ def _label_column(text: str) -> int | str:
 
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
-    label_column = None if args.label_column is None else _label_column(args.label_column)
-    return datasets.load_dataset(args.data, split, label_column, need_labels, args.delimiter)
+    if _is_table(args.data):
+        table = _Table(args.data, args.delimiter)
+        label = table.column("--label-column", args.label_column or "-1",
+                             getattr(args, "label_from", ""))
+        return table.read(label if need_labels else None)[:2]
+    return datasets.load_dataset(args.data, split, None, need_labels, args.delimiter)
+
+
+class _Table:
+    """A CSV/TSV file's layout (header, columns), read before the file is, so that its
+    columns are found in the words of the command line."""
+
+    def __init__(self, path: str, delimiter: str | None):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no data set or file named {path!r} (named data sets: "
+                                    f"{', '.join(datasets.NAMED_DATASETS)}; or a .csv, .npz "
+                                    "or MNIST directory)")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a directory, not a table")
+        self.path = path
+        self.delimiter = delimiter or ("\t" if path.lower().endswith((".tsv", ".tsv.gz"))
+                                       else ",")
+        if datasets.is_columnar(path):
+            self.names = datasets.table_column_names(path)
+            self.n_columns = len(self.names)
+        else:
+            self.names, self.n_columns = datasets.csv_columns(path, self.delimiter)
+
+    def read(self, label: int | None, ids: int | None = None):
+        """(X, y, ids): y None without a label column, ids None without an id column."""
+        if datasets.is_columnar(self.path):
+            if ids is not None:
+                raise ValueError(f"--id-column is for .csv/.tsv tables, not {self.path}")
+            read = (datasets.load_parquet if self.path.lower().endswith(".parquet")
+                    else datasets.load_arrow)
+            return (*read(self.path, label), None)
+        out = datasets.load_csv(self.path, label, delimiter=self.delimiter, id_column=ids)
+        return out if ids is not None else (*out, None)
+
+    def column(self, option: str, text: str, source: str = "") -> int:
+        """The index of the column `option text` names (a header name or a number, -1 the
+        last), or an error that names the option (and where its value came from)."""
+        value = _label_column(text)
+        shown = f"{option} {text}{source}"
+        if isinstance(value, int):
+            if not -self.n_columns <= value < self.n_columns:
+                raise ValueError(f"{shown} is out of range: {self.path} has "
+                                 f"{self.n_columns} columns (0..{self.n_columns - 1}, or -1 "
+                                 "for the last)")
+            return value % self.n_columns
+        if self.names is None:
+            raise ValueError(f"{shown} names a column, but {self.path} has no "
+                             "header row (give the column's number, from 0)")
+        if value not in self.names:
+            raise ValueError(f"{shown}: {self.path} has no column {text!r}; its "
+                             f"columns are {', '.join(self.names)}")
+        return self.names.index(value)
+
+    def name(self, index: int) -> str:
+        return self.names[index] if self.names else str(index)
+
+    def record(self, label: int | None, args) -> dict:
+        """How train read it, for the saved model (Network.data_options)."""
+        features = None if self.names is None else [
+            n for j, n in enumerate(self.names) if j != label]
+        return {"label_column": args.label_column, "delimiter": args.delimiter,
+                "header": self.names is not None, "columns": features,
+                "label": None if label is None or self.names is None else self.names[label]}
+
+
+def _model_table(args, net, need_labels: bool):
+    """(X, y or None, ids or None, id column name, label column name) of a table for a
+    saved model, read with the label column and delimiter it was trained with unless
+    given; a table without the label column is features alone (an error when
+    need_labels)."""
+    kept = net.data_options or {}
+    table = _Table(args.data, args.delimiter or kept.get("delimiter"))
+    id_option = getattr(args, "id_column", None)
+    ids_index = None
+    if id_option is not None and not (id_option == "row" and "row" not in (table.names or [])):
+        ids_index = table.column("--id-column", id_option)
+    n_features = table.n_columns - (ids_index is not None)
+    label = None
+    if args.label_column is not None:
+        label = table.column("--label-column", args.label_column)
+    elif kept.get("label") is not None and table.names is not None:
+        # Trained on a table with a header: its label column is found by name.
+        if kept["label"] in table.names:
+            label = table.names.index(kept["label"])
+    elif n_features == net.n_inputs + 1:
+        label = table.column("--label-column", kept.get("label_column") or "-1")
+    trained = ("--label-column " + kept["label_column"]) if kept.get("label_column") else (
+        "the label in the last column")
+    if label is None and n_features != net.n_inputs:
+        raise ValueError(f"{table.path} has {n_features} feature columns, but the model takes "
+                         f"{net.n_inputs} (trained with {trained})")
+    if label is None and need_labels:
+        raise ValueError(f"{table.path} has no label column: its {n_features} columns are the "
+                         f"model's {net.n_inputs} features; evaluate needs the true labels "
+                         f"(the model was trained with {trained}; name the column with "
+                         "--label-column)")
+    kept_columns = kept.get("columns")
+    if kept_columns and table.names is not None:
+        here = [n for j, n in enumerate(table.names) if j not in (label, ids_index)]
+        if here != kept_columns:
+            raise ValueError(f"{table.path}'s feature columns ({', '.join(here)}) are not the "
+                             f"model's ({', '.join(kept_columns)}): give the file the "
+                             "model's columns, in its order")
+    X, y, ids = table.read(label, ids_index)
+    ids = ids if ids_index is not None else (
+        [str(i) for i in range(1, X.shape[0] + 1)] if id_option is not None else None)
+    label_name = None if label is None else table.name(label)
+    return X, y, ids, (None if id_option is None else
+                       table.name(ids_index) if ids_index is not None else "row"), label_name
+
+
+def _is_table(path: str) -> bool:
+    """A file whose columns the data options name: CSV/TSV, Parquet, Arrow."""
+    return datasets.is_table(path) or datasets.is_columnar(path)
 
 
 def _mpi_world():
@@ -236,21 +362,39 @@ def cmd_train(args) -> int:
     rank = 0 if comm is None else comm.Get_rank()
     quiet = args.quiet or rank != 0          # under mpirun only rank 0 speaks
     say = (lambda *a: None) if quiet else print
+    run = _read_checkpoint(args) if args.resume else None
     # Every output is checked before the data is read, not after training.
     for path, option in ((args.save, "--save"), (args.checkpoint, "--checkpoint")):
         if path:
             _check_output_path(path, option)
     if args.plot:
         _check_plot_path(args.plot)
-    run = resume(args.resume) if args.resume else None
+    start = _load_model(args.init, "--init") if args.init else None
+    if start is not None and start.data_options and _is_table(args.data):
+        # Read the data as the model's was, unless told otherwise.
+        if args.label_column is None and start.data_options.get("label_column"):
+            args.label_column = start.data_options["label_column"]
+            args.label_from = f" (the model's, from --init {args.init})"
+        if args.delimiter is None:
+            args.delimiter = start.data_options.get("delimiter")
     X, y = load_data(args, "train")
-    if run is not None:
-        net, optimizer, classes = run.network, run.optimizer, run.network.classes
-        if classes is not None:
-            y = _class_indices(net, y)
-        say(f"resuming {run!r}")
+    if run is not None or start is not None:
+        net = run.network if run is not None else start
+        optimizer = run.optimizer if run is not None else _make_optimizer(args)
+        if X.shape[1] != net.n_inputs:
+            where = f"--resume {args.resume}" if run is not None else f"--init {args.init}"
+            raise ValueError(f"{args.data} has {X.shape[1]} features, but the model in "
+                             f"{where} takes {net.n_inputs}")
+        if net.classes is not None:
+            y = _class_indices(net, y, args.data)
+        say(f"resuming {run!r}" if run is not None else f"continuing the model in {args.init}")
     else:
-        net, optimizer, y, classes = _new_network(args, X, y, say)
+        net, optimizer, y, _ = _new_network(args, X, y, say)
+    if _is_table(args.data):
+        table = _Table(args.data, args.delimiter)
+        net.data_options = table.record(table.column("--label-column",
+                                                     args.label_column or "-1"), args)
+    stopper = _EarlyStopping(net, args.early_stopping, say) if args.early_stopping else None
     validation = None
     if args.validation_split > 0:
         X, X_val, y, y_val = datasets.train_test_split(X, y, args.validation_split,
@@ -273,20 +417,38 @@ def cmd_train(args) -> int:
     say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
     initial_loss = net.evaluate(X, y)["loss"]
     callbacks = [_health_printer(say)] if args.health else []
+    if stopper is not None:
+        callbacks.append(stopper)
     try:
         if run is not None:
             history = run.fit(X, y, validation_data=validation, verbose=not quiet,
-                              callbacks=callbacks, epochs=args.epochs)
+                              callbacks=callbacks, epochs=args.epochs, comm=comm,
+                              checkpoint_metadata=_checkpoint_metadata(args, run))
         else:
+            # The command line says it in its own words (_warn_if_blown_up).
+            warnings.filterwarnings("ignore", category=LossWarning)
             history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, validation_data=validation,
                               verbose=not quiet, health=args.health, callbacks=callbacks,
                               comm=comm, checkpoint=args.checkpoint,
-                              checkpoint_every=args.checkpoint_every)
+                              checkpoint_every=args.checkpoint_every,
+                              checkpoint_metadata=_checkpoint_metadata(args, None))
     except KeyboardInterrupt:
         _save_interrupted(net, optimizer, args, X.shape[0], rank)
         raise
+    except DivergenceError:
+        lr = "the optimizer's default" if args.lr is None else f"{args.lr:g}"
+        raise DivergenceError(
+            "training diverged: the loss or the weights became NaN or infinite. Try a "
+            f"learning rate 10 to 1000 times smaller than {lr} (--lr), or scale the features "
+            "to about [-1, 1]" + (f"; nothing was saved to {args.save}" if args.save
+                                  else "")) from None
+    if stopper is not None:
+        stopper.restore()
     final = {k: v[-1] for k, v in history.history.items() if k not in ("time", "health")}
+    if stopper is not None and stopper.best_epoch is not None:
+        final = {k: v[stopper.best_epoch] for k, v in history.history.items()
+                 if k not in ("time", "health")}
     if rank == 0:
         print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
                                     for k, v in final.items()))
@@ -301,6 +463,84 @@ def cmd_train(args) -> int:
                                       f"{args.optimizer}")
         say(f"saved the learning curves to {args.plot}")
     return 0
+
+
+# ---- --resume: a run's own options, kept in its checkpoint --------------------------
+
+#: train's options that define a run: kept in its checkpoint; --resume restores them, and
+#: refuses one given again with another value.
+_RUN_OPTIONS = ("hidden", "activation", "loss", "optimizer", "lr", "momentum", "alpha",
+                "dropout", "batch_size", "seed", "dtype", "validation_split",
+                "checkpoint_every", "label_column", "delimiter")
+#: Kept and restored too, but a resumed run may be given new ones: more --epochs, other
+#: outputs.
+_FREE_OPTIONS = ("epochs", "save", "plot", "early_stopping")
+
+
+#: The default of every run option in a parse that looks for the options typed.
+_NOT_GIVEN = object()
+
+
+def _checkpoint_metadata(args, run) -> dict | None:
+    """What train keeps with its checkpoints: the run's options (as JSON), beside what a
+    checkpoint written by the Python API already holds."""
+    if args.checkpoint is None:
+        return None
+    kept = {} if run is None or not isinstance(run.metadata, dict) else dict(run.metadata)
+    kept["command_line"] = {"data": args.data,
+                            **{k: getattr(args, k) for k in _RUN_OPTIONS + _FREE_OPTIONS}}
+    return kept
+
+
+def _option_text(dest: str, value) -> str:
+    """An option with its value as one would type it: `--hidden 64,32`, `--lr 0.01`."""
+    option = "--" + dest.replace("_", "-")
+    if value is None:
+        return f"no {option}"
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    elif dest == "delimiter":
+        value = repr(value) if value != "\t" else "'\\t'"
+    return f"{option} {value}"
+
+
+def _read_checkpoint(args):
+    """The run --resume names, its options restored into args (see _RUN_OPTIONS)."""
+    path = args.resume
+    try:
+        run = resume(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--resume {path}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"--resume {path} is a directory, not a checkpoint") from None
+    except ValueError:
+        try:
+            load(path)
+        except (ValueError, OSError):
+            raise
+        raise ValueError(f"--resume {path} is a model file (written by --save), not a "
+                         f"checkpoint: to train it further, use --init {path}") from None
+    kept = (run.metadata or {}).get("command_line")
+    if not isinstance(kept, dict):
+        # A checkpoint written by the Python API: the options stay as given, and the
+        # epochs are the run's own unless given.
+        if "epochs" not in args.given:
+            args.epochs = run.epochs
+        return run
+    for dest in _RUN_OPTIONS + _FREE_OPTIONS:
+        if dest not in kept:
+            continue
+        if dest in args.given and dest in _RUN_OPTIONS and getattr(args, dest) != kept[dest]:
+            raise UsageError(f"{_option_text(dest, getattr(args, dest))} contradicts the run "
+                             f"checkpointed in {path}, which has "
+                             f"{_option_text(dest, kept[dest])}; leave it out to continue "
+                             "that run")
+        if dest not in args.given:
+            setattr(args, dest, kept[dest])
+    args.checkpoint = path
+    return run
 
 
 def _save(net, path) -> None:
@@ -318,6 +558,11 @@ def _new_network(args, X, y, say):
         raise ValueError(f"the labels are integers up to {y.max()}: prices or counts rather "
                          "than classes? Pass --loss mse for regression (or "
                          "--loss cross_entropy if they really are classes)")
+    if loss == "binary_cross_entropy" and y.dtype.kind in "iuf" and (
+            y.min() < 0 or y.max() > 1):
+        raise ValueError(f"--loss binary_cross_entropy needs targets in [0, 1]; those of "
+                         f"{args.data} go from {y.min():g} to {y.max():g} (classes: "
+                         "--loss cross_entropy; other numbers: --loss mse)")
     classes = None
     if loss == "cross_entropy" and y.ndim == 1:
         classes, y = _encode_labels(y)
@@ -332,6 +577,34 @@ def _new_network(args, X, y, say):
                   seed=args.seed, alpha=args.alpha, n_threads=args.threads)
     net.classes = classes
     return net, _make_optimizer(args), y, classes
+
+
+class _EarlyStopping:
+    """train --early-stopping N: stop when the validation loss has not improved for N
+    epochs, and keep the weights of the best epoch (a fit callback)."""
+
+    def __init__(self, net, patience: int, say):
+        self.net, self.patience, self.say = net, patience, say
+        self.best_loss, self.best_theta, self.best_epoch = float("inf"), None, None
+
+    def __call__(self, epoch, logs) -> bool:
+        loss = logs["val_loss"]
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch
+            self.best_theta = self.net.theta.copy()
+            return False
+        if epoch - self.best_epoch >= self.patience:
+            self.say(f"early stopping: val_loss has not improved for {self.patience} epochs")
+            return True
+        return False
+
+    def restore(self) -> None:
+        """Put back the best epoch's weights (when another epoch ended the fit)."""
+        if self.best_theta is None or np.array_equal(self.best_theta, self.net.theta):
+            return
+        self.net.theta = self.best_theta
+        self.say(f"restored the weights of epoch {self.best_epoch + 1}, the best val_loss "
+                 f"({self.best_loss:.4f})")
 
 
 def _health_printer(say):
@@ -379,11 +652,35 @@ def _warn_if_blown_up(initial: float, final: float, args) -> None:
 
 # ---- evaluate / predict ----------------------------------------------------------
 
+def _load_model(path: str, option: str = "MODEL"):
+    """The model a command names, in the command line's words when it cannot be read."""
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{option} {path}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{option} {path} is a directory, not a model file") from None
+    except PermissionError:
+        raise PermissionError(f"{option} {path}: permission denied") from None
+    except ValueError as exc:       # damaged, foreign or not a model: say which option
+        raise ValueError(f"{option} {exc}") from None
+
+
+def _check_features(net, X, args) -> None:
+    if X.shape[1] != net.n_inputs:
+        raise ValueError(f"{args.data} has {X.shape[1]} features, but the model in "
+                         f"{args.model} takes {net.n_inputs}")
+
+
 def cmd_evaluate(args) -> int:
 
-    net = load(args.model)
-    X, y = load_data(args, args.split or "test")
-    result = net.evaluate(X, _class_indices(net, y))
+    net = _load_model(args.model)
+    if _is_table(args.data):
+        X, y, _, _, _ = _model_table(args, net, need_labels=True)
+    else:
+        X, y = load_data(args, args.split or "test")
+    _check_features(net, X, args)
+    result = net.evaluate(X, _class_indices(net, y, args.data))
     shown = [f"loss {result['loss']:.4f}"]
     if "accuracy" in result:
         shown.append(f"accuracy {result['accuracy']:.2%}")
@@ -395,44 +692,86 @@ def cmd_predict(args) -> int:
 
     if args.out:
         _check_output_path(args.out, "--out")
-    net = load(args.model)
-    if datasets.is_table(args.data):
+    net = _load_model(args.model)
+    ids = y = id_name = label_name = None
+    if _is_table(args.data):
         # A table may hold its label column (as for train; labels may be text) or only
         # the features.
-        X, _ = load_data(args, args.split or "test")
-        if X.shape[1] == net.n_inputs - 1 and args.label_column is None:
-            X, _ = load_data(args, args.split or "test", need_labels=False)
+        X, y, ids, id_name, label_name = _model_table(args, net, need_labels=False)
     else:
+        if args.id_column is not None:
+            raise ValueError(f"--id-column is for .csv/.tsv tables, not {args.data}")
         X, _ = load_data(args, args.split or "test", need_labels=False)
+    _check_features(net, X, args)
     out = net.predict(X)
     if args.out and args.out.endswith(".npy"):
         np.save(args.out, out)
     else:
         with open(args.out, "w", newline="") if args.out else nullcontext(sys.stdout) as f:
-            _write_predictions(f, net, out)
+            _write_predictions(f, net, out, (id_name, ids), (label_name, y))
     if args.out:
         print(f"wrote {out.shape[0]} predictions to {args.out}")
     return 0
 
 
-def _write_predictions(f, net, out: np.ndarray) -> None:
-    """CSV of the outputs; for classifiers the class (its name, if known) comes first."""
+def _write_predictions(f, net, out: np.ndarray, ids=(None, None), truth=(None, None)) -> None:
+    """CSV of the outputs; for classifiers the class (its name, if known) comes first.
+    ids (name, values): a first column naming the rows; truth (name, values): a last
+    column with the true labels, when the input held them."""
     writer = csv.writer(f, lineterminator="\n")
+    first = [] if ids[1] is None else [ids[0]]
+    last = [] if truth[1] is None else [truth[0] if ids[0] != truth[0] else "true_label"]
+    ids_of = (lambda i: []) if ids[1] is None else (lambda i: [ids[1][i]])
+    truth_of = (lambda i: []) if truth[1] is None else (lambda i: [truth[1][i]])
     if net.loss.name != "cross_entropy":
-        writer.writerow([f"y{k}" for k in range(out.shape[1])])
-        writer.writerows([f"{v:.6g}" for v in row] for row in out.tolist())
+        writer.writerow(first + [f"y{k}" for k in range(out.shape[1])] + last)
+        writer.writerows(ids_of(i) + [f"{v:.6g}" for v in row] + truth_of(i)
+                         for i, row in enumerate(out.tolist()))
         return
     classes = net.classes or list(range(out.shape[1]))
-    writer.writerow(["class"] + [f"p{c}" if isinstance(c, int) else f"p_{c}"
-                                 for c in classes])
-    for k, row in zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True):
-        writer.writerow([classes[k]] + [f"{v:.6g}" for v in row])
+    writer.writerow(first + ["class"] + [f"p{c}" if isinstance(c, int) else f"p_{c}"
+                                         for c in classes] + last)
+    for i, (k, row) in enumerate(zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True)):
+        writer.writerow(ids_of(i) + [classes[k]] + [f"{v:.6g}" for v in row] + truth_of(i))
 
 
 # ---- trace ----------------------------------------------------------------------
 
+def _trace_model(args) -> int:
+    """trace MODEL DATA --row N: one row of real data through a saved network."""
+    net = _load_model(args.model)
+    if _is_table(args.data):
+        X, y, _, _, _ = _model_table(args, net, need_labels=False)
+    else:
+        X, y = load_data(args, args.split or "test", need_labels=False)
+    _check_features(net, X, args)
+    if args.row > X.shape[0]:
+        raise ValueError(f"--row {args.row}: {args.data} has {X.shape[0]} rows")
+    if y is None:
+        raise ValueError(f"{args.data} has no labels: trace needs the row's true label to "
+                         "take the backward pass")
+    y = _class_indices(net, y, args.data)
+    x, target = X[args.row - 1], y[args.row - 1]
+    out = net.predict(x.reshape(1, -1))[0]
+    print(f"{args.model}: {net}")
+    shown = (net.classes[int(target)] if net.classes is not None and np.ndim(target) == 0
+             else target)
+    print(f"{args.data}, row {args.row}: label {shown}", end="")
+    if net.loss.name == "cross_entropy":
+        k = int(out.argmax())
+        print(f", predicted {net.classes[k] if net.classes else k} (p = {out[k]:.4f})")
+    else:
+        print(f", output {', '.join(f'{v:.6g}' for v in out)}")
+    print(net.trace(x, target))
+    return 0
+
+
 def cmd_trace(args) -> int:
 
+    if args.model is not None:
+        if args.data is None:
+            raise UsageError("trace MODEL needs DATA too: trace MODEL DATA --row N")
+        return _trace_model(args)
     x = np.array(args.x, dtype=np.float64)
     y = np.array(args.y, dtype=np.float64)
     layers = [Dense(n, args.activation) for n in args.hidden]
@@ -538,13 +877,15 @@ def cmd_info(args) -> int:
               f"{r.get('architecture') or 'unknown'}, {r.get('num_threads')} threads, "
               f"{r.get('threading_layer', 'unknown')} threading  [{r.get('filepath')}]")
     print(f"CPU cores: {os.cpu_count()}")
-    extras = [("matplotlib", "plot"), ("tqdm", "progress"), ("torch", "torch"),
-              ("onnx", "onnx"), ("onnxruntime", "onnx"), ("safetensors", None)]
+    # (package, the extra that installs it): each missing one is named with its extra.
+    extras = [("scikit-learn", "sklearn"), ("pyarrow", "arrow"), ("matplotlib", "plot"),
+              ("tqdm", "progress"), ("torch", "torch"), ("onnx", "onnx"),
+              ("onnxruntime", "onnx"), ("mpi4py", "mpi"), ("safetensors", "all")]
     shown = []
     for package, extra in extras:
         version = _version(package)
-        note = f" [{extra}]" if extra else ""
-        shown.append(f"{package} {version}{note}" if version else f"{package} missing{note}")
+        shown.append(f"{package} {version}" if version else
+                     f"{package} missing (the [{extra}] extra)")
     print("optional: " + ", ".join(shown))
     return 0
 
@@ -588,7 +929,9 @@ def _add_model_and_data(p) -> None:
     _add_data_options(p, with_split=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser; with given_only, train's options have no defaults, so
+    that a parse holds only the options typed."""
     parser = _Parser(
         prog="cbackprop",
         description="Dense neural networks trained by backpropagation, in typed Cython. "
@@ -638,8 +981,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
                    help="epochs between checkpoints (default: 1)")
     p.add_argument("--resume", metavar="PATH",
-                   help="continue the run checkpointed in PATH (same DATA and "
-                        "--validation-split, --seed) up to --epochs, checkpointing there")
+                   help="continue the run checkpointed in PATH on the same DATA: its "
+                        "options (network, optimizer, data options, --validation-split, "
+                        "--seed, --epochs, --save, ...) come from the checkpoint; give "
+                        "--epochs, --save or --plot to change them")
+    p.add_argument("--init", metavar="MODEL",
+                   help="continue training the model in MODEL (a file written by --save) "
+                        "with a new optimizer, on DATA read as its data was")
+    p.add_argument("--early-stopping", type=_positive_int, default=None, metavar="N",
+                   help="stop when the validation loss has not improved for N epochs, and "
+                        "keep the weights of the best epoch (needs --validation-split > 0)")
     p.add_argument("--health", action="store_true",
                    help="print each layer's training health every epoch (gradient norms, "
                         "update ratios, dead and saturated units) with advice")
@@ -647,6 +998,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final figures")
     _add_data_options(p, with_split=False)
     p.set_defaults(func=cmd_train)
+    if given_only:
+        p.set_defaults(**dict.fromkeys(_RUN_OPTIONS + _FREE_OPTIONS, _NOT_GIVEN))
 
     p = sub.add_parser("evaluate", help="loss and accuracy of a saved network on data",
                        description="Print the loss (and accuracy) of a saved network on DATA.")
@@ -660,6 +1013,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "include or omit its label column.")
     _add_model_and_data(p)
     p.add_argument("--out", metavar="FILE", help="write here instead of to stdout")
+    p.add_argument("--id-column", metavar="COL",
+                   help="CSV: a column naming the rows (a header name or a number), written "
+                        "first beside each prediction and not used as a feature; 'row': "
+                        "the row number (1 for the first data row)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("trace", help="backpropagation by hand on a tiny network",
@@ -668,6 +1025,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pass (∂C/∂z per unit, output layer first) and ∂C/∂w = "
                                    "a·∂C/∂z for every weight beside a central finite "
                                    "difference.")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="a saved network (train --save) to trace on a row of DATA instead")
+    p.add_argument("data", metavar="DATA", nargs="?", help="as for train")
+    p.add_argument("--row", type=_positive_int, default=1, metavar="N",
+                   help="with MODEL DATA: the row to trace (1: the first; default 1)")
+    _add_data_options(p, with_split=True)
     p.add_argument("--x", type=_float_list, default=[0.05, 0.10], metavar="X1,X2,...",
                    help="the input (default: 0.05,0.10)")
     p.add_argument("--y", type=_float_list, default=[0.01, 0.99], metavar="Y1,Y2,...",
@@ -719,16 +1082,35 @@ def _option_conflict(args) -> str | None:
             and args.optimizer not in ("sgd", "rmsprop"):
         return f"--momentum applies to sgd and rmsprop, not {args.optimizer}"
     if args.command == "train" and args.resume:
-        for option, value in (("--checkpoint", args.checkpoint), ("--health", args.health)):
-            if value:
-                return (f"--resume continues a run as it was set up; {option} is for a new "
-                        "run (a resumed run checkpoints to the file it resumes)")
+        if args.checkpoint and args.checkpoint != args.resume:
+            return (f"--checkpoint {args.checkpoint}: a resumed run checkpoints to the file it "
+                    f"resumes (--resume {args.resume}); leave --checkpoint out")
+        if args.health:
+            return ("--resume continues a run as it was set up; --health is for a new run "
+                    "(a resumed run measures no health figures)")
+    if args.command == "train" and args.init:
+        if args.resume:
+            return ("--init starts a new run from a saved model; --resume continues a "
+                    "checkpointed run: give one of them")
+        for dest in ("hidden", "activation", "loss", "dtype", "dropout", "alpha"):
+            if dest in args.given:
+                option = "--" + dest.replace("_", "-")
+                return (f"{option} is for a new network; --init {args.init} continues the "
+                        "model as it was saved")
+    if args.command == "train" and args.early_stopping and not args.validation_split:
+        return ("--early-stopping watches the validation loss: it needs --validation-split "
+                "above 0")
     if args.command not in ("train", "evaluate", "predict"):
         return None
     if not datasets.is_table(args.data):
-        for option, value in (("--label-column", args.label_column),
-                              ("--delimiter", args.delimiter)):
+        for option, value in ((("--delimiter", args.delimiter),)
+                              if datasets.is_columnar(args.data) else
+                              (("--label-column", args.label_column),
+                               ("--delimiter", args.delimiter))):
             if value is not None:
+                if datasets.is_columnar(args.data):
+                    return (f"{option} is for .csv/.tsv tables; {args.data} has typed "
+                            "columns, read without one")
                 if os.path.isdir(args.data):
                     what = "an MNIST directory has its labels built in"
                 elif args.data.lower().endswith(".npz"):
@@ -743,20 +1125,43 @@ def _option_conflict(args) -> str | None:
     return None
 
 
+def _usage_error(parser, args, problem: str):
+    """Exit with status 2 and one line naming the command (printed by rank 0 alone)."""
+    parser.exit(2, "" if _rank() else f"{parser.prog} {args.command}: error: {problem} "
+                                      f"(see {parser.prog} {args.command} --help)\n")
+
+
+def _rank() -> int:
+    """This process's rank among those mpirun started (0 when alone), from the
+    environment mpirun sets, so that a message all ranks would print is printed once."""
+    for key in ("PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        if key in os.environ:
+            try:
+                return int(os.environ[key])
+            except ValueError:
+                return 0
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":
+        # Which options were typed (not defaults): --resume restores the others.
+        typed = vars(build_parser(given_only=True).parse_args(argv))
+        args.given = {k for k, v in typed.items() if v is not _NOT_GIVEN}
     problem = _option_conflict(args)
     if problem:
-        parser.exit(2, f"{parser.prog} {args.command}: error: {problem} "
-                       f"(see {parser.prog} {args.command} --help)\n")
+        return _usage_error(parser, args, problem)
     try:
         status = main_job() if args.command is None else args.func(args)
         # Flushed here, not at exit, so that a closed pipe is caught below whether or not
         # stdout is buffered (it is, into a pipe, unless PYTHONUNBUFFERED is set).
         sys.stdout.flush()
         return status
+    except UsageError as exc:
+        return _usage_error(parser, args, str(exc))
     except KeyboardInterrupt:
         print("cbackprop: interrupted", file=sys.stderr)
         return 130
@@ -767,7 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + 13     # killed by SIGPIPE, as the shell reports it
     except (ValueError, TypeError, OSError, ImportError, DivergenceError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"cbackprop: error: {message}", file=sys.stderr)
+        if not _rank():     # under mpirun every rank meets the same error: say it once
+            print(f"cbackprop: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -52,6 +53,107 @@ def as_numeric_array(value, name: str, allow_bool: bool = False) -> np.ndarray:
     return arr
 
 
+# ---- tables: pandas DataFrames, Arrow tables (and what pyarrow can read: polars) ----
+
+def is_table(value) -> bool:
+    """True for a pandas DataFrame, a pyarrow Table or RecordBatch, or another data frame
+    that exports an Arrow stream (polars), without importing any of them."""
+    kind = type(value)
+    return (kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas")) or \
+        (kind.__name__ in ("Table", "RecordBatch") and kind.__module__.startswith("pyarrow")) \
+        or hasattr(value, "__arrow_c_stream__")
+
+
+def _column_kind(dtype) -> str | None:
+    """What a column's type holds when it is not a number (None for numbers)."""
+    kind = getattr(dtype, "kind", None)
+    if kind in ("i", "u", "f"):
+        return None
+    name = str(dtype).lower()
+    if kind == "b" or name in ("bool", "boolean"):
+        return None
+    if any(name.startswith(t) for t in ("int", "uint", "float", "double", "halffloat")):
+        return None
+    if "categor" in name or "dictionary" in name:
+        return "categories"
+    if "str" in name or "utf8" in name or name == "object":
+        return "text"
+    return f"values of type {dtype}"
+
+
+def table_columns(table, name: str = "X") -> tuple[list[str], list]:
+    """(column names, columns as NumPy arrays of numbers) of a data frame or Arrow table;
+    a column that holds text, categories or missing values is refused by name."""
+    kind = type(table)
+    if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
+        names = [str(c) for c in table.columns]
+        columns = []
+        for label, column_name in zip(table.columns, names, strict=True):
+            column = table[label]
+            what = _column_kind(column.dtype)
+            if what is None and column.isna().any():
+                what = "missing values"
+            if what is not None:
+                raise _table_column_error(name, column_name, what)
+            columns.append(column.to_numpy(dtype=np.float64 if column.dtype.kind not in "iuf"
+                                           else None))
+        return names, columns
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise ImportError(f"{name} is a {kind.__name__}, read through Arrow: pyarrow is not "
+                          "installed (pip install 'cbackprop[arrow]')") from None
+    if not isinstance(table, (pa.Table, pa.RecordBatch)):
+        table = pa.table(table)
+    names, columns = [str(n) for n in table.column_names], []
+    for column_name, column in zip(names, table.columns, strict=True):
+        what = _column_kind(column.type)
+        if what is None and column.null_count:
+            what = "missing values"
+        if what is not None:
+            raise _table_column_error(name, column_name, what)
+        columns.append(column.to_numpy())
+    return names, columns
+
+
+def check_table_columns(table, name: str = "X") -> None:
+    """Refuse, by name, a column of text or categories in a data frame or Arrow table
+    (before scikit-learn's validation would say only "could not convert string to
+    float"); reads the column types alone."""
+    kind = type(table)
+    if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
+        pairs = zip(table.columns, table.dtypes, strict=True)
+    elif hasattr(getattr(table, "schema", None), "types"):            # pyarrow
+        pairs = zip(table.schema.names, table.schema.types, strict=True)
+    elif hasattr(getattr(table, "schema", None), "items"):            # polars
+        pairs = table.schema.items()
+    else:
+        return
+    for column, dtype in pairs:
+        what = _column_kind(dtype)
+        if what is not None:
+            raise _table_column_error(name, str(column), what)
+
+
+def _table_column_error(name: str, column: str, what: str) -> ValueError | TypeError:
+    if what == "missing values":
+        return ValueError(f"{name} column {column!r} has missing values: fill them in or "
+                          "drop those rows")
+    advice = ("encode it as numbers (e.g. one-hot: pandas.get_dummies) or drop it; only "
+              "the label column may hold text")
+    return TypeError(f"{name} column {column!r} holds {what}, not numbers: {advice}")
+
+
+def table_array(table, name: str = "X", dtype=np.float64) -> np.ndarray:
+    """A data frame or Arrow table as a 2-D C-contiguous array (see `table_columns`)."""
+    names, columns = table_columns(table, name)
+    n = len(columns[0]) if columns else 0
+    out = np.empty((n, len(columns)), dtype=dtype)
+    for j, column in enumerate(columns):
+        out[:, j] = column
+    return out
+
+
 def is_sparse(value) -> bool:
     """True for a scipy.sparse matrix or array (of any format), without importing scipy."""
     return hasattr(value, "toarray") and hasattr(value, "nnz")
@@ -90,6 +192,8 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray 
     """
     if is_sparse(X):
         return check_sparse_X(X, n_features, dtype, name)
+    if is_table(X):
+        X = table_array(X, name, dtype)
     arr = as_numeric_array(X, name)
     if arr.ndim != 2:
         hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
@@ -101,6 +205,10 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray 
             f"{name} has {arr.shape[1]} features per row, but the network expects {n_features}"
         )
     out = _c_array(arr, dtype)
+    if isinstance(X, np.memmap) and not np.shares_memory(out, arr):
+        warnings.warn(f"{name} is a memory-mapped {arr.dtype} file, copied whole into memory "
+                      f"as {out.dtype} ({out.nbytes / 1e6:.0f} MB): save it as {out.dtype} "
+                      "(C order) to train on it in place", stacklevel=3)
     if not all_finite(out):
         raise ValueError(
             f"{name} contains NaN or infinity"

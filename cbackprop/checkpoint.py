@@ -147,7 +147,7 @@ class Checkpoint:
     def fit(self, X, y, sample_weight=None, validation_data=None, verbose=False,
             callbacks=None, epochs: int | None = None, *, batch_size: int | None = None,
             shuffle: bool | None = None, optimizer: Optimizer | None = None,
-            comm=None) -> History:
+            comm=None, checkpoint_metadata: dict | None = None) -> History:
         """Continue the run on the data it was started with (checked) until
         `epochs`, writing checkpoints to the same file as before. Returns the
         whole History.
@@ -164,6 +164,9 @@ class Checkpoint:
             not a count of more epochs: `epochs=run.epoch + 1` trains one
             more. More than the run first asked for is fine; fewer than it has
             done raises ValueError. The file records the new target.
+        checkpoint_metadata : dict, optional
+            Written with the checkpoints from here on (default: the run's
+            `metadata`).
         comm : mpi4py communicator, optional
             For a run checkpointed under ``fit(..., comm=)``: every rank
             resumes from the file (on as many ranks, each with its own rows)
@@ -211,7 +214,8 @@ class Checkpoint:
         history.history = {k: list(v) for k, v in self.history.history.items()}
         history.epoch = list(self.history.epoch)
         options = dict(checkpoint=self.path, checkpoint_every=entry["every"], history=history,
-                       checkpoint_metadata=self.metadata)
+                       checkpoint_metadata=(self.metadata if checkpoint_metadata is None
+                                            else checkpoint_metadata))
         try:
             if comm is not None:      # every rank continues its own part of the run
                 distributed.fit(self.network, X, y, comm, optimizer=self.optimizer,

@@ -409,6 +409,15 @@ class _BaseMLP(BaseEstimator):
         return hasattr(self, "_net")
 
     @property
+    def network_(self) -> Network:
+        """Network: the fitted network itself (not a copy): save it, trace it, export
+        it to ONNX or torch. Its outputs are this estimator's predict_proba (classifier)
+        or predictions (regressor)."""
+        if not hasattr(self, "_net"):
+            raise AttributeError("network_ exists once the estimator is fitted")
+        return self._net
+
+    @property
     def coefs_(self) -> list[np.ndarray]:
         """list of ndarray: weight matrix of each layer, shape (n_in, n_out).
 
@@ -417,6 +426,8 @@ class _BaseMLP(BaseEstimator):
         copies them into θ (as scikit-learn's attribute can be replaced).
         """
         if not hasattr(self, "_net"):
+            if "_coefs_before_fit" in self.__dict__:
+                return self._coefs_before_fit
             raise AttributeError("coefs_ exists once the estimator is fitted")
         return [W for W, _ in self._net.params]
 
@@ -431,6 +442,8 @@ class _BaseMLP(BaseEstimator):
         Assigning a list of arrays of the fitted shapes copies them into θ.
         """
         if not hasattr(self, "_net"):
+            if "_intercepts_before_fit" in self.__dict__:
+                return self._intercepts_before_fit
             raise AttributeError("intercepts_ exists once the estimator is fitted")
         return [b for _, b in self._net.params]
 
@@ -442,8 +455,11 @@ class _BaseMLP(BaseEstimator):
         """Copy a list of arrays into the W (which=0) or b (which=1) views of θ, all
         checked first, so a bad assignment leaves the model unchanged."""
         if not hasattr(self, "_net"):
-            raise AttributeError(f"{name} can be assigned once the estimator is fitted "
-                                 "(it is copied into the fitted network's parameters)")
+            # Before fit (as scikit-learn's tests set them): kept as given, and copied
+            # into the network that partial_fit or a warm start builds (checked there).
+            self.__dict__[f"_{name[:-1]}_before_fit"] = (
+                arrays if isinstance(arrays, list) else list(arrays))
+            return
         targets = [pair[which] for pair in self._net.params]
         expected = [t.shape for t in targets]
         if isinstance(arrays, np.ndarray) and arrays.dtype != object:
@@ -564,11 +580,18 @@ class _BaseMLP(BaseEstimator):
             for (W, b), (W0, b0) in zip(self._net.params, initial, strict=True):
                 W[...] = W0
                 b[...] = b0
+            # coefs_ / intercepts_ assigned before the first partial_fit (or a warm start)
+            # are its starting point, as in scikit-learn.
+            for name in ("coefs_", "intercepts_"):
+                given = self.__dict__.pop(f"_{name[:-1]}_before_fit", None)
+                if given is not None and (incremental or self.warm_start):
+                    setattr(self, name, given)
         if train is not None:
             X, Y, sw = train
         return X, Y, sw, val
 
     def _validate_xy(self, X, y, reset, dtype):
+        V.check_table_columns(X)
         X, y = validate_data(self, X, y, multi_output=True, reset=reset,
                              accept_sparse=_SPARSE,
                              dtype=(np.float64, np.float32) if dtype is None else dtype,
@@ -618,7 +641,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("early_stopping needs validation_fraction > 0 (or X_val, y_val)")
         # Split row indices as scikit-learn splits the rows: same rs, and stratified only
         # for a classifier with one output column (binary y).
-        stratify = y if self._stratify and Y.shape[1] == 1 else None
+        # On the label-binarized column, as scikit-learn does (the same split; its message
+        # names the classes as scikit-learn's does: ['True']).
+        stratify = Y.astype(bool) if self._stratify and Y.shape[1] == 1 else None
         train, test = train_test_split(np.arange(X.shape[0]), random_state=rs,
                                        test_size=self.validation_fraction, stratify=stratify)
         if test.shape[0] < 2:
@@ -931,7 +956,59 @@ class _BaseMLP(BaseEstimator):
                     if stopping.on_validation and stopping.best_theta is not None:
                         net.theta[...] = stopping.best_theta
                 stop = True
+        # scikit-learn's optimizers show the rate now in use (read by its tests).
+        self._optimizer.learning_rate = schedule.learning_rate
         return stop or incremental
+
+    @property
+    def _no_improvement_count(self) -> int:
+        """scikit-learn's count of epochs in a row without improvement (its tests read
+        it): the stopping rule's own count."""
+        stopping = self.__dict__.get("_stopping")
+        return 0 if stopping is None else stopping.count
+
+    @_no_improvement_count.setter
+    def _no_improvement_count(self, value: int) -> None:
+        if "_stopping" in self.__dict__:
+            self._stopping.count = int(value)
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, activations=None,
+                         deltas=None, coef_grads=None, intercept_grads=None):
+        """scikit-learn's objective and gradient at parameters packed its way (every W,
+        then every b), packed the same way; coef_grads and intercept_grads, if given,
+        receive the per-layer gradients as scikit-learn fills them. The network takes
+        the parameters, as scikit-learn's model does."""
+        net, c = self._net, self._scale
+        X = np.asarray(X, dtype=net.dtype)
+        Y = np.asarray(y, dtype=net.dtype)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        packed = np.asarray(packed_coef_inter, dtype=np.float64)
+        shapes = [W.shape for W, _ in net.params] + [b.shape for _, b in net.params]
+        pieces, at = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            pieces.append(packed[at:at + size].reshape(shape))
+            at += size
+        k = len(net.params)
+        self.coefs_, self.intercepts_ = pieces[:k], pieces[k:]
+        weight = X.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+        kept, net.alpha = net.alpha, c * self.alpha / weight
+        try:
+            loss, grad = net.loss_and_grad(X, Y, sample_weight)
+        finally:
+            net.alpha = kept
+        grads, at = [], 0          # θ's layout: W then b, layer by layer
+        for W, b in net.params:
+            grads.append(grad[at:at + W.size].reshape(W.shape) / c)
+            grads.append(grad[at + W.size:at + W.size + b.size] / c)
+            at += W.size + b.size
+        for i in range(k):
+            if coef_grads is not None:
+                coef_grads[i] = grads[2 * i]
+            if intercept_grads is not None:
+                intercept_grads[i] = grads[2 * i + 1]
+        flat = np.hstack([g.ravel() for g in grads[0::2] + grads[1::2]])
+        return loss / c, flat.astype(np.float64)
 
     def _fit_lbfgs(self, X, Y, sw):
         net, c = self._net, self._scale
@@ -997,6 +1074,7 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X) -> np.ndarray:
         """Validated X → network outputs (n, n_outputs)."""
+        V.check_table_columns(X)
         X = validate_data(self, X, reset=False, accept_sparse=_SPARSE,
                           dtype=(np.float64, np.float32))
         net = self._net
@@ -1127,6 +1205,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     classes_ : ndarray or list of ndarray
     coefs_, intercepts_ : list of ndarray
         Views into the network's flat parameter vector.
+    network_ : Network
+        The fitted network (save, trace, to_onnx, to_torch).
     loss_ : float
         Last epoch's mean training loss, on scikit-learn's scale.
     loss_curve_ : list of float
@@ -1252,8 +1332,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if self.warm_start and not incremental:
                 if set(seen.tolist()) != set(self.classes_.tolist()):
                     raise ValueError("warm_start can only be used where `y` has the same "
-                                     f"classes as in the previous call to fit: "
-                                     f"{self.classes_}, `y` has {seen}")
+                                     "classes as in the previous call to fit. Previously "
+                                     f"got {self.classes_}, `y` has {seen}")
             elif len(np.setdiff1d(seen, self.classes_)):
                 raise ValueError(f"`y` has classes not in classes_ {self.classes_}: "
                                  f"{np.setdiff1d(seen, self.classes_)}")
@@ -1349,6 +1429,8 @@ health, checkpoint, checkpoint_every
     ----------
     coefs_, intercepts_ : list of ndarray
         Views into the network's flat parameter vector.
+    network_ : Network
+        The fitted network (save, trace, to_onnx, to_torch).
     loss_, loss_curve_, best_loss_, validation_scores_, validation_loss_curve_, \
 best_validation_score_, early_stopped_, t_, n_iter_, n_layers_, n_outputs_, \
 out_activation_, n_features_in_, feature_names_in_, health_

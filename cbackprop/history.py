@@ -10,15 +10,19 @@ _NOT_CURVES = frozenset({"time", "health"})
 
 
 def health_table(rows: list[dict]) -> str:
-    """One epoch's health records (one per layer) as a table, with advice lines."""
+    """One epoch's health records (one per layer) as a table, with advice lines.
+
+    Layers are named as the records and the network count them, from 0:
+    `layers[0]` is `net.layers[0]`, the record with "layer": 0."""
 
     def show(value, width):
         return f"{'-':>{width}}" if value is None else f"{value:>{width}.0%}"
 
-    lines = [f"  {'layer':>5} {'units':>6} {'activation':<11} {'|dC/dW|':>9} "
+    lines = [f"  {'layer':<10} {'units':>6} {'activation':<11} {'|dC/dW|':>9} "
              f"{'|W|':>8} {'|dW|/|W|':>9} {'dead':>6} {'saturated':>9}"]
     for r in rows:
-        lines.append(f"  {r['layer'] + 1:>5} {r['units']:>6} {r['activation']:<11} "
+        lines.append(f"  {'layers[' + str(r['layer']) + ']':<10} {r['units']:>6} "
+                     f"{r['activation']:<11} "
                      f"{r['grad_norm']:>9.2e} {r['weight_norm']:>8.3g} "
                      f"{r['update_ratio']:>9.1e} {show(r['dead_fraction'], 6)} "
                      f"{show(r['saturated_fraction'], 9)}")
@@ -29,7 +33,7 @@ def health_warnings(rows: list[dict]) -> list[str]:
     """Advice for one epoch's health records (one per layer), in the lecture's words."""
     out = []
     for r in rows:
-        name = f"layer {r['layer'] + 1} ({r['activation']})"
+        name = f"layers[{r['layer']}] ({r['activation']})"
         if r["dead_fraction"] is not None and r["dead_fraction"] > 0.5:
             out.append(f"warning: {r['dead_fraction']:.0%} of {name}'s units are dead (z never "
                        "> 0, so no gradient reaches their weights): lower the learning rate "
@@ -59,6 +63,11 @@ class History:
     (seconds per epoch); with fit(health=True), "health": one record per
     layer per epoch (grad_norm, weight_norm, update_ratio, dead_fraction,
     saturated_fraction; see `History.health_table`).
+
+    One convention for indexes: a health record's "layer" and "epoch" count
+    from 0, as `net.layers` and `History.epoch` do, and the health table names
+    the layer the same way (`layers[0]` is the record with "layer": 0). Progress
+    lines and plots count epochs finished ("epoch 1/20" is after the first).
 
     Attributes
     ----------
@@ -92,7 +101,7 @@ class History:
         for layer in layers:
             mine = [r for r in records if r["layer"] == layer]
             epochs = [r["epoch"] + 1 for r in mine]
-            label = f"layer {layer + 1} ({mine[0]['activation']})"
+            label = f"layers[{layer}] ({mine[0]['activation']})"
             grad_ax.plot(epochs, [r["grad_norm"] for r in mine], marker="o", markersize=3,
                          label=label)
             for key, style in (("dead_fraction", "-"), ("saturated_fraction", "--")):

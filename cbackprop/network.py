@@ -10,6 +10,8 @@ Backpropagation in one picture (code in `_core/_engine.pyx`):
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -26,7 +28,7 @@ from cbackprop.layers import Dense
 from cbackprop.losses import LINKED_OUTPUT, REQUIRED_OUTPUT, Loss, get_loss
 from cbackprop.optimizers import Adam, Optimizer
 
-__all__ = ["Network", "LayerTrace", "DivergenceError", "load"]
+__all__ = ["Network", "LayerTrace", "Trace", "LossWarning", "DivergenceError", "load"]
 
 
 class LayerTrace(NamedTuple):
@@ -37,6 +39,90 @@ class LayerTrace(NamedTuple):
     dC_dz: np.ndarray   #: δˡ = ∂C/∂zˡ, shape (units,)
     dC_dW: np.ndarray   #: ∂C/∂Wˡ = aˡ⁻¹ᵀ·δˡ, shape (inputs, units)
     dC_db: np.ndarray   #: ∂C/∂bˡ = δˡ, shape (units,)
+
+
+#: A last epoch's training loss this many times the first epoch's means the fit blew up.
+BLOWN_UP = 100.0
+
+
+class LossWarning(RuntimeWarning):
+    """The training loss rose by orders of magnitude during a fit (steps too large)."""
+
+
+def _warns_when_the_loss_blows_up(fit):
+    """Network.fit, warning (LossWarning) when its History's loss rose by BLOWN_UP× or
+    more from the first epoch to the last; under MPI, on rank 0 alone."""
+
+    @functools.wraps(fit)
+    def checked(self, *args, **kwargs):
+        history = fit(self, *args, **kwargs)
+        loss = history.history.get("loss", [])
+        comm = kwargs.get("comm")
+        if len(loss) >= 2 and loss[-1] > BLOWN_UP * loss[0] and (
+                comm is None or comm.Get_rank() == 0):
+            optimizer = kwargs.get("optimizer", args[2] if len(args) > 2 else None)
+            lr = getattr(optimizer, "lr", None)
+            warnings.warn(
+                f"the training loss rose from {loss[0]:.4g} (first epoch) to {loss[-1]:.4g} "
+                "(last): the steps are far too large for this data. Try a learning rate 10 "
+                f"to 1000 times smaller{'' if lr is None else f' than lr={lr:g}'}, or scale "
+                "the features to about [-1, 1]", LossWarning, stacklevel=2)
+        return history
+
+    return checked
+
+
+class Trace(list):
+    """`Network.trace`'s result: a list of LayerTrace, one per layer (first to output),
+    that prints as a table (and shows as one in Jupyter): per layer and unit, z, a and
+    ∂C/∂z, and the size of ∂C/∂W. Wide layers show their first and last units."""
+
+    #: Units shown per layer before the middle ones are elided.
+    shown_units = 8
+
+    def __init__(self, records, cost: float | None = None):
+        super().__init__(records)
+        #: The example's cost C (with the L2 term), if known.
+        self.cost = cost
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        rows = []
+        for layer, rec in enumerate(self, start=1):
+            units = list(range(rec.z.shape[0]))
+            if len(units) > self.shown_units:
+                half = self.shown_units // 2
+                units = units[:half] + [None] + units[-half:]
+            for j in units:
+                if j is None:
+                    rows.append(("", "…", "…", "…", "…", ""))
+                    continue
+                grad = f"|∂C/∂W| {np.linalg.norm(rec.dC_dW):.3g}" if j == units[0] else ""
+                rows.append((str(layer), str(j + 1), f"{rec.z[j]:.6g}", f"{rec.a[j]:.6g}",
+                             f"{rec.dC_dz[j]:.6g}", grad))
+        return rows
+
+    _HEADER = ("layer", "unit", "z", "a", "∂C/∂z", "")
+
+    def __repr__(self) -> str:
+        rows = [self._HEADER] + self._rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEADER))]
+        lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        head = f"Trace of one example through {len(self)} layers"
+        if self.cost is not None:
+            head += f" (cost C = {self.cost:.6g})"
+        return "\n".join([head + ":"] + lines)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        import html
+
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEADER)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                       for r in self._rows())
+        caption = "" if self.cost is None else f"<caption>cost C = {self.cost:.6g}</caption>"
+        return f"<table>{caption}<tr>{cells}</tr>{body}</table>"
 
 
 class Network:
@@ -140,6 +226,10 @@ class Network:
         self.rng_state = rng.integers(0, 2**63, size=1, dtype=np.uint64)
         #: Names of the output classes (str or int), if known; save and load keep them.
         self.classes: list | None = None
+        #: How the training data was read (a JSON object: the command line keeps its
+        #: label column, delimiter, header and column names), if known; save and load
+        #: keep it.
+        self.data_options: dict | None = None
 
     # ---- structure ------------------------------------------------------
 
@@ -263,7 +353,7 @@ class Network:
         self.grad = grad
         return loss, grad.copy()
 
-    def trace(self, x, y) -> list[LayerTrace]:
+    def trace(self, x, y) -> Trace:
         """One example's forward and backward pass, layer by layer.
 
         Parameters
@@ -273,8 +363,10 @@ class Network:
 
         Returns
         -------
-        list of LayerTrace(z, a, dC_dz, dC_dW, dC_db), from the first layer to
-        the output; C is this example's cost (plus the L2 term if alpha > 0).
+        Trace
+            A list of LayerTrace(z, a, dC_dz, dC_dW, dC_db), from the first
+            layer to the output, that prints as a table (`Trace`); C is this
+            example's cost (plus the L2 term if alpha > 0), kept as `.cost`.
         """
         x = V.as_numeric_array(x, "x")
         X = V.check_X(x.reshape(1, -1) if x.ndim == 1 else x, self.n_inputs, self.dtype, "x")
@@ -288,13 +380,13 @@ class Network:
         grad = np.zeros_like(self.theta)
         ws = np.empty(_engine.workspace_size(layout, 1), dtype=self.dtype)
         with self.params_lock.read():
-            _engine.loss_and_grad(layout, self._theta, grad, X, Y, np.empty(0, self.dtype),
-                                  1, ws, True)
+            cost, _ = _engine.loss_and_grad(layout, self._theta, grad, X, Y,
+                                            np.empty(0, self.dtype), 1, ws, True)
         records = []
         for (Z, A, dZ), (dW, db) in zip(_engine.workspace_views(ws, layout, 1, 1),
                                         self._views(grad)):
             records.append(LayerTrace(Z[0].copy(), A[0].copy(), dZ[0].copy(), dW, db))
-        return records
+        return Trace(records, float(cost))
 
     # ---- training -------------------------------------------------------
 
@@ -302,6 +394,7 @@ class Network:
         """Ask a running fit (in another thread) to stop after its current chunk."""
         _session.request_stop(self)
 
+    @_warns_when_the_loss_blows_up
     def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
@@ -370,6 +463,12 @@ class Network:
         -------
         History
 
+        Warns
+        -----
+        LossWarning
+            When the last epoch's training loss is 100× the first's or more
+            (the steps are far too large); under MPI, on rank 0 alone.
+
         Raises
         ------
         DivergenceError
@@ -423,7 +522,8 @@ class Network:
         and a SHA-256 checksum in the metadata. `cbackprop.load` reads it back.
         """
         config, theta, rng_state = self._snapshot()
-        serialization.write(path, config, theta, rng_state, labels=self.classes)
+        serialization.write(path, config, theta, rng_state, labels=self.classes,
+                            data=self.data_options)
 
     # ---- interop (cbackprop/interop.py; torch and onnx are optional) --------
 

@@ -4,7 +4,10 @@ A tqdm bar when tqdm is installed and the output is a terminal: it counts
 training rows over the whole fit and moves after every engine chunk (about
 0.1 s), with the smoothed samples/s, the time left for the whole fit and the
 running loss beside it. Otherwise one plain line per epoch, which reads well in
-logs, files and notebooks' captured output.
+logs, files and notebooks' captured output, and, inside an epoch longer than a
+few seconds, a line every `Progress.interval` seconds with the rows done so far.
+The time left is measured by the wall clock since the fit began (validation,
+callbacks and checkpoints included), not from the training time alone.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import numbers
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -70,6 +74,9 @@ class Progress:
         Where to write; default: sys.stdout at the time of the call.
     """
 
+    #: Seconds between the lines shown inside a long epoch (plain lines only).
+    interval = 3.0
+
     def __init__(self, epochs: int, n_samples: int, verbose: bool | str = True, stream=None):
         verbose = check_verbose(verbose)
         self.epochs = epochs
@@ -77,7 +84,8 @@ class Progress:
         self.enabled = verbose is not False
         self.stream = sys.stdout if stream is None else stream
         self._bar = None
-        self._elapsed = 0.0
+        self._start = self._last_line = self._epoch_start = time.monotonic()
+        self._shown = 0         # epochs shown by this Progress (a resumed fit starts later)
         if verbose == "bar" or (verbose is True and _is_wide_terminal(self.stream)):
             try:
                 from tqdm import tqdm
@@ -91,6 +99,16 @@ class Progress:
         """Move the bar to `rows_done` rows into epoch `epoch` (counted from 0), with the
         epoch's running mean loss beside it."""
         if self._bar is None:
+            now = time.monotonic()
+            if self.enabled and now - self._last_line >= self.interval and rows_done:
+                self._last_line = now
+                in_epoch = now - self._epoch_start
+                per_epoch = ((self._epoch_start - self._start) / self._shown if self._shown
+                             else in_epoch * self.n_samples / rows_done)
+                left = max(per_epoch * (self.epochs - epoch) - in_epoch, 0.0)
+                print(f"{self._epoch_label(epoch)}  {rows_done:,}/{self.n_samples:,} rows  "
+                      f"loss {mean_loss:.4f}  ({in_epoch:.1f} s into the epoch, "
+                      f"{left:.1f} s left)", file=self.stream, flush=True)
             return
         self._bar.set_postfix_str(f"{self._epoch_label(epoch)}  loss {mean_loss:.4f}",
                                   refresh=False)
@@ -109,8 +127,11 @@ class Progress:
             self._bar.update((epoch + 1) * self.n_samples - self._bar.n)
             return
         figures = _format_logs(logs, self.n_samples)
-        self._elapsed += logs.get("time", 0.0)
-        left = self._elapsed / (epoch + 1) * (self.epochs - epoch - 1)
+        now = time.monotonic()
+        self._shown += 1
+        self._last_line = self._epoch_start = now
+        # Wall-clock seconds per epoch so far, everything included.
+        left = (now - self._start) / self._shown * (self.epochs - epoch - 1)
         timing = f"{logs.get('time', 0.0):.2f} s"
         if epoch + 1 < self.epochs:
             timing += f", {left:.1f} s left"

@@ -54,7 +54,7 @@ _DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 #: Checkpoint tensors may also hold int64 (the row order).
 _EXTRA_DTYPES = {**_DTYPES, "I64": np.dtype("<i8")}
 _EXTRA_PREFIX = "checkpoint."
-_METADATA = {"format", "config", "rng_state", "sha256", "checkpoint", "labels"}
+_METADATA = {"format", "config", "rng_state", "sha256", "checkpoint", "labels", "data"}
 _MAX_HEADER = 1 << 24
 _CHECKSUM_KEY = b'"sha256":"'
 _UNSEALED = "0" * 64
@@ -87,11 +87,13 @@ def _tensor_layout(config: dict) -> list[tuple[str, tuple[int, ...]]]:
 
 def write(path, config: dict, theta: np.ndarray, rng_state: int,
           checkpoint: dict | None = None, tensors: dict[str, np.ndarray] | None = None,
-          labels: list | None = None) -> None:
+          labels: list | None = None, data: dict | None = None) -> None:
     """Write a network (its get_config(), θ and random-stream state) to path
     atomically: a temporary file in the same directory, flushed to disk, then
     renamed over path. Writing the same network twice gives identical bytes.
-    labels, if given, are the class names (str or int) of the outputs.
+    labels, if given, are the class names (str or int) of the outputs; data, if
+    given, is a JSON object saying how the training data was read (the command
+    line keeps its --label-column, --delimiter, the header and column names).
 
     A checkpoint adds `checkpoint` (JSON-able) and named arrays `tensors`
     (float32, float64 or int64)."""
@@ -108,6 +110,8 @@ def write(path, config: dict, theta: np.ndarray, rng_state: int,
                               "rng_state": str(rng_state)}
     if labels is not None:
         header["__metadata__"]["labels"] = json.dumps(list(labels))
+    if data is not None:
+        header["__metadata__"]["data"] = json.dumps(data, sort_keys=True, allow_nan=False)
     parts = [raw.tobytes()]
     for name, arr in (tensors or {}).items():
         code = next(c for c, dt in _EXTRA_DTYPES.items() if dt == arr.dtype.newbyteorder("<"))
@@ -322,6 +326,7 @@ def read(path, from_config, checkpoint: bool = False):
         raise _corrupt(path, f"bad parameters ({exc})") from None
     net.rng_state[0] = rng_state
     net.classes = _labels(path, meta, net.n_outputs)
+    net.data_options = _data_options(path, meta)
     if not checkpoint:
         return net
     if "checkpoint" not in meta:
@@ -348,3 +353,16 @@ def _labels(path, meta: dict, n_outputs: int) -> list | None:
             and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in labels)):
         raise _corrupt(path, f"bad labels: expected {n_outputs} class names")
     return labels
+
+
+def _data_options(path, meta: dict) -> dict | None:
+    """How the training data was read, as stored by write: a JSON object."""
+    if "data" not in meta:
+        return None
+    try:
+        data = _json(meta["data"])
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _corrupt(path, f"bad data entry ({exc})") from None
+    if not isinstance(data, dict):
+        raise _corrupt(path, "bad data entry: not a JSON object")
+    return data

@@ -21,7 +21,11 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads")
     args = parser.parse_args(argv)
 
-    X_train, X_test, y_train, y_test = cb.datasets.load_mnist(args.directory)
+    try:
+        X_train, X_test, y_train, y_test = cb.datasets.load_mnist(args.directory)
+    except (OSError, ValueError) as exc:
+        parser.exit(1, f"{parser.prog}: {exc}\n(download the four MNIST files into "
+                       f"{args.directory} first: nothing is downloaded here)\n")
     print(f"MNIST: {len(X_train)} training and {len(X_test)} test images of "
           f"{X_train.shape[1]} pixels")
     hidden = [int(n) for n in args.hidden.split(",") if n]

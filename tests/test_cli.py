@@ -158,10 +158,15 @@ def test_train_csv_with_named_label_column_and_predict_without_it(tmp_path, caps
     np.savetxt(features, X, delimiter=",")
     status, without, _ = run(capsys, "predict", str(model), str(features))
     assert status == 0 and len(without.splitlines()) == 301
-    for column in ("label", "0"):
-        status, with_labels, _ = run(capsys, "predict", str(model), str(csv),
-                                     "--label-column", column)
-        assert status == 0 and with_labels == without
+    # With the label column, each row's true label comes last.
+    for given in ([], ["--label-column", "label"], ["--label-column", "0"]):
+        status, with_labels, _ = run(capsys, "predict", str(model), str(csv), *given)
+        assert status == 0
+        assert with_labels.splitlines()[0] == without.splitlines()[0] + ",label"
+        assert [line.rsplit(",", 1)[0] for line in with_labels.splitlines()[1:]] == \
+            without.splitlines()[1:]
+        assert [int(line.rsplit(",", 1)[1]) for line in with_labels.splitlines()[1:]] == \
+            y.tolist()
 
 
 def test_train_npz_and_binary_cross_entropy(tmp_path, capsys):
@@ -225,7 +230,7 @@ def test_wrong_model_or_data_for_evaluate(tmp_path, capsys):
     model = tmp_path / "m.cbp"
     cb.Network(3, [cb.Dense(2, "softmax")], seed=0).save(model)
     status, _, err = run(capsys, "evaluate", str(model), "digits")
-    assert status == 1 and "64 features per row, but the network expects 3" in err
+    assert status == 1 and f"digits has 64 features, but the model in {model} takes 3" in err
     (tmp_path / "junk.cbp").write_bytes(b"not a model")
     status, _, err = run(capsys, "evaluate", str(tmp_path / "junk.cbp"), "digits")
     assert status == 1 and "not a valid cbackprop model file" in err
@@ -437,7 +442,8 @@ def test_text_labels_train_save_predict_and_evaluate(tmp_path, capsys):
     assert status == 0 and float(re.search(r"accuracy ([\d.]+)%", out).group(1)) > 90
     status, out, _ = run(capsys, "predict", str(model), str(tmp_path / "pets.csv"))
     lines = out.splitlines()
-    assert lines[0] == "class,p_cat,p_dog" and len(lines) == 121
+    assert lines[0] == "class,p_cat,p_dog,kind" and len(lines) == 121
+    assert [line.rsplit(",", 1)[1] for line in lines[1:]] == list(kinds)
     predicted = [line.split(",")[0] for line in lines[1:]]
     assert set(predicted) <= {"cat", "dog"}
     assert np.mean(np.array(predicted) == kinds) > 0.9
@@ -515,3 +521,109 @@ def test_a_loss_that_blows_up_is_warned_about(capsys):
     assert "warning: the training loss rose" in err and "--lr" in err
     status, out, err = run(capsys, "train", "digits", "--epochs", "2", "-q")
     assert status == 0 and err == ""
+
+
+def _write_animals(tmp_path, n=200):
+    """The issue's files: the label in the middle, then the same rows without it."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, 3))
+    species = np.array(["bird", "cat", "dog"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    mid, bare = tmp_path / "animals_mid.csv", tmp_path / "animals_nolabel.csv"
+    mid.write_text("weight,species,height,legs\n" + "".join(
+        f"{a:.3f},{s},{b:.3f},{c:.3f}\n" for (a, b, c), s in zip(X, species, strict=True)))
+    bare.write_text("weight,height,legs\n" + "".join(f"{a:.3f},{b:.3f},{c:.3f}\n"
+                                                     for a, b, c in X))
+    return mid, bare, species
+
+
+def test_a_saved_model_reads_files_as_its_training_file_was(tmp_path, capsys):
+    mid, bare, species = _write_animals(tmp_path)
+    model = tmp_path / "mid.cbp"
+    assert run(capsys, "train", str(mid), "--label-column", "species", "--epochs", "5", "-q",
+               "--save", str(model))[0] == 0
+    kept = cb.load(model).data_options
+    assert kept["label_column"] == "species" and kept["label"] == "species"
+    assert kept["columns"] == ["weight", "height", "legs"] and kept["header"] is True
+    status, out, err = run(capsys, "evaluate", str(model), str(mid))
+    assert status == 0 and "(200 rows)" in out, err
+    # A file without the label column: evaluate says so; predict takes it as features.
+    status, _, err = run(capsys, "evaluate", str(model), str(bare))
+    assert status == 1 and f"{bare} has no label column" in err and "--label-column" in err
+    status, without, _ = run(capsys, "predict", str(model), str(bare))
+    status, with_labels, _ = run(capsys, "predict", str(model), str(mid))
+    assert with_labels.splitlines()[0] == "class,p_bird,p_cat,p_dog,species"
+    assert [line.rsplit(",", 1)[1] for line in with_labels.splitlines()[1:]] == list(species)
+    assert [line.rsplit(",", 1)[0] for line in with_labels.splitlines()[1:]] == \
+        without.splitlines()[1:]
+
+
+def test_predict_id_column_by_name_or_the_row_number(tmp_path, capsys):
+    mid, bare, _ = _write_animals(tmp_path, n=20)
+    named = tmp_path / "named.csv"
+    lines = mid.read_text().splitlines()
+    named.write_text("\n".join([f"name,{lines[0]}"] + [f"a{i},{line}" for i, line in
+                                                        enumerate(lines[1:])]) + "\n")
+    model = tmp_path / "m.cbp"
+    assert run(capsys, "train", str(mid), "--label-column", "species", "--epochs", "1", "-q",
+               "--save", str(model))[0] == 0
+    status, out, err = run(capsys, "predict", str(model), str(named), "--id-column", "name")
+    assert status == 0, err
+    rows = out.splitlines()
+    assert rows[0].startswith("name,class,") and rows[1].startswith("a0,")
+    assert len(rows) == 21
+    status, out, _ = run(capsys, "predict", str(model), str(bare), "--id-column", "row")
+    assert out.splitlines()[0].startswith("row,class,") and out.splitlines()[2].startswith("2,")
+
+
+def test_init_continues_a_saved_model_and_early_stopping_keeps_the_best(tmp_path, capsys):
+    mid, _, _ = _write_animals(tmp_path)
+    model, more = tmp_path / "m.cbp", tmp_path / "more.cbp"
+    assert run(capsys, "train", str(mid), "--label-column", "species", "--epochs", "3", "-q",
+               "--save", str(model))[0] == 0
+    # The label column comes from the model; the weights start where it stopped.
+    status, out, err = run(capsys, "train", str(mid), "--init", str(model), "--epochs", "40",
+                           "--lr", "0.05", "--early-stopping", "2", "--save", str(more))
+    assert status == 0, err
+    assert f"continuing the model in {model}" in out
+    history = [float(v) for v in re.findall(r"val_loss ([\d.]+)", out)[:-1]]
+    if "early stopping" in out:
+        assert len(history) < 40
+    final = float(re.search(r"final: .*val_loss ([\d.]+)", out).group(1))
+    assert final == pytest.approx(min(history), abs=1e-4)
+    status, _, err = run(capsys, "train", str(mid), "--init", str(tmp_path / "none.cbp"))
+    assert status == 1 and f"--init {tmp_path / 'none.cbp'}: no such file" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(mid), "--init", str(model), "--hidden", "3"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "xor", "--early-stopping", "3", "--validation-split", "0"])
+    assert exit_.value.code == 2
+
+
+def test_trace_a_saved_model_on_a_row_of_real_data(tmp_path, capsys):
+    mid, bare, species = _write_animals(tmp_path, n=30)
+    model = tmp_path / "m.cbp"
+    assert run(capsys, "train", str(mid), "--label-column", "species", "--epochs", "1", "-q",
+               "--hidden", "4", "--save", str(model))[0] == 0
+    status, out, err = run(capsys, "trace", str(model), str(mid), "--row", "3")
+    assert status == 0, err
+    assert f"row 3: label {species[2]}, predicted" in out
+    assert "Trace of one example through 2 layers (cost C = " in out and "∂C/∂z" in out
+    status, _, err = run(capsys, "trace", str(model), str(mid), "--row", "31")
+    assert status == 1 and "--row 31" in err and "30 rows" in err
+    status, _, err = run(capsys, "trace", str(model), str(bare))
+    assert status == 1 and "no labels" in err
+
+
+def test_trace_result_prints_as_a_table_and_keeps_its_records():
+    net = cb.Network(2, [cb.Dense(12, "tanh"), cb.Dense(2, "softmax")], dtype="float64",
+                     seed=0)
+    trace = net.trace([0.1, -0.2], 1)
+    assert len(trace) == 2 and all(set(r._fields) == {"z", "a", "dC_dz", "dC_dW", "dC_db"}
+                                   for r in trace)
+    assert trace.cost == pytest.approx(net.evaluate([[0.1, -0.2]], [1])["loss"])
+    text = repr(trace)
+    assert text.startswith("Trace of one example through 2 layers (cost C = ")
+    assert "…" in text and len(text.splitlines()) == 1 + 1 + 9 + 2   # 8 of 12 units shown
+    html = trace._repr_html_()
+    assert html.startswith("<table>") and html.count("<tr>") == 1 + 9 + 2

@@ -4,6 +4,7 @@ Every file is written here, in tmp_path; nothing is downloaded.
 """
 
 import gzip
+import os
 import re
 
 import numpy as np
@@ -436,3 +437,194 @@ def test_load_csv_reports_nan_and_infinity_by_line_and_column(text, where, tmp_p
     (tmp_path / "d.csv").write_text(text)
     with pytest.raises(ValueError, match=re.escape(where) + ", not a finite number; fill in"):
         cb.datasets.load_csv(tmp_path / "d.csv", label_column="label")
+
+
+def test_load_csv_sets_an_id_column_apart_and_names_columns_by_their_place(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("name,a,kind,b\nx1,1,cat,2\nx2,3,dog,oops\n")
+    with pytest.raises(ValueError, match=r"line 3, column 4 \('b'\)"):
+        datasets.load_csv(path, label_column="kind", id_column="name")
+    path.write_text("name,a,kind,b\nx1,1,cat,2\nx2,3,dog,4\n")
+    X, y, ids = datasets.load_csv(path, label_column="kind", id_column=0)
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
+    assert y.tolist() == ["cat", "dog"] and ids == ["x1", "x2"]
+    assert datasets.csv_columns(path) == (["name", "a", "kind", "b"], 4)
+
+
+def _slow_and_fast(monkeypatch, path, **kwargs):
+    pytest.importorskip("pyarrow")
+    fast = datasets.load_csv(path, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(datasets, "_arrow_csv", lambda *a: None)
+        slow = datasets.load_csv(path, **kwargs)
+    return fast, slow
+
+
+@pytest.mark.parametrize("style", ["repr", "short", "exp", "spaces", "quoted", "crlf", "gz",
+                                   "ints", "float_labels", "no_header", "text_ids"])
+def test_csv_through_pyarrow_reads_what_the_csv_module_reads(style, tmp_path, monkeypatch):
+    rng = np.random.default_rng(hash(style) % 2**32)
+    X = rng.normal(scale=1e3, size=(40, 3)) * rng.choice([1e-9, 1, 1e9], size=(40, 3))
+    fmt = {"short": "{:.3g}", "exp": "{:e}", "ints": "{:.0f}"}.get(style, "{!r}")
+    cells = [[fmt.format(float(v)) for v in row] for row in X]
+    labels = (rng.normal(size=40).round(3).astype(str) if style == "float_labels"
+              else rng.choice(["cat", "dog", "bird"], 40))
+    if style == "spaces":
+        cells = [[f" {c} " for c in row] for row in cells]
+    if style == "quoted":
+        cells = [[f'"{c}"' for c in row] for row in cells]
+        labels = [f'"{lab}, the {lab}"' for lab in labels]
+    head = [] if style == "no_header" else ["id,a,b,c,kind"]
+    end = "\r\n" if style == "crlf" else "\n"
+    text = end.join(head + [f"r{i}," + ",".join(row) + f",{lab}"
+                            for i, (row, lab) in enumerate(zip(cells, labels, strict=True))])
+    path = tmp_path / ("t.csv.gz" if style == "gz" else "t.csv")
+    if style == "gz":
+        import gzip
+        path.write_bytes(gzip.compress((text + end).encode()))
+    else:
+        path.write_text(text + end, newline="")
+    kwargs = {"label_column": -1, "id_column": 0}
+    fast, slow = _slow_and_fast(monkeypatch, path, **kwargs)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    assert fast[0].dtype == slow[0].dtype == np.float64
+    assert fast[1].dtype == slow[1].dtype and fast[1].tolist() == slow[1].tolist()
+    assert fast[2] == slow[2]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("a,b,y\n1,2,0\n3,,1\n", "line 3, column 2 \\('b'\\): found an empty cell"),
+    ("a,b,y\n1,2,0\n3,x,1\n", "line 3, column 2 \\('b'\\): found 'x'"),
+    ("a,b,y\n1,2,0\n3,nan,1\n", "line 3, column 2 \\('b'\\): found 'nan', not a finite"),
+    ("a,b,y\n1,2,0\n3,4\n", "line 3: 2 fields"),
+    ("a,b,y\n1,2,0\n3,4,inf\n", "line 3, column 3 \\('y'\\): found 'inf'"),
+    ("a,b,y\n1,2,0\n3,4,\n", "line 3, column 3 \\('y'\\): found an empty cell"),
+])
+def test_csv_errors_are_the_same_with_pyarrow(text, match, tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        datasets.load_csv(path)
+
+
+def _animals_frame():
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame({"weight": [1.0, 2.5, 0.5, 3.0], "species": ["cat", "dog", "cat", "dog"],
+                         "legs": [4, 4, 4, 3]})
+
+
+def test_parquet_and_arrow_files_and_data_frames_give_x_and_y(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+
+    df = _animals_frame()
+    df.to_parquet(tmp_path / "a.parquet")
+    df.to_feather(tmp_path / "a.arrow")
+    for X, y in (datasets.load_parquet(tmp_path / "a.parquet", label_column="species"),
+                 datasets.load_arrow(tmp_path / "a.arrow", label_column="species"),
+                 datasets.from_table(df, label_column="species"),
+                 datasets.from_table(pa.Table.from_pandas(df), label_column=1),
+                 datasets.load_dataset(str(tmp_path / "a.parquet"), label_column="species")):
+        np.testing.assert_array_equal(X, [[1.0, 4], [2.5, 4], [0.5, 4], [3.0, 3]])
+        assert X.dtype == np.float64 and y.tolist() == ["cat", "dog", "cat", "dog"]
+    X, y = datasets.from_table(df.drop(columns="species"))
+    assert y.dtype == np.int64 and y.tolist() == [4, 4, 4, 3]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda df: df, "column 'species' holds text"),
+    (lambda df: df.astype({"species": "category"}), "column 'species' holds categories"),
+    (lambda df: df.assign(species=[1.0, None, 2.0, 3.0]), "column 'species' has missing"),
+])
+def test_feature_columns_of_text_categories_or_gaps_are_refused_by_name(make, match,
+                                                                        tmp_path):
+    df = make(_animals_frame())
+    with pytest.raises((TypeError, ValueError), match=match):
+        datasets.from_table(df, label_column="legs")
+    pytest.importorskip("pyarrow")
+    df.to_parquet(tmp_path / "a.parquet")
+    with pytest.raises((TypeError, ValueError), match=f"a.parquet {match}"):
+        datasets.load_parquet(tmp_path / "a.parquet", label_column="legs")
+
+
+def test_fit_and_predict_take_data_frames_and_arrow_tables():
+    pa = pytest.importorskip("pyarrow")
+    import cbackprop as cb
+
+    df = _animals_frame().drop(columns="species")
+    net = cb.Network(2, [cb.Dense(2, "softmax")], seed=0)
+    net.fit(df, [0, 1, 0, 1], epochs=2)
+    np.testing.assert_array_equal(net.predict(df), net.predict(df.to_numpy(float)))
+    np.testing.assert_array_equal(net.predict(pa.Table.from_pandas(df)),
+                                  net.predict(df.to_numpy(float)))
+    with pytest.raises(TypeError, match="X column 'species' holds text"):
+        net.predict(_animals_frame()[["weight", "species"]])
+
+
+def test_estimators_name_a_text_column_and_keep_column_names():
+    pytest.importorskip("sklearn")
+    from cbackprop.estimators import MLPClassifier
+
+    df = _animals_frame()
+    with pytest.raises(TypeError, match="X column 'species' holds text"):
+        MLPClassifier(max_iter=2).fit(df, [0, 1, 0, 1])
+    clf = MLPClassifier(max_iter=2, random_state=0).fit(df.drop(columns="species"),
+                                                        [0, 1, 0, 1])
+    assert clf.feature_names_in_.tolist() == ["weight", "legs"]
+
+
+def _anonymous_kb() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_fit_on_a_memory_mapped_npy_trains_in_place(tmp_path):
+    """A .npy in the network's dtype, opened with mmap_mode="r", is trained on where it
+    lies: the process's own (anonymous) memory grows by far less than the file."""
+    import cbackprop as cb
+
+    n, k = 100_000, 200                      # 80 MB of float32
+    path = tmp_path / "X.npy"
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    rng = np.random.default_rng(0)
+    for i in range(0, n, 20_000):
+        X[i:i + 20_000] = rng.normal(size=(20_000, k))
+    y = (X[:, 0] > 0).astype(np.int64)
+    X.flush()
+    del X
+    X = np.load(path, mmap_mode="r")
+    net = cb.Network(k, [cb.Dense(8, "relu"), cb.Dense(2, "softmax")], seed=0)
+    before = _anonymous_kb()
+    net.fit(X, y, epochs=1, batch_size=256)
+    grown_mb = (_anonymous_kb() - before) / 1e3
+    assert grown_mb < 0.25 * path.stat().st_size / 1e6, grown_mb
+    with pytest.warns(UserWarning, match="copied whole into memory"):
+        cb.Network(k, [cb.Dense(2, "softmax")], dtype="float64").predict(X[:10])
+
+
+def test_polars_frames_go_straight_to_fit_predict_and_the_estimators():
+    pl = pytest.importorskip("polars")
+    pytest.importorskip("pyarrow")
+    import cbackprop as cb
+
+    frame = pl.DataFrame({"weight": [1.0, 2.5, 0.5, 3.0], "species": ["cat", "dog", "cat", "dog"],
+                          "legs": [4, 4, 4, 3]})
+    X, y = datasets.from_table(frame, label_column="species")
+    np.testing.assert_array_equal(X, [[1.0, 4], [2.5, 4], [0.5, 4], [3.0, 3]])
+    assert y.tolist() == ["cat", "dog", "cat", "dog"]
+    features = frame.drop("species")
+    net = cb.Network(2, [cb.Dense(2, "softmax")], seed=0)
+    net.fit(features, [0, 1, 0, 1], epochs=2)
+    np.testing.assert_array_equal(net.predict(features), net.predict(X))
+    with pytest.raises(TypeError, match="X column 'species' holds text"):
+        net.predict(frame.select("weight", "species"))
+    with pytest.raises(TypeError, match="column 'species' holds categories"):
+        datasets.from_table(frame.with_columns(pl.col("species").cast(pl.Categorical)),
+                            label_column="legs")
+    pytest.importorskip("sklearn")
+    from cbackprop.estimators import MLPClassifier
+
+    with pytest.raises(TypeError, match="X column 'species' holds text"):
+        MLPClassifier(max_iter=2).fit(frame, [0, 1, 0, 1])

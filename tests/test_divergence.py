@@ -178,3 +178,25 @@ def test_hidden_activations_at_plus_minus_1000_are_finite(dtype, activation):
     for record in net.trace(X[0], 1):
         assert all(np.isfinite(arr).all() for arr in record)
     assert np.isfinite(net.predict(X)).all()
+
+
+def test_the_python_api_warns_when_the_loss_blows_up():
+    """As the command line does: the last epoch's loss 100x the first's is a LossWarning
+    that names the learning rate (here raised to 1e4 after the first epoch)."""
+    import warnings
+
+    from cbackprop.network import LossWarning
+
+    X, y = cb.datasets.load_digits()
+    net = cb.Network(64, [cb.Dense(32, "relu"), cb.Dense(10, "softmax")], seed=0)
+    opt = cb.SGD(lr=0.1)
+
+    def raise_lr(epoch, logs):
+        opt.lr = 1e4
+
+    with pytest.warns(LossWarning, match="smaller than lr=10000"):
+        net.fit(X / 16, y, optimizer=opt, epochs=3, callbacks=[raise_lr])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LossWarning)
+        net = cb.Network(64, [cb.Dense(32, "relu"), cb.Dense(10, "softmax")], seed=0)
+        net.fit(X / 16, y, optimizer=cb.SGD(lr=0.1), epochs=3)

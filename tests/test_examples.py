@@ -74,6 +74,15 @@ def test_mnist_on_a_small_generated_directory(tmp_path):
     assert float(re.search(r"test accuracy ([\d.]+)%", out).group(1)) > 90
 
 
+def test_mnist_on_an_empty_directory_says_what_is_missing(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "mnist.py"), str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "has no MNIST train images file" in proc.stderr and "nothing is downloaded" in \
+        proc.stderr
+
+
 def test_sklearn_gridsearch():
     pytest.importorskip("sklearn")
     out = run_example("sklearn_gridsearch.py", "--max-iter", 10, "--cv", 2)

@@ -97,3 +97,18 @@ def test_health_plot(tmp_path):
         net.fit(X, y, epochs=1).plot(kind="health")
     with pytest.raises(ValueError, match="kind"):
         history.plot(kind="nope")
+
+
+def test_the_health_table_counts_layers_as_the_records_do():
+    """One convention: record "layer": i is net.layers[i], and the table says layers[i]."""
+    X, y = cb.datasets.make_xor(200)
+    net = cb.Network(2, [cb.Dense(8, "relu"), cb.Dense(8, "tanh"), cb.Dense(2, "softmax")],
+                     seed=0)
+    history = net.fit(X, y, epochs=2, health=True)
+    records = history["health"]
+    assert [r["layer"] for r in records] == [0, 1, 2, 0, 1, 2]
+    assert [r["epoch"] for r in records] == [0, 0, 0, 1, 1, 1] and history.epoch == [0, 1]
+    assert all(net.layers[r["layer"]].activation == r["activation"] for r in records)
+    rows = history.health_table().splitlines()[1:4]
+    assert [row.split()[0] for row in rows] == ["layers[0]", "layers[1]", "layers[2]"]
+    assert [row.split()[2] for row in rows] == ["relu", "tanh", "softmax"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cbackprop as cb
+from cbackprop import progress as progress_module
 from cbackprop.progress import Progress
 
 
@@ -38,14 +39,52 @@ def test_quiet_fit_prints_nothing(capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_plain_lines_when_not_a_terminal():
+class Clock:
+    """time.monotonic for progress, moved by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_plain_lines_when_not_a_terminal(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
     stream = io.StringIO()
     with Progress(2, 100, stream=stream) as progress:
+        clock.now += 0.5
         progress.update(0, {"loss": 0.5, "time": 0.5})
+        clock.now += 0.5
         progress.update(1, {"loss": 0.25, "time": 0.5})
     lines = stream.getvalue().splitlines()
     assert lines == ["epoch 1/2  loss 0.5000  200 samples/s  (0.50 s, 0.5 s left)",
                      "epoch 2/2  loss 0.2500  200 samples/s  (0.50 s)"]
+
+
+def test_long_epochs_print_a_line_every_few_seconds_with_an_honest_time_left(monkeypatch):
+    """Inside an epoch longer than Progress.interval, a line with the rows done; the time
+    left is wall clock (here each epoch takes 10 s, of which fit's own timer saw 4)."""
+    clock = Clock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
+    stream = io.StringIO()
+    with Progress(3, 1000, stream=stream) as progress:
+        for rows in range(100, 1001, 100):        # 1 s per 100 rows
+            clock.now += 1.0
+            progress.chunk(0, rows, 0.5)
+        progress.update(0, {"loss": 0.5, "time": 4.0})
+        clock.now += 2.0
+        progress.chunk(1, 200, 0.4)                 # under the interval: silent
+        clock.now += 2.0
+        progress.chunk(1, 400, 0.4)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ("epoch 1/3  300/1,000 rows  loss 0.5000  (3.0 s into the epoch, "
+                        "27.0 s left)")
+    assert len([line for line in lines if line.startswith("epoch 1/3  ")]) == 4
+    assert "(4.00 s, 20.0 s left)" in lines[3]
+    assert lines[4] == ("epoch 2/3  400/1,000 rows  loss 0.4000  (4.0 s into the epoch, "
+                        "16.0 s left)")
 
 
 def test_tqdm_bar_on_a_terminal():

@@ -339,3 +339,22 @@ def test_save_replaces_an_existing_file_and_honours_the_umask(trained, tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert isinstance(cb.load(path), cb.Network)
     assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_how_the_data_was_read_is_kept_and_checked(trained, tmp_path):
+    """Network.data_options (the command line keeps its data options there) round-trips
+    as a JSON object; a crafted entry that is not one is refused."""
+    net = trained[0]
+    net.data_options = {"label_column": "species", "delimiter": None, "header": True,
+                        "columns": ["weight", "legs"], "label": "species"}
+    path = tmp_path / "m.cbp"
+    net.save(path)
+    assert cb.load(path).data_options == net.data_options
+    net.data_options = None
+    net.save(path)
+    assert cb.load(path).data_options is None
+    header, data = split(path.read_bytes())
+    for bad in ("[1, 2]", "{not json"):
+        meta = dict(header, __metadata__={**header["__metadata__"], "data": bad})
+        with pytest.raises(ValueError, match=NOT_VALID + ".*bad data entry"):
+            load_bytes(tmp_path, reseal(meta, data))
