@@ -369,6 +369,13 @@ def cmd_train(args) -> int:
             _check_output_path(path, option)
     if args.plot:
         _check_plot_path(args.plot)
+    if args.checkpoint and not args.resume and not args.overwrite:
+        held = serialization.checkpoint_at(args.checkpoint)
+        if held is not None:
+            raise ValueError(f"{args.checkpoint} holds the checkpoint of another run ({held}): "
+                             f"continue it with cbackprop train {args.data} --resume "
+                             f"{args.checkpoint}, or add --overwrite to start this run's "
+                             "checkpoint over it")
     start = _load_model(args.init, "--init") if args.init else None
     if start is not None and start.data_options and _is_table(args.data):
         # Read the data as the model's was, unless told otherwise.
@@ -432,7 +439,8 @@ def cmd_train(args) -> int:
                               verbose=not quiet, health=args.health, callbacks=callbacks,
                               comm=comm, checkpoint=args.checkpoint,
                               checkpoint_every=args.checkpoint_every,
-                              checkpoint_metadata=_checkpoint_metadata(args, None))
+                              checkpoint_metadata=_checkpoint_metadata(args, None),
+                              checkpoint_overwrite=args.overwrite)
     except KeyboardInterrupt:
         _save_interrupted(net, optimizer, args, X.shape[0], rank)
         raise
@@ -980,6 +988,9 @@ def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
                         "ends or is interrupted; --resume PATH continues it")
     p.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="N",
                    help="epochs between checkpoints (default: 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --checkpoint PATH: start this run's checkpoint over the "
+                        "checkpoint of another run at PATH (that run is lost)")
     p.add_argument("--resume", metavar="PATH",
                    help="continue the run checkpointed in PATH on the same DATA: its "
                         "options (network, optimizer, data options, --validation-split, "

@@ -80,9 +80,12 @@ def test_resume_as_printed_restores_the_runs_own_options(tmp_path, capsys):
     assert run(capsys, *new_run, "--epochs", "4", "--save", str(whole))[0] == 0
     assert run(capsys, *new_run, "--epochs", "4", "--save", str(part), "--checkpoint",
                str(ckpt))[0] == 0
+    # A checkpoint of another run is kept unless --overwrite says otherwise.
+    code, _, err = run(capsys, *new_run, "--epochs", "2", "--checkpoint", str(ckpt))
+    assert code == 1 and "--overwrite" in err and f"--resume {ckpt}" in err
     # Cut it back to 2 epochs, as an interrupted run would have left it.
     assert run(capsys, *new_run, "--epochs", "2", "--save", str(part), "--checkpoint",
-               str(ckpt))[0] == 0
+               str(ckpt), "--overwrite")[0] == 0
     import json
 
     from cbackprop import serialization

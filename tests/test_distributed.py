@@ -171,3 +171,26 @@ def test_mpirun_cbackprop_train_trains_data_parallel_and_saves_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("final:") == 1 and "over 2 MPI ranks" in done.stdout
     assert cb.load(save).evaluate(*cb.datasets.make_xor(200, seed=1))["accuracy"] > 0.5
+
+
+def test_mpirun_cbackprop_train_checkpoints_and_resumes_as_one_run(tmp_path):
+    """mpirun -n 2 cbackprop train … --checkpoint, then --resume under mpirun: rank 0
+    writes one checkpoint, every rank resumes its part, and the run ends bitwise
+    where the uninterrupted one ends; it prints once."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=str(Path(cb.__file__).parent.parent))
+    whole, part, ckpt = tmp_path / "whole.cbp", tmp_path / "part.cbp", tmp_path / "c.ckpt"
+
+    def train(*options):
+        done = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "cbackprop", "train",
+                               "xor", "--seed", "1", "--threads", "1", *options], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    train("--epochs", "4", "--save", str(whole))
+    train("--epochs", "2", "--checkpoint", str(ckpt))
+    assert cb.resume(ckpt).epoch == 2
+    done = train("--resume", str(ckpt), "--epochs", "4", "--save", str(part))
+    assert done.stdout.count("final:") == 1
+    np.testing.assert_array_equal(cb.load(part).theta, cb.load(whole).theta)
