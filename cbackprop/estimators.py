@@ -74,7 +74,7 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "cbackprop.MLPClassifier and cbackprop.MLPRegressor need scikit-learn >= 1.6: "
+        "cbackprop.MLPClassifier and cbackprop.MLPRegressor need scikit-learn >= 1.7: "
         "pip install 'cbackprop[sklearn]' (or pip install scikit-learn)"
     ) from exc
 

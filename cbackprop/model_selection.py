@@ -20,6 +20,7 @@ by the bank's size.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import defaultdict
 
@@ -57,7 +58,7 @@ try:
     from sklearn.utils.validation import _check_method_params, _num_samples, indexable
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "cbackprop.GridSearchCV and cbackprop.RandomizedSearchCV need scikit-learn >= 1.6: "
+        "cbackprop.GridSearchCV and cbackprop.RandomizedSearchCV need scikit-learn >= 1.7: "
         "pip install 'cbackprop[sklearn]' (or pip install scikit-learn)"
     ) from exc
 
@@ -67,6 +68,13 @@ from cbackprop.many import train_bank
 from cbackprop.trainer import Policy
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_bank"]
+
+#: scikit-learn 1.8 on passes the search to _fit_and_score (for its messages).
+_TAKES_CALLER = "caller" in inspect.signature(_fit_and_score).parameters
+
+
+def _caller(search) -> dict:
+    return {"caller": search} if _TAKES_CALLER else {}
 
 
 class _Runs(Policy):
@@ -195,7 +203,7 @@ def _fit_and_score_bank(base_estimator, X, y, train, test, candidates, progress,
         if error is not None:
             out.append(_fit_and_score(clone(base_estimator), X, y, train=train, test=test,
                                       parameters=parameters, split_progress=split,
-                                      candidate_progress=candidate, caller=caller, **kw))
+                                      candidate_progress=candidate, **_caller(caller), **kw))
             continue
         t0 = time.time()
         result = {"fit_error": None,
@@ -278,7 +286,7 @@ class _BankSearch:
                     jobs.append(delayed(_fit_and_score)(
                         clone(base_estimator), X, y, train=train, test=test,
                         parameters=candidates[c], split_progress=(s, n_splits),
-                        candidate_progress=(c, len(candidates)), caller=self, **kwargs))
+                        candidate_progress=(c, len(candidates)), **_caller(self), **kwargs))
                     where.append([c * n_splits + s])
                 else:
                     jobs.append(delayed(_fit_and_score_bank)(
