@@ -156,42 +156,25 @@ def request_stop(network) -> None:
         session.stop()
 
 
-class TrainingSession:
-    """One fit of `network` on (X, y): everything checked here, before anything changes.
+class Evaluator:
+    """Passes over all rows of `network` on (X, y) (no dropout, θ unchanged):
+    the loss, its gradient and the accuracy. The data is checked here, once.
+    `Network.evaluate`, `Network.loss_and_grad`, `gradcheck`, 'lbfgs' and a
+    fit's validation figures use one; a `TrainingSession` is one that trains.
 
     Parameters
     ----------
     network : Network
-    X, y, sample_weight : the data, as for `Network.fit`
-    optimizer : Optimizer, optional
-        Needed to train (`fit`; the session is then the backend of
-        `cbackprop.trainer.train`); a session without one only evaluates
-        (`evaluate`, `loss_and_grad`).
-    batch_size : int, default 32
-    shuffle : bool, default True
-        Reshuffle the rows every epoch, from the network's random stream.
-    fresh_order : bool, default False
-        Shuffle each epoch from the rows' own order (as scikit-learn's
-        estimators do) instead of from the previous epoch's order.
-    validation_data : (X_val, y_val), optional
-        Evaluated after each epoch ("val_loss", "val_accuracy").
-    health : bool, default False
-        Measure each layer's training health inside the engine (see
-        `health_records`); with a reducer, from each watched step's reduced
-        gradient (`_watch_health`), the epoch's sums totalled over processes.
-    reducer : Reducer, optional
-        The step boundary's hook (see `Reducer`): each batch then runs as
-        gradient -> reducer.reduce_gradient -> update, and the epoch's figures
-        (training and validation) are totals over the reducer's processes.
-        Without one, gradient and update are fused in the engine.
+    X, y, sample_weight : the data, as for `Network.evaluate`
     names : (str, str)
         How errors name X and y.
+    in_fit : bool, default False
+        The validation data of the fit that holds the network: may use the
+        network's kept buffers.
     """
 
-    def __init__(self, network, X, y, sample_weight=None, *, optimizer: Optimizer | None = None,
-                 batch_size: int = 32, shuffle: bool = True, fresh_order: bool = False,
-                 validation_data=None, reducer: Reducer | None = None, health: bool = False,
-                 names=("X", "y")):
+    def __init__(self, network, X, y, sample_weight=None, *, names=("X", "y"),
+                 in_fit: bool = False):
         self.network = network
         self.layout = network.engine_layout()
         X = V.check_X(X, network.n_inputs, network.dtype, names[0])
@@ -199,51 +182,10 @@ class TrainingSession:
                             network.dtype, names[1])
         w = V.check_sample_weight(sample_weight, X.shape[0], network.dtype)
         self.classifier = network.loss.name in REQUIRED_OUTPUT
-        self.optimizer = optimizer
-        self.validation = None
-        if optimizer is not None:
-            if w.size and not w.all():
-                # Rows of weight 0 are dropped, as if absent: a batch of only such
-                # rows would have no weighted mean loss.
-                keep = np.flatnonzero(w)
-                X, Y, w = V.take_rows(X, keep), Y[keep], w[keep]
-            if not isinstance(optimizer, Optimizer):
-                raise TypeError(
-                    f"optimizer must be a cb.Optimizer (e.g. cb.SGD), got {optimizer!r}")
-            self.batch_size = min(V.check_int(batch_size, "batch_size", 1), X.shape[0])
-            self.hp = optimizer.hyperparameters()
-            optimizer.prepare(network.theta)          # checked now, taken when entered
-            if validation_data is not None:
-                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                    raise TypeError("validation_data must be a pair (X_val, y_val)")
-                self.validation = TrainingSession(network, *validation_data,
-                                                  names=("validation X", "validation y"))
-                self.validation.in_fit = True
-            self.shuffle = V.check_bool(shuffle, "shuffle")
-            self.fresh_order = V.check_bool(fresh_order, "fresh_order")
-            if reducer is not None and not isinstance(reducer, Reducer):
-                raise TypeError(f"reducer must be a Reducer, got {reducer!r}")
-            self.reducer = reducer
-            self.health = None
-            if V.check_bool(health, "health"):
-                self.health = np.zeros(_engine.health_size(self.layout))
-                self.layout.watch_health(self.health)
         self.X, self.Y, self.w = X, Y, w
         self.sparse = isinstance(X, CSR)
         self.n_rows = X.shape[0]
-        self.in_fit = False         # a fit's validation: may use the network's kept buffers
-        self._entered = False
-        self._stop_requested = False
-        self._retired = False
-        self._halted = False        # with a reducer: the stop every process agreed
-        self.position = None        # (rows, loss sum, rows right) of an epoch left half done
-        self._restored_order = None
-        self._digest = None
-        # Set when entered (the fit's buffers, threads and Ctrl-C handler) and
-        # by the epochs (the running sums and the rollback point).
-        self.order = self.ws = self.grad = self.threads = self.interrupt = None
-        self._health_before = self._saved = None
-        self._total = self._correct = self._rows_done = 0.0
+        self.in_fit = in_fit
 
     # ---- passes over all rows (no dropout, θ unchanged) ---------------------------
 
@@ -270,6 +212,85 @@ class TrainingSession:
             result["accuracy"] = correct / self.n_rows
         return result
 
+
+
+class TrainingSession(Evaluator):
+    """One fit of `network` on (X, y): everything checked here, before anything
+    changes. It is the one-network backend of `cbackprop.trainer.train` (`fit`),
+    and an `Evaluator` of its training data.
+
+    Parameters
+    ----------
+    network : Network
+    X, y, sample_weight : the data, as for `Network.fit` (rows of weight 0 dropped)
+    optimizer : Optimizer
+    batch_size : int, default 32
+    shuffle : bool, default True
+        Reshuffle the rows every epoch, from the network's random stream.
+    fresh_order : bool, default False
+        Shuffle each epoch from the rows' own order (as scikit-learn's
+        estimators do) instead of from the previous epoch's order.
+    validation_data : (X_val, y_val), optional
+        Evaluated after each epoch ("val_loss", "val_accuracy").
+    health : bool, default False
+        Measure each layer's training health inside the engine (see
+        `health_records`); with a reducer, from each watched step's reduced
+        gradient (`_watch_health`), the epoch's sums totalled over processes.
+    reducer : Reducer, optional
+        The step boundary's hook (see `Reducer`): each batch then runs as
+        gradient -> reducer.reduce_gradient -> update, and the epoch's figures
+        (training and validation) are totals over the reducer's processes.
+        Without one, gradient and update are fused in the engine.
+    names : (str, str)
+        How errors name X and y.
+    """
+
+    def __init__(self, network, X, y, sample_weight=None, *, optimizer: Optimizer,
+                 batch_size: int = 32, shuffle: bool = True, fresh_order: bool = False,
+                 validation_data=None, reducer: Reducer | None = None, health: bool = False,
+                 names=("X", "y")):
+        super().__init__(network, X, y, sample_weight, names=names)
+        X, Y, w = self.X, self.Y, self.w
+        if w.size and not w.all():
+            # Rows of weight 0 are dropped, as if absent: a batch of only such
+            # rows would have no weighted mean loss.
+            keep = np.flatnonzero(w)
+            self.X, self.Y, self.w = V.take_rows(X, keep), Y[keep], w[keep]
+            self.n_rows = keep.size
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a cb.Optimizer (e.g. cb.SGD), got {optimizer!r}")
+        self.optimizer = optimizer
+        self.batch_size = min(V.check_int(batch_size, "batch_size", 1), self.n_rows)
+        self.hp = optimizer.hyperparameters()
+        optimizer.prepare(network.theta)          # checked now, taken when entered
+        self.validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            self.validation = Evaluator(network, *validation_data,
+                                        names=("validation X", "validation y"), in_fit=True)
+        self.shuffle = V.check_bool(shuffle, "shuffle")
+        self.fresh_order = V.check_bool(fresh_order, "fresh_order")
+        if reducer is not None and not isinstance(reducer, Reducer):
+            raise TypeError(f"reducer must be a Reducer, got {reducer!r}")
+        self.reducer = reducer
+        self.health = None
+        if V.check_bool(health, "health"):
+            self.health = np.zeros(_engine.health_size(self.layout))
+            self.layout.watch_health(self.health)
+        self._entered = False
+        self._stop_requested = False
+        self._retired = False
+        self._halted = False        # with a reducer: the stop every process agreed
+        self.position = None        # (rows, loss sum, rows right) of an epoch left half done
+        self._restored_order = None
+        self._digest = None
+        # Set when entered (the fit's buffers, threads and Ctrl-C handler) and
+        # by the epochs (the running sums and the rollback point).
+        self.order = self.ws = self.grad = self.threads = self.interrupt = None
+        self._health_before = self._saved = None
+        self._total = self._correct = self._rows_done = 0.0
+
     # ---- training ----------------------------------------------------------------
 
     def claim(self) -> None:
@@ -279,8 +300,6 @@ class TrainingSession:
         set (`commit`). Entering the session claims it; a bank of networks
         (`cbackprop.many`) claims its members' sessions without entering them,
         and calls `release` when done."""
-        if self.optimizer is None:
-            raise TypeError("a session without an optimizer cannot train")
         net, optimizer = self.network, self.optimizer
         with _busy_lock:
             if id(net) in _busy:

@@ -80,7 +80,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from cbackprop import _validation as V
 from cbackprop import serialization
-from cbackprop._session import DivergenceError, TrainingSession
+from cbackprop._session import DivergenceError, Evaluator, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS
 from cbackprop.checkpoint import resume
 from cbackprop.history import History
@@ -693,7 +693,7 @@ class _BaseMLP(BaseEstimator):
         validation = None
         if val is not None:
             Xv, yv, Yv, wv = val
-            validation = TrainingSession(net, Xv, Yv, wv, names=("X_val", "y_val"))
+            validation = Evaluator(net, Xv, Yv, wv, names=("X_val", "y_val"))
             if self.validation_scores_ is None:
                 self.validation_scores_ = []
                 self.validation_loss_curve_ = []
@@ -1017,7 +1017,7 @@ class _BaseMLP(BaseEstimator):
         stopped_by_callback = False
         last = time.perf_counter()
         # The data is checked once; then one engine pass per evaluation.
-        session = TrainingSession(net, X, Y, sw)
+        session = Evaluator(net, X, Y, sw)
 
         def loss_and_grad(x):
             net.theta[...] = x

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cbackprop import _validation as V
-from cbackprop._session import TrainingSession
+from cbackprop._session import Evaluator
 
 
 def finite_differences(network, X, y, step: float = 1e-3, sample_weight=None) -> np.ndarray:
@@ -18,7 +18,7 @@ def finite_differences(network, X, y, step: float = 1e-3, sample_weight=None) ->
     config["dtype"] = "float64"
     ref = type(network).from_config(config)
     ref.theta[...] = network.theta
-    session = TrainingSession(ref, X, y, sample_weight)    # checks the data once
+    session = Evaluator(ref, X, y, sample_weight)    # checks the data once
 
     def loss_at(i: int, delta: float) -> float:
         ref.theta[i] = float(network.theta[i]) + delta

@@ -20,7 +20,7 @@ from cbackprop import _session, distributed, interop, serialization
 from cbackprop import _validation as V
 from cbackprop._concurrency import ReadWriteLock
 from cbackprop._core import _engine
-from cbackprop._session import DivergenceError, TrainingSession
+from cbackprop._session import DivergenceError, Evaluator, TrainingSession
 from cbackprop.activations import HIDDEN_ACTIVATIONS, RELU_FAMILY
 from cbackprop.activations import code as activation_code
 from cbackprop.history import History
@@ -341,7 +341,7 @@ class Network:
 
         The loss is the (weighted) mean cost plus the L2 term, as in training.
         """
-        return TrainingSession(self, X, y, sample_weight).evaluate()
+        return Evaluator(self, X, y, sample_weight).evaluate()
 
     def loss_and_grad(self, X, y, sample_weight=None) -> tuple[float, np.ndarray]:
         """L(θ) and ∇L(θ) over all of (X, y) in one pass.
@@ -349,7 +349,7 @@ class Network:
         Returns the loss and a copy of the gradient (also left in `self.grad`),
         in θ's flat layout.
         """
-        loss, _, grad = TrainingSession(self, X, y, sample_weight).loss_and_grad()
+        loss, _, grad = Evaluator(self, X, y, sample_weight).loss_and_grad()
         self.grad = grad
         return loss, grad.copy()
 

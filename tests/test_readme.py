@@ -26,6 +26,10 @@ def test_every_python_block_in_the_readme_runs(tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     import os
     env = {**os.environ, **env, "PATH": os.environ.get("PATH", "")}
+    # The blocks run as one script: Dask's workers are forked, not spawned, so that
+    # they do not import it (and run every block again) as the Dask block's guard
+    # expects of a script of its own.
+    env["DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"] = "fork"
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
