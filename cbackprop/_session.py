@@ -213,7 +213,6 @@ class Evaluator:
         return result
 
 
-
 class TrainingSession(Evaluator):
     """One fit of `network` on (X, y): everything checked here, before anything
     changes. It is the one-network backend of `cbackprop.trainer.train` (`fit`),
@@ -282,7 +281,8 @@ class TrainingSession(Evaluator):
         self._stop_requested = False
         self._retired = False
         self._halted = False        # with a reducer: the stop every process agreed
-        self.position = None        # (rows, loss sum, rows right) of an epoch left half done
+        # An epoch left half done: (rows, loss sum, rows right, rows of every process).
+        self.position = None
         self._restored_order = None
         self._digest = None
         # Set when entered (the fit's buffers, threads and Ctrl-C handler) and

@@ -409,7 +409,7 @@ class Bank:
 
     def end_epoch(self, pos: int, start: float) -> list[tuple[int, dict]]:
         """[(member, logs)] of the members that trained this epoch; a member
-        that diverged is restored to its state before fit_many and drops out."""
+        that diverged is restored to its last commit and drops out."""
         self.close_epoch()
         seconds = time.perf_counter() - start
         results = []
