@@ -42,10 +42,11 @@ from cbackprop.progress import Progress, check_verbose
 #: Rows per full-pass chunk are chosen so the workspace stays near this size.
 CHUNK_ELEMENTS = 1 << 21
 
-# Networks and optimizers inside a running session, by id: one fit per
-# network, and two fits must not share an optimizer's state.
-_busy: set[int] = set()
-_running: dict[int, TrainingSession] = {}
+# Networks (with their running session) and optimizers inside a running fit: one
+# fit per network, and two fits must not share an optimizer's state. Held weakly,
+# by the objects themselves (an id could be reused once its object is freed).
+_busy_optimizers: weakref.WeakSet = weakref.WeakSet()
+_running: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _busy_lock = threading.Lock()
 # Each network's measured thread choices, so later fits start from them.
 _thread_choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -151,7 +152,7 @@ def check_fit_options(epochs, verbose, callbacks) -> tuple[int, list]:
 
 def request_stop(network) -> None:
     """Ask the session running on network, if any, to stop after its current chunk."""
-    session = _running.get(id(network))
+    session = _running.get(network)
     if session is not None:
         session.stop()
 
@@ -302,13 +303,13 @@ class TrainingSession(Evaluator):
         and calls `release` when done."""
         net, optimizer = self.network, self.optimizer
         with _busy_lock:
-            if id(net) in _busy:
+            if net in _running:
                 raise RuntimeError("this network is already being fitted in another thread")
-            if id(optimizer) in _busy:
+            if optimizer in _busy_optimizers:
                 raise RuntimeError("this optimizer is in use by another fit; "
                                    "give each network its own optimizer")
-            _busy.update((id(net), id(optimizer)))
-            _running[id(net)] = self
+            _busy_optimizers.add(optimizer)
+            _running[net] = self
         try:
             # Taken only once claimed: a fit waiting for the optimizer must not
             # replace the running fit's state.
@@ -357,10 +358,9 @@ class TrainingSession(Evaluator):
     def release(self) -> None:
         """End what `claim` started (entering and leaving the session do both)."""
         with _busy_lock:
-            _busy.discard(id(self.network))
-            _busy.discard(id(self.optimizer))
-            if _running.get(id(self.network)) is self:
-                del _running[id(self.network)]
+            if _running.get(self.network) is self:
+                del _running[self.network]
+                _busy_optimizers.discard(self.optimizer)
 
     def _fit_threads(self, rows: int) -> _threads.FitThreads:
         """The thread choice for batches of `rows` rows; later fits of the network
