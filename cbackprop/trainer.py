@@ -101,14 +101,6 @@ def train(backend, histories: list[History], epochs: int, policies: list[Policy]
         policy.end()
 
 
-class FunctionPolicy(Policy):
-    """A policy from two functions: epoch_start(epoch, members) and
-    epoch_end(member, epoch, logs) -> stop."""
-
-    def __init__(self, epoch_start, epoch_end):
-        self.epoch_start, self.epoch_end = epoch_start, epoch_end
-
-
 class ProgressPolicy(Policy):
     """Each epoch's figures on the progress display: one member's own, or a
     bank's summary (members still training, best and mean loss)."""
