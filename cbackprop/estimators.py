@@ -528,7 +528,7 @@ class _BaseMLP(BaseEstimator):
     # ---- fit ------------------------------------------------------------------
 
     def _fit(self, X, y, sample_weight, X_val, y_val, sample_weight_val, incremental):
-        if incremental and getattr(self, "checkpoint", None) is not None:
+        if incremental and self.checkpoint is not None:
             raise ValueError("checkpoint is for fit: partial_fit calls are a loop of your "
                              "own, so save the estimator between them (pickle, or "
                              "est.network_.save) and set checkpoint=None")
