@@ -792,19 +792,24 @@ class _BaseMLP(BaseEstimator):
 
     def _resume_checkpoint(self, run: EstimatorRun) -> None:
         """Continue the unfinished run of this estimator (same parameters and
-        data) that lies at `checkpoint`. Nothing to continue: no file, or not a
-        checkpoint (it is replaced), or a finished run of these parameters.
-        FileExistsError for another run's checkpoint; ValueError for a damaged
-        one. Everything is checked before anything changes."""
+        data) that lies at `checkpoint`. Nothing to continue: no file, not a
+        checkpoint, or an estimator's finished run (each replaced by this fit).
+        FileExistsError for another unfinished run's checkpoint; ValueError for
+        a damaged one. Everything is checked before anything changes."""
         path = self.checkpoint
         held = serialization.checkpoint_at(path)
         if held is None:
             return
         saved = resume(path)
         state = saved.metadata
-        other = FileExistsError(f"{os.fspath(path)} holds the checkpoint of another run "
-                                f"({held}): delete it, or give this estimator another "
-                                "checkpoint path")
+        if (isinstance(state, dict) and state.get("estimator") in ("MLPClassifier",
+                                                                    "MLPRegressor")
+                and state.get("finished") is True):
+            return                    # an estimator's finished run: this fit replaces it
+        other = FileExistsError(f"{os.fspath(path)} holds the checkpoint of another, "
+                                f"unfinished run ({held}): fit with the parameters and data "
+                                "it started with to continue it, or delete it, or give this "
+                                "estimator another checkpoint path")
         if not (isinstance(state, dict) and state.get("estimator") == type(self).__name__
                 and state.get("params") == self._run_params()
                 and saved.network.get_config() == self._net.get_config()):
@@ -1194,10 +1199,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         it ends (finished, or Ctrl-C: as of the last chunk), atomically. A
         later ``fit`` of an estimator with the same parameters on the same
         data continues an unfinished run found there, and ends bitwise where
-        the uninterrupted fit would (n_threads=1); a finished one is
-        replaced, another run's checkpoint is refused (FileExistsError).
-        Needs an int random_state; not with 'lbfgs' or partial_fit. A
-        search fits its candidates one by one when it is set.
+        the uninterrupted fit would (n_threads=1); a finished run is
+        replaced, another unfinished run's checkpoint is refused
+        (FileExistsError). Needs an int random_state; not with 'lbfgs' or
+        partial_fit. `cbackprop.GridSearchCV` refuses it (one file for many
+        fits): checkpoint the refit instead.
     checkpoint_every : int, default=1
 
     Attributes

@@ -246,6 +246,11 @@ class _BankSearch:
         -------
         self
         """
+        if getattr(self.estimator, "checkpoint", None) is not None:
+            raise ValueError(
+                "the estimator's checkpoint names one file, and a search fits many "
+                "candidates: search with checkpoint=None, then fit the best parameters "
+                "with a checkpoint (best_estimator_.set_params(checkpoint=PATH).fit(X, y))")
         if not self._banked(X, params):
             return super().fit(X, y, **params)
         scorers, refit_metric = self._get_scorers()

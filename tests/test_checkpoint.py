@@ -523,7 +523,7 @@ def test_an_estimators_checkpoint_refuses_what_it_cannot_continue(tmp_path, monk
         with monkeypatch.context() as m:
             interrupt_after(m, 20, lambda session: session.stop())
             stopped = _estimator("adam", checkpoint=path).fit(X, y)
-        with pytest.raises(FileExistsError, match="another run"):
+        with pytest.raises(FileExistsError, match="another, unfinished run"):
             clone(stopped).set_params(alpha=0.5).fit(X, y)
         with pytest.raises(ValueError, match="other data"):
             clone(stopped).fit(X[:-1], y[:-1])
@@ -537,3 +537,23 @@ def test_an_estimators_checkpoint_refuses_what_it_cannot_continue(tmp_path, monk
             clone(stopped).set_params(**params).fit(X, y)
     with pytest.raises(ValueError, match="partial_fit"):
         clone(stopped).partial_fit(X, y)
+
+
+def test_a_finished_estimator_run_is_replaced_and_a_search_refuses_one_file(tmp_path):
+    """A finished run at `checkpoint` is replaced by the next fit, whatever its
+    parameters (scikit-learn's own search fits candidates one after another);
+    cbackprop's search refuses a checkpoint (one file for many fits)."""
+    import warnings
+
+    from sklearn.base import clone
+    X, y = _data("adam")
+    path = tmp_path / "est.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = _estimator("adam", checkpoint=path).fit(X, y)
+        other = clone(first).set_params(alpha=0.5).fit(X, y)
+        plain = _estimator("adam", alpha=0.5).fit(X, y)
+    np.testing.assert_array_equal(other.coefs_[0], plain.coefs_[0])
+    with pytest.raises(ValueError, match="fits many"):
+        cb.GridSearchCV(first, {"alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+
