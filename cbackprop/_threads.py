@@ -18,8 +18,13 @@ process, so this module alone sets it, and only while cbackprop calls run:
   other core, where a threaded GEMM waits for its descheduled worker.
 
 When the last running call ends, the BLAS gets back the thread count it had.
-Only the BLAS that cbackprop calls is touched (not NumPy's own copy, when it
-has one).
+Only the BLAS libraries that cbackprop calls are touched (not NumPy's own
+copy, when it has one): SciPy's, and every GEMM provider that
+cbackprop/_providers.py loaded (the OpenBLAS wheel, MKL). They all get the
+same count, so n_threads means the same whichever provider runs a GEMM, and
+since one call runs its GEMMs one after another, no two providers' threads
+run at once on its behalf. The provider rule's column (1 thread, or more)
+follows the count set here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import threading
 import time
 
+from . import _providers
 from ._core import _blas
 
 #: Below this many flops per batch (forward GEMMs that BLAS runs), one thread
@@ -84,7 +90,8 @@ def _blas_controllers():
 
         import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
 
-        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"
+                and not _providers.is_provider_file(c.filepath)]
         own = [c for c in blas if _is_scipys(c.filepath)]
         _controllers = [(c, _setter(c)) for c in own or blas]
     return _controllers
@@ -104,12 +111,16 @@ def blas_info() -> list[dict]:
     import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
 
     records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
+    providers = [r for r in records if _providers.is_provider_file(r.get("filepath", ""))]
+    records = [r for r in records if r not in providers]
     for r in records:
         r["used"] = _is_scipys(r.get("filepath", ""))
     if not any(r["used"] for r in records):
         for r in records:
             r["used"] = True
-    return sorted(records, key=lambda r: not r["used"])
+    for r in providers:
+        r["used"], r["provider"] = False, True
+    return sorted(records, key=lambda r: not r["used"]) + providers
 
 
 def _setter(controller):
@@ -134,6 +145,9 @@ def _set_locked(n: int) -> None:
     if n != _current:
         for _, set_threads in _blas_controllers():
             set_threads(n)
+        for provider in _providers.loaded():
+            provider.set_threads(n)
+        _blas.set_threaded(n > 1)
         _current = n
 
 
@@ -158,6 +172,11 @@ def _apply_locked() -> None:
 def _blas_threads_now() -> int:
     ctrls = _blas_controllers()
     return (ctrls[0][0].get_num_threads() or 1) if ctrls else 1
+
+
+def scipy_blas_threads() -> int:
+    """The thread count SciPy's BLAS has now (a newly loaded provider starts with it)."""
+    return _blas_threads_now()
 
 
 def default_threads() -> int:
@@ -197,6 +216,7 @@ class BlasThreads:
         self.threads = max(1, int(threads))
 
     def __enter__(self):
+        _providers.ensure_loaded()
         with _lock:
             _wanted.setdefault(threading.get_ident(), []).append(self.threads)
             _apply_locked()

@@ -1,0 +1,368 @@
+"""GEMM providers: which BLAS library runs the GEMMs that cbackprop sends to BLAS.
+
+`_core/_blas.pyx` keeps a table of sgemm_/dgemm_ pointers (the Fortran BLAS
+ABI) and a rule that picks an entry per dtype, thread count (1, or more) and
+shape class ("row": one row, a batch of one; "small" < 4 Mi multiply-adds;
+"medium" < 256 Mi; "large"). This module fills the table and sets the rule:
+
+* "scipy": SciPy's own BLAS (`scipy.linalg.cython_blas`; in a wheel install
+  SciPy's bundled OpenBLAS). Entry 0, always there.
+* "openblas": the newest OpenBLAS wheel, `scipy-openblas32` (a dependency).
+* "mkl": Intel MKL, from the `mkl` wheel (`pip install cbackprop[mkl]`).
+
+The others are loaded privately, with dlopen's RTLD_LOCAL (their symbols never
+enter the process's global scope, so SciPy's and NumPy's BLAS keep resolving
+to their own libraries even though the OpenBLAS wheel exports the very names
+SciPy's OpenBLAS does) and RTLD_DEEPBIND (their own calls stay inside them).
+The Python package `scipy_openblas32` is never imported: only its library
+file is located. A provider is loaded at the first cbackprop call that may
+use it (`ensure_loaded`, from `_threads.BlasThreads`), not at import: MKL's
+first call costs ~0.1 s. Each is checked with two small exact GEMMs before
+it is used; one that is missing, fails to load or computes wrongly is left
+out without an error (`report()` says why), and its shapes fall back to the
+next provider of the rule's list, at last SciPy's.
+
+GEMMs round as the kernel that runs them: results depend on the provider
+(and, as before, on its kernel and on the hand kernels' level). With
+n_threads=1 each provider is reproducible run to run (MKL with its
+conditional-numerical-reproducibility mode, see `MKL_CNR`), and the θ digests
+of tests/theta_digests.json are kept per provider.
+
+`set_blas()` / `CBACKPROP_BLAS` override the rule; `cbackprop info` prints
+which provider runs which shape class, with each provider's version and
+kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib.metadata
+import importlib.util
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from ._core import _blas
+
+#: Provider names; the position is the entry of _blas's table.
+PROVIDERS = ("scipy", "openblas", "mkl")
+CLASSES = tuple(_blas.SHAPE_CLASSES)
+
+#: The measured rule: for (dtype, threads) and each shape class, the providers
+#: in order of preference (the first one loaded runs it). From
+#: `python bench/kernels.py --providers` (the engine's GEMMs of the benchmark
+#: workloads, every provider, interleaved, medians); the table and the machine
+#: are in bench/README.md, "GEMM providers (issue 30)".
+RULE: dict[tuple[str, int], dict[str, tuple[str, ...]]] = {
+    ("float32", 1): {"row": ("scipy",), "small": ("scipy",),
+                     "medium": ("scipy",), "large": ("scipy",)},
+    ("float32", 2): {"row": ("scipy",), "small": ("scipy",),
+                     "medium": ("scipy",), "large": ("scipy",)},
+    ("float64", 1): {"row": ("scipy",), "small": ("scipy",),
+                     "medium": ("scipy",), "large": ("scipy",)},
+    ("float64", 2): {"row": ("scipy",), "small": ("scipy",),
+                     "medium": ("scipy",), "large": ("scipy",)},
+}
+
+#: MKL's conditional numerical reproducibility: its code path for this CPU
+#: (mkl_cbwr_get_auto_branch) with MKL_CBWR_STRICT, so a GEMM's bits do not
+#: depend on the alignment of its arrays (θ's layers lie at any offset).
+MKL_CNR = True
+_MKL_CBWR_STRICT = 0x10000
+_MKL_BRANCHES = {1: "off", 2: "auto", 3: "compatible", 4: "sse2", 6: "ssse3", 7: "sse4_1",
+                 8: "sse4_2", 9: "avx", 10: "avx2", 11: "avx512_mic", 12: "avx512",
+                 13: "avx512_mic_e1", 14: "avx512_e1"}
+
+_DLOPEN_MODE = os.RTLD_LOCAL | os.RTLD_NOW | getattr(os, "RTLD_DEEPBIND", 0)
+
+_lock = threading.Lock()
+_loaded: dict[str, _Provider] = {}     # name -> provider, loaded and checked
+_failed: dict[str, str] = {}           # name -> why it is not used
+_override: dict[str, str] | None = None  # shape class -> provider (set_blas)
+_ready = False                          # the table and rule are set for _override
+
+
+class _Provider:
+    """A loaded BLAS library: its sgemm_/dgemm_ and how to read and set its threads."""
+
+    def __init__(self, name, path, lib, sgemm, dgemm, version, kernel, set_threads, get_threads):
+        self.name, self.path, self.lib = name, path, lib
+        self.sgemm, self.dgemm = sgemm, dgemm
+        self.version, self.kernel = version, kernel
+        self.set_threads, self.get_threads = set_threads, get_threads
+
+
+def _address(lib, name) -> int:
+    return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+
+
+def _openblas_path() -> str | None:
+    """The library file of the scipy-openblas32 wheel, located without importing it."""
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(glob.glob(os.path.join(folder, "lib", "libscipy_openblas*.so*")))
+        if found:
+            return found[0]
+    return None
+
+
+def _mkl_path() -> str | None:
+    """libmkl_rt of the `mkl` wheel (installed under the environment's lib/)."""
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so"):
+            path = os.path.realpath(f.locate())
+            if os.path.exists(path):
+                return path
+    return None
+
+
+def _load_openblas() -> _Provider | None:
+    path = _openblas_path()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path, mode=_DLOPEN_MODE)
+    prefix = "scipy_" if hasattr(lib, "scipy_sgemm_") else ""
+    for fn in ("openblas_get_config", "openblas_get_corename"):
+        getattr(lib, prefix + fn).restype = ctypes.c_char_p
+    config = getattr(lib, prefix + "openblas_get_config")().decode()
+    version = config.split()[1] if config.startswith("OpenBLAS ") else config
+    kernel = getattr(lib, prefix + "openblas_get_corename")().decode()
+    setter = getattr(lib, prefix + "openblas_set_num_threads")
+    setter.restype = None
+    getter = getattr(lib, prefix + "openblas_get_num_threads")
+    return _Provider("openblas", path, lib, _address(lib, prefix + "sgemm_"),
+                     _address(lib, prefix + "dgemm_"), version, kernel,
+                     lambda n: setter(int(n)), lambda: int(getter()))
+
+
+def _load_mkl() -> _Provider | None:
+    path = _mkl_path()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path, mode=_DLOPEN_MODE)
+    # MKL's C interface (the lower-case names are its Fortran one, by pointer).
+    branch = int(lib.MKL_CBWR_Get_Auto_Branch())
+    if MKL_CNR:
+        # Before MKL's first computation; 0 on success. Named code paths (AVX2,
+        # AVX512…) are refused on non-Intel CPUs: the auto branch is not.
+        if lib.MKL_CBWR_Set(branch | _MKL_CBWR_STRICT) != 0:
+            raise RuntimeError(f"MKL_CBWR_Set({branch} | STRICT) refused")
+    buf = ctypes.create_string_buffer(256)
+    lib.mkl_get_version_string(buf, len(buf))
+    text = buf.value.decode(errors="replace")
+    words = text.replace("-", " ").split()
+    version = words[words.index("Version") + 1] if "Version" in words[:-1] else text.strip()
+    kernel = ("own dispatch" if branch == 2 else f"cbwr branch {_MKL_BRANCHES.get(branch, branch)}"
+              ) + (", CNR strict" if MKL_CNR else "")
+    setter = lib.MKL_Set_Num_Threads
+    setter.restype = None
+    getter = lib.MKL_Get_Max_Threads
+    return _Provider("mkl", path, lib, _address(lib, "sgemm_"), _address(lib, "dgemm_"),
+                     version, kernel, lambda n: setter(int(n)), lambda: int(getter()))
+
+
+_LOADERS = {"openblas": _load_openblas, "mkl": _load_mkl}
+
+
+def _checked(index: int) -> bool:
+    """Two small GEMMs with exact results, every layout, through table entry `index`."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for ta in (False, True):
+            for tb in (False, True):
+                A = rng.integers(-4, 5, (7, 5) if ta else (5, 7)).astype(dtype)
+                B = rng.integers(-4, 5, (3, 7) if tb else (7, 3)).astype(dtype)
+                C = np.ones((5, 3), dtype)
+                _blas.py_gemm(A, B, C, ta, tb, alpha=2.0, beta=0.5, kernel=index)
+                want = 2.0 * ((A.T if ta else A) @ (B.T if tb else B)) + 0.5
+                if not np.array_equal(C, want):
+                    return False
+    return True
+
+
+def _load(name: str) -> None:
+    """Load, register and check provider `name` (lock held); failures are recorded."""
+    if name == "scipy" or name in _loaded or name in _failed:
+        return
+    try:
+        provider = _LOADERS[name]()
+    except Exception as exc:   # a broken installation: fall back, do not fail the fit
+        _failed[name] = f"failed to load: {exc}"
+        return
+    if provider is None:
+        _failed[name] = "not installed" + (" (pip install cbackprop[mkl])" if name == "mkl" else "")
+        return
+    if not provider.sgemm or not provider.dgemm:
+        _failed[name] = "no sgemm_/dgemm_ in " + provider.path
+        return
+    index = PROVIDERS.index(name)
+    _blas.set_provider(index, provider.sgemm, provider.dgemm)
+    try:
+        good = _checked(index)
+    except Exception as exc:
+        good, why = False, str(exc)
+    else:
+        why = "computed a wrong GEMM in its self-check"
+    if not good:
+        _failed[name] = why
+        _blas.clear_provider(index)      # no rule can name it now
+        return
+    # Start with the thread count SciPy's BLAS has now; _threads sets all alike.
+    from . import _threads
+    provider.set_threads(_threads.scipy_blas_threads())
+    _loaded[name] = provider
+
+
+def is_provider_file(path: str) -> bool:
+    """True for the library file of a provider this module loaded."""
+    real = os.path.realpath(path)
+    return any(os.path.realpath(p.path) == real for p in _loaded.values())
+
+
+def _wanted() -> list[str]:
+    """The providers the rule (or the override) may name."""
+    if _override is not None:
+        return sorted(set(_override.values()))
+    return sorted({p for table in RULE.values() for prefs in table.values() for p in prefs})
+
+
+def _pick(prefs) -> str:
+    for p in prefs:
+        if p == "scipy" or p in _loaded:
+            return p
+    return "scipy"
+
+
+def effective_rule() -> dict[tuple[str, int], dict[str, str]]:
+    """{(dtype, threads 1 or 2): {shape class: provider that runs it}} now (the
+    rule or the override, providers that failed to load left out)."""
+    out = {}
+    for key, table in RULE.items():
+        out[key] = {c: _pick((_override[c],) if _override and c in _override else prefs)
+                    for c, prefs in table.items()}
+    return out
+
+
+def _apply() -> None:
+    table = [[[0] * len(CLASSES) for _ in range(2)] for _ in range(2)]
+    for (dtype, threads), row in effective_rule().items():
+        for c, name in row.items():
+            table[dtype == "float64"][threads > 1][CLASSES.index(c)] = PROVIDERS.index(name)
+    _blas.set_rule(table)
+
+
+def ensure_loaded() -> None:
+    """Load the providers the rule may use and set the rule (once; cheap after)."""
+    global _ready
+    if _ready:
+        return
+    with _lock:
+        if _ready:
+            return
+        for name in _wanted():
+            _load(name)
+        _apply()
+        _ready = True
+
+
+def loaded() -> list:
+    """The providers loaded besides SciPy's (for _threads: their thread setters)."""
+    return list(_loaded.values())
+
+
+def _parse(spec) -> dict[str, str] | None:
+    if spec is None or spec == "auto" or spec == "":
+        return None
+    if isinstance(spec, str) and "=" not in spec:
+        spec = {c: spec for c in CLASSES}
+    elif isinstance(spec, str):
+        spec = dict(part.split("=", 1) for part in spec.replace(" ", "").split(",") if part)
+    out = {}
+    for c, name in dict(spec).items():
+        if c not in CLASSES:
+            raise ValueError(f"unknown shape class {c!r}; expected one of {', '.join(CLASSES)}")
+        if name not in PROVIDERS:
+            raise ValueError(f"unknown GEMM provider {name!r}; expected one of "
+                             f"{', '.join(PROVIDERS)} or 'auto'")
+        out[c] = name
+    return out
+
+
+def set_blas(provider=None):
+    """Choose the GEMM provider, overriding the measured rule.
+
+    Parameters
+    ----------
+    provider : None, "auto", "scipy", "openblas", "mkl", or a dict
+        None or "auto": the measured rule (the default). A name: that provider
+        for every shape class. A dict {shape class: name} (classes "row",
+        "small", "medium", "large"): those classes, the rule for the rest.
+        The environment variable CBACKPROP_BLAS takes the same values
+        ("mkl", or "large=mkl,medium=openblas") at import.
+
+    Returns
+    -------
+    The previous setting (None for the rule), to restore it with.
+
+    Raises ValueError for an unknown name, or a provider that is not installed
+    or failed its load or self-check (report() says why). Not while a fit or
+    predict runs. Results round as the provider that runs each GEMM.
+    """
+    global _override, _ready
+    wanted = _parse(provider)
+    with _lock:
+        for name in set((wanted or {}).values()):
+            _load(name)
+            if name != "scipy" and name not in _loaded:
+                raise ValueError(f"GEMM provider {name!r} is not available: {_failed[name]}")
+        previous, _override = _override, wanted
+        _ready = False
+    ensure_loaded()
+    return previous
+
+
+def report() -> list[dict]:
+    """One record per provider: name, loaded, version, kernel, path or why not
+    used, and the shape classes it runs per (dtype, threads)."""
+    ensure_loaded()
+    from . import _threads
+
+    rule = effective_rule()
+    out = []
+    for name in PROVIDERS:
+        runs = [f"{dt} {t}t: {', '.join(c for c, p in row.items() if p == name)}"
+                for (dt, t), row in rule.items() if name in row.values()]
+        if name == "scipy":
+            used = [r for r in _threads.blas_info() if r["used"]][:1]
+            r = used[0] if used else {}
+            out.append(dict(name=name, loaded=True, version=r.get("version"),
+                            kernel=r.get("architecture"), path=r.get("filepath"), runs=runs))
+        elif name in _loaded:
+            p = _loaded[name]
+            out.append(dict(name=name, loaded=True, version=p.version, kernel=p.kernel,
+                            path=p.path, runs=runs))
+        else:
+            out.append(dict(name=name, loaded=False, why=_failed.get(name, "not needed by the rule"),
+                            runs=runs))
+    return out
+
+
+def _from_environment() -> None:
+    global _override
+    spec = os.environ.get("CBACKPROP_BLAS", "")
+    try:
+        _override = _parse(spec)
+    except ValueError as exc:
+        warnings.warn(f"CBACKPROP_BLAS={spec!r} ignored: {exc}", RuntimeWarning, stacklevel=2)
+
+
+_from_environment()
