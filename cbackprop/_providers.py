@@ -10,10 +10,15 @@ shape class ("row": one row, a batch of one; "small" < 4 Mi multiply-adds;
 * "openblas": the newest OpenBLAS wheel, `scipy-openblas32` (a dependency).
 * "mkl": Intel MKL, from the `mkl` wheel (`pip install cbackprop[mkl]`).
 
-The others are loaded privately, with dlopen's RTLD_LOCAL (their symbols never
-enter the process's global scope, so SciPy's and NumPy's BLAS keep resolving
-to their own libraries even though the OpenBLAS wheel exports the very names
-SciPy's OpenBLAS does) and RTLD_DEEPBIND (their own calls stay inside them).
+The others are loaded privately, with dlopen's RTLD_LOCAL (the OpenBLAS
+wheel's symbols never enter the process's global scope, so SciPy's and
+NumPy's BLAS keep resolving to their own libraries even though that wheel
+exports the very names SciPy's OpenBLAS does) and RTLD_DEEPBIND (their own
+calls stay inside them). MKL's libmkl_rt loads its own layers globally
+whatever we ask, which puts the plain names (sgemm_, cblas_sgemm…) in the
+global scope: harmless to the BLAS of SciPy's and NumPy's wheels (prefixed
+names), so MKL is loaded only where no BLAS with plain names is loaded
+(`_unprefixed_blas`).
 The Python package `scipy_openblas32` is never imported: only its library
 file is located. A provider is loaded at the first cbackprop call that may
 use it (`ensure_loaded`, from `_threads.BlasThreads`), not at import: MKL's
@@ -35,9 +40,7 @@ kernel.
 
 from __future__ import annotations
 
-import ctypes
 import glob
-import importlib.metadata
 import importlib.util
 import os
 import threading
@@ -51,21 +54,61 @@ from ._core import _blas
 PROVIDERS = ("scipy", "openblas", "mkl")
 CLASSES = tuple(_blas.SHAPE_CLASSES)
 
-#: The measured rule: for (dtype, threads) and each shape class, the providers
-#: in order of preference (the first one loaded runs it). From
-#: `python bench/kernels.py --providers` (the engine's GEMMs of the benchmark
-#: workloads, every provider, interleaved, medians); the table and the machine
-#: are in bench/README.md, "GEMM providers (issue 30)".
-RULE: dict[tuple[str, int], dict[str, tuple[str, ...]]] = {
-    ("float32", 1): {"row": ("scipy",), "small": ("scipy",),
-                     "medium": ("scipy",), "large": ("scipy",)},
-    ("float32", 2): {"row": ("scipy",), "small": ("scipy",),
-                     "medium": ("scipy",), "large": ("scipy",)},
-    ("float64", 1): {"row": ("scipy",), "small": ("scipy",),
-                     "medium": ("scipy",), "large": ("scipy",)},
-    ("float64", 2): {"row": ("scipy",), "small": ("scipy",),
-                     "medium": ("scipy",), "large": ("scipy",)},
+#: The measured rule, per CPU vendor: for (dtype, threads) and each shape class,
+#: the providers in order of preference (the first one loaded runs it). A
+#: provider other than SciPy's is named only where it measured at least 3 %
+#: faster in two runs; the rest stay on SciPy's. Tables and machines:
+#: bench/README.md, "GEMM providers (issue 30)".
+#:
+#: AMD (Zen 5 EPYC, 2 cores, AVX-512; OpenBLAS's SkylakeX kernel): from
+#: `python bench/kernels.py --providers` (thread CPU time, 7 interleaved
+#: repeats, medians, summed per class; two runs). Time against SciPy's
+#: OpenBLAS 0.3.30 on 1 thread: the OpenBLAS 0.3.34 wheel 0.87/0.87 (small),
+#: 0.94/0.93 (medium), 0.91/0.93 (large) in float32; 0.96/0.95, 0.99/0.98,
+#: 0.98/0.99 in float64; 0.98–1.01 at one row. MKL 2026.2 1.7–3.3× slower
+#: in every class (it runs no AVX-512 path on AMD), so never chosen here.
+#: 2 threads: the same as 1 thread (see bench/README.md for what a loaded
+#: machine let us measure).
+#:
+#: Intel (Xeon, AVX-512, SkylakeX kernel): from issue 30's interleaved GEMM
+#: study at the engine's shapes (medians, 1 and 2 threads), not re-measured
+#: here: the OpenBLAS wheel 12–17 % faster than SciPy's on the large NN
+#: sgemm on 1 thread and up to 1.3× on 2; MKL faster still at medium shapes
+#: (1.1–1.5× on 1 thread, 1.1–1.7× on 2) and at large shapes on 2 threads
+#: (up to 1.3×); OpenBLAS fastest at tiny shapes and at batch 1. Other CPUs:
+#: SciPy's alone until measured.
+_S, _O, _M = ("scipy",), ("openblas", "scipy"), ("mkl", "openblas", "scipy")
+RULES: dict[str, dict[tuple[str, int], dict[str, tuple[str, ...]]]] = {
+    "AuthenticAMD": {
+        ("float32", 1): {"row": _S, "small": _O, "medium": _O, "large": _O},
+        ("float32", 2): {"row": _S, "small": _O, "medium": _O, "large": _O},
+        ("float64", 1): {"row": _S, "small": _O, "medium": _S, "large": _S},
+        ("float64", 2): {"row": _S, "small": _O, "medium": _S, "large": _S},
+    },
+    "GenuineIntel": {
+        ("float32", 1): {"row": _S, "small": _S, "medium": _M, "large": _O},
+        ("float32", 2): {"row": _S, "small": _S, "medium": _M, "large": _M},
+        ("float64", 1): {"row": _S, "small": _S, "medium": _M, "large": _O},
+        ("float64", 2): {"row": _S, "small": _S, "medium": _M, "large": _M},
+    },
 }
+_SCIPY_ONLY = {(dt, t): {c: _S for c in CLASSES} for dt in ("float32", "float64") for t in (1, 2)}
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id ("GenuineIntel", "AuthenticAMD"…), "" where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+#: The rule this process uses (this CPU's vendor's, or SciPy's alone).
+RULE = RULES.get(cpu_vendor(), _SCIPY_ONLY)
 
 #: MKL's conditional numerical reproducibility: its code path for this CPU
 #: (mkl_cbwr_get_auto_branch) with MKL_CBWR_STRICT, so a GEMM's bits do not
@@ -96,6 +139,8 @@ class _Provider:
 
 
 def _address(lib, name) -> int:
+    import ctypes
+
     return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
 
 
@@ -113,6 +158,8 @@ def _openblas_path() -> str | None:
 
 def _mkl_path() -> str | None:
     """libmkl_rt of the `mkl` wheel (installed under the environment's lib/)."""
+    import importlib.metadata
+
     try:
         files = importlib.metadata.files("mkl") or []
     except importlib.metadata.PackageNotFoundError:
@@ -126,6 +173,8 @@ def _mkl_path() -> str | None:
 
 
 def _load_openblas() -> _Provider | None:
+    import ctypes
+
     path = _openblas_path()
     if path is None:
         return None
@@ -145,9 +194,15 @@ def _load_openblas() -> _Provider | None:
 
 
 def _load_mkl() -> _Provider | None:
+    import ctypes
+
     path = _mkl_path()
     if path is None:
         return None
+    clash = _unprefixed_blas()
+    if clash:
+        raise RuntimeError(f"{clash} exports the plain BLAS names that MKL's layers would "
+                           "take over process-wide")
     lib = ctypes.CDLL(path, mode=_DLOPEN_MODE)
     # MKL's C interface (the lower-case names are its Fortran one, by pointer).
     branch = int(lib.MKL_CBWR_Get_Auto_Branch())
@@ -168,6 +223,33 @@ def _load_mkl() -> _Provider | None:
     getter = lib.MKL_Get_Max_Threads
     return _Provider("mkl", path, lib, _address(lib, "sgemm_"), _address(lib, "dgemm_"),
                      version, kernel, lambda n: setter(int(n)), lambda: int(getter()))
+
+
+def _unprefixed_blas() -> str | None:
+    """A BLAS library already loaded (SciPy's, NumPy's…) that exports the plain
+    names sgemm_/cblas_sgemm, or None.
+
+    libmkl_rt loads MKL's interface and core layers with RTLD_GLOBAL whatever
+    mode it was opened with, so MKL's sgemm_, cblas_sgemm… enter the process's
+    global scope, where a later first call of such a library's users would bind
+    to them. The BLAS of SciPy's and NumPy's wheels use prefixed names
+    (scipy_sgemm_, scipy_sgemm_64_), which nothing of MKL's can capture; with a
+    system BLAS under SciPy or NumPy, MKL is not loaded.
+    """
+    import ctypes
+
+    from threadpoolctl import threadpool_info
+
+    for r in threadpool_info():
+        if r.get("user_api") != "blas" or is_provider_file(r.get("filepath", "")):
+            continue
+        try:
+            lib = ctypes.CDLL(r["filepath"], mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except OSError:
+            continue
+        if any(hasattr(lib, name) for name in ("sgemm_", "cblas_sgemm", "sgemm")):
+            return r["filepath"]
+    return None
 
 
 _LOADERS = {"openblas": _load_openblas, "mkl": _load_mkl}
@@ -245,6 +327,11 @@ def _pick(prefs) -> str:
 def effective_rule() -> dict[tuple[str, int], dict[str, str]]:
     """{(dtype, threads 1 or 2): {shape class: provider that runs it}} now (the
     rule or the override, providers that failed to load left out)."""
+    ensure_loaded()
+    return _effective()
+
+
+def _effective() -> dict[tuple[str, int], dict[str, str]]:
     out = {}
     for key, table in RULE.items():
         out[key] = {c: _pick((_override[c],) if _override and c in _override else prefs)
@@ -254,7 +341,7 @@ def effective_rule() -> dict[tuple[str, int], dict[str, str]]:
 
 def _apply() -> None:
     table = [[[0] * len(CLASSES) for _ in range(2)] for _ in range(2)]
-    for (dtype, threads), row in effective_rule().items():
+    for (dtype, threads), row in _effective().items():
         for c, name in row.items():
             table[dtype == "float64"][threads > 1][CLASSES.index(c)] = PROVIDERS.index(name)
     _blas.set_rule(table)
@@ -333,7 +420,6 @@ def set_blas(provider=None):
 def report() -> list[dict]:
     """One record per provider: name, loaded, version, kernel, path or why not
     used, and the shape classes it runs per (dtype, threads)."""
-    ensure_loaded()
     from . import _threads
 
     rule = effective_rule()
@@ -351,8 +437,8 @@ def report() -> list[dict]:
             out.append(dict(name=name, loaded=True, version=p.version, kernel=p.kernel,
                             path=p.path, runs=runs))
         else:
-            out.append(dict(name=name, loaded=False, why=_failed.get(name, "not needed by the rule"),
-                            runs=runs))
+            why = _failed.get(name, "not needed by the rule")
+            out.append(dict(name=name, loaded=False, why=why, runs=runs))
     return out
 
 
