@@ -266,3 +266,21 @@ def test_theta_digests_per_provider(name):
     if out.startswith("no digests recorded"):
         pytest.skip(out.strip())
     assert out.strip().endswith("differ: []"), out
+
+
+@pytest.mark.parametrize("name", [n for n in AVAILABLE if n == "mkl"])
+def test_mkl_threads_sleep_after_a_gemm(name, provider_setting):
+    """MKL's OpenMP workers do not spin on a core after a GEMM (KMP_BLOCKTIME=0):
+    that core is the one the next GEMM of the step, on another provider, needs."""
+    if "KMP_BLOCKTIME" in os.environ:
+        pytest.skip("KMP_BLOCKTIME is set by the user")
+    import time
+
+    _providers.set_blas(name)
+    A, C = np.random.default_rng(0).random((400, 400)), np.zeros((400, 400))
+    with _threads.BlasThreads(2):
+        for _ in range(3):
+            _blas.py_gemm(A, A, C, kernel=_providers.PROVIDERS.index(name))
+        c0 = time.process_time()
+        time.sleep(0.3)
+        assert time.process_time() - c0 < 0.05
