@@ -107,8 +107,16 @@ def cpu_vendor() -> str:
     return ""
 
 
-#: The rule this process uses (this CPU's vendor's, or SciPy's alone).
-RULE = RULES.get(cpu_vendor(), _SCIPY_ONLY)
+#: The rule this process uses (this CPU's vendor's, or SciPy's alone), set at
+#: the first call that needs it (reading /proc/cpuinfo costs ~2 ms of import).
+RULE: dict[tuple[str, int], dict[str, tuple[str, ...]]] | None = None
+
+
+def _rule() -> dict[tuple[str, int], dict[str, tuple[str, ...]]]:
+    global RULE
+    if RULE is None:
+        RULE = RULES.get(cpu_vendor(), _SCIPY_ONLY)
+    return RULE
 
 #: MKL's conditional numerical reproducibility: its code path for this CPU
 #: (mkl_cbwr_get_auto_branch) with MKL_CBWR_STRICT, so a GEMM's bits do not
@@ -342,7 +350,7 @@ def _wanted() -> list[str]:
     """The providers the rule (or the override) may name."""
     if _override is not None:
         return sorted(set(_override.values()))
-    return sorted({p for table in RULE.values() for prefs in table.values() for p in prefs})
+    return sorted({p for table in _rule().values() for prefs in table.values() for p in prefs})
 
 
 def _pick(prefs) -> str:
@@ -361,7 +369,7 @@ def effective_rule() -> dict[tuple[str, int], dict[str, str]]:
 
 def _effective() -> dict[tuple[str, int], dict[str, str]]:
     out = {}
-    for key, table in RULE.items():
+    for key, table in _rule().items():
         out[key] = {c: _pick((_override[c],) if _override and c in _override else prefs)
                     for c, prefs in table.items()}
     return out
