@@ -67,8 +67,13 @@ CLASSES = tuple(_blas.SHAPE_CLASSES)
 #: 0.94/0.93 (medium), 0.91/0.93 (large) in float32; 0.96/0.95, 0.99/0.98,
 #: 0.98/0.99 in float64; 0.98–1.01 at one row. MKL 2026.2 1.7–3.3× slower
 #: in every class (it runs no AVX-512 path on AMD), so never chosen here.
-#: 2 threads: the same as 1 thread (see bench/README.md for what a loaded
-#: machine let us measure).
+#: The wheel gives SciPy's OpenBLAS's bits at every shape measured (same
+#: SkylakeX kernels): on 1 thread it is a pure gain. 2 threads: SciPy's for
+#: every class. On the shared machine (other processes holding 1.5–2 of the
+#: 2 cores) the wheel measured 1.17× SciPy's time on the large class in three
+#: runs and 0.92–0.94× on the small one, medium was not measurable, and two
+#: OpenBLAS pools that both run threaded GEMMs in one step would contend:
+#: each pool's workers keep spinning ~0.1 s after its GEMM.
 #:
 #: Intel (Xeon, AVX-512, SkylakeX kernel): from issue 30's interleaved GEMM
 #: study at the engine's shapes (medians, 1 and 2 threads), not re-measured
@@ -81,9 +86,9 @@ _S, _O, _M = ("scipy",), ("openblas", "scipy"), ("mkl", "openblas", "scipy")
 RULES: dict[str, dict[tuple[str, int], dict[str, tuple[str, ...]]]] = {
     "AuthenticAMD": {
         ("float32", 1): {"row": _S, "small": _O, "medium": _O, "large": _O},
-        ("float32", 2): {"row": _S, "small": _O, "medium": _O, "large": _O},
+        ("float32", 2): {"row": _S, "small": _S, "medium": _S, "large": _S},
         ("float64", 1): {"row": _S, "small": _O, "medium": _S, "large": _S},
-        ("float64", 2): {"row": _S, "small": _O, "medium": _S, "large": _S},
+        ("float64", 2): {"row": _S, "small": _S, "medium": _S, "large": _S},
     },
     "GenuineIntel": {
         ("float32", 1): {"row": _S, "small": _S, "medium": _M, "large": _O},

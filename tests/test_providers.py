@@ -284,3 +284,28 @@ def test_mkl_threads_sleep_after_a_gemm(name, provider_setting):
         c0 = time.process_time()
         time.sleep(0.3)
         assert time.process_time() - c0 < 0.05
+
+
+def test_the_openblas_wheel_rounds_as_scipys_openblas_with_the_same_kernel(provider_setting):
+    """Where the OpenBLAS wheel and SciPy's OpenBLAS run the same kernel, they
+    give the same bits (measured at the benchmark workloads' shapes): the rule
+    may move a shape class between them without changing any result."""
+    if "openblas" not in AVAILABLE:
+        pytest.skip("the OpenBLAS wheel is not installed")
+    _providers.set_blas({"large": "openblas"})
+    kernels = {r["name"]: r["kernel"] for r in _providers.report()}
+    if kernels["openblas"] != kernels["scipy"]:
+        pytest.skip(f"different kernels: {kernels}")
+    rng = np.random.default_rng(5)
+    with _threads.BlasThreads(1):
+        for dtype in ("float32", "float64"):
+            for m, n, k, ta, tb in ((256, 1024, 512, False, False), (512, 256, 128, True, False),
+                                    (128, 512, 10, False, True), (64, 10, 128, False, False)):
+                A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+                B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+                out = []
+                for entry in (0, 1):
+                    C = np.zeros((m, n), dtype)
+                    _blas.py_gemm(A, B, C, ta, tb, kernel=entry)
+                    out.append(C)
+                assert np.array_equal(out[0], out[1]), (dtype, m, n, k, ta, tb)
