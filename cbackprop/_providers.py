@@ -132,7 +132,12 @@ _MKL_BRANCHES = {1: "off", 2: "auto", 3: "compatible", 4: "sse2", 6: "ssse3", 7:
                  8: "sse4_2", 9: "avx", 10: "avx2", 11: "avx512_mic", 12: "avx512",
                  13: "avx512_mic_e1", 14: "avx512_e1"}
 
-_DLOPEN_MODE = os.RTLD_LOCAL | os.RTLD_NOW | getattr(os, "RTLD_DEEPBIND", 0)
+# RTLD_DEEPBIND: a provider's references to its own exported names bind to
+# itself even if a library with the same names (another scipy_openblas) was
+# loaded globally. The sanitizers' runtimes refuse it (ASan aborts the dlopen),
+# so it is left out under them.
+_DLOPEN_MODE = os.RTLD_LOCAL | os.RTLD_NOW | (
+    0 if "san" in os.environ.get("LD_PRELOAD", "") else getattr(os, "RTLD_DEEPBIND", 0))
 
 _lock = threading.Lock()
 _loaded: dict[str, _Provider] = {}     # name -> provider, loaded and checked
