@@ -154,6 +154,7 @@ class _Provider:
         self.sgemm, self.dgemm = sgemm, dgemm
         self.version, self.kernel = version, kernel
         self.set_threads, self.get_threads = set_threads, get_threads
+        self.threads = None    # the count cbackprop/_threads.py last set
 
 
 def _address(lib, name) -> int:
@@ -344,9 +345,8 @@ def _load(name: str) -> None:
         _failed[name] = why
         _blas.clear_provider(index)      # no rule can name it now
         return
-    # Start with the thread count SciPy's BLAS has now; _threads sets all alike.
-    from . import _threads
-    provider.set_threads(_threads.scipy_blas_threads())
+    # _threads gives it the count of the calls running, at their next change or
+    # the next call (provider.threads records what it set).
     _loaded[name] = provider
 
 
@@ -466,15 +466,13 @@ def set_blas(provider=None):
 def report() -> list[dict]:
     """One record per provider: name, loaded, version, kernel, path or why not
     used, and the shape classes it runs per (dtype, threads)."""
-    from . import _threads
-
     rule = effective_rule()
     out = []
     for name in PROVIDERS:
         runs = [f"{dt} {t}t: {', '.join(c for c, p in row.items() if p == name)}"
                 for (dt, t), row in rule.items() if name in row.values()]
         if name == "scipy":
-            used = [r for r in _threads.blas_info() if r["used"]][:1]
+            used = [r for r in blas_info() if r["used"]][:1]
             r = used[0] if used else {}
             out.append(dict(name=name, loaded=True, version=r.get("version"),
                             kernel=r.get("architecture"), path=r.get("filepath"), runs=runs))
@@ -486,6 +484,40 @@ def report() -> list[dict]:
             why = _failed.get(name, "not needed by the rule")
             out.append(dict(name=name, loaded=False, why=why, runs=runs))
     return out
+
+
+def is_scipys_file(filepath: str) -> bool:
+    """True for a library file of SciPy's installation: in scipy/ or beside it
+    (a wheel bundles its OpenBLAS in scipy.libs/ or scipy_openblas*/)."""
+    import scipy
+
+    site = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
+    return os.path.realpath(filepath).startswith(os.path.join(site, "scipy"))
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's records of the BLAS libraries loaded, the one cbackprop
+    calls first.
+
+    SciPy's BLAS (the one `scipy.linalg.cython_blas` is linked to, entry 0 of
+    the provider table): the record whose file lies in SciPy's installation is
+    marked "used" (when none does, e.g. a shared system BLAS, all are). The
+    providers this module loaded come last, marked "provider" (which classes
+    they run: `report()`). `cbackprop info` and `bench/` print these.
+    """
+    from threadpoolctl import threadpool_info
+
+    records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
+    providers = [r for r in records if is_provider_file(r.get("filepath", ""))]
+    records = [r for r in records if r not in providers]
+    for r in records:
+        r["used"] = is_scipys_file(r.get("filepath", ""))
+    if not any(r["used"] for r in records):
+        for r in records:
+            r["used"] = True
+    for r in providers:
+        r["used"], r["provider"] = False, True
+    return sorted(records, key=lambda r: not r["used"]) + providers
 
 
 def _from_environment() -> None:

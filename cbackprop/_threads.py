@@ -35,6 +35,7 @@ import time
 
 from . import _providers
 from ._core import _blas
+from ._providers import blas_info  # noqa: F401  (its public home was here)
 
 #: Below this many flops per batch (forward GEMMs that BLAS runs), one thread
 #: is as fast or faster: OpenBLAS splits no GEMM that small, and probing would
@@ -67,15 +68,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _is_scipys(filepath: str) -> bool:
-    """True for a library file of SciPy's installation: in scipy/ or beside it
-    (a wheel bundles its OpenBLAS in scipy.libs/ or scipy_openblas*/)."""
-    import scipy
-
-    site = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
-    return os.path.realpath(filepath).startswith(os.path.join(site, "scipy"))
-
-
 def _blas_controllers():
     """(threadpoolctl controller, thread setter) of each BLAS that
     scipy.linalg.cython_blas may use.
@@ -92,35 +84,9 @@ def _blas_controllers():
 
         blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"
                 and not _providers.is_provider_file(c.filepath)]
-        own = [c for c in blas if _is_scipys(c.filepath)]
+        own = [c for c in blas if _providers.is_scipys_file(c.filepath)]
         _controllers = [(c, _setter(c)) for c in own or blas]
     return _controllers
-
-
-def blas_info() -> list[dict]:
-    """threadpoolctl's records of the BLAS libraries loaded, the one cbackprop
-    calls first.
-
-    cbackprop calls the BLAS that `scipy.linalg.cython_blas` is linked to: the
-    record whose file lies in SciPy's installation is marked "used" (when none
-    does, e.g. a shared system BLAS, all are). `cbackprop info` and `bench/`
-    print these.
-    """
-    from threadpoolctl import threadpool_info
-
-    import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
-
-    records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
-    providers = [r for r in records if _providers.is_provider_file(r.get("filepath", ""))]
-    records = [r for r in records if r not in providers]
-    for r in records:
-        r["used"] = _is_scipys(r.get("filepath", ""))
-    if not any(r["used"] for r in records):
-        for r in records:
-            r["used"] = True
-    for r in providers:
-        r["used"], r["provider"] = False, True
-    return sorted(records, key=lambda r: not r["used"]) + providers
 
 
 def _setter(controller):
@@ -145,10 +111,13 @@ def _set_locked(n: int) -> None:
     if n != _current:
         for _, set_threads in _blas_controllers():
             set_threads(n)
-        for provider in _providers.loaded():
-            provider.set_threads(n)
         _blas.set_threaded(n > 1)
         _current = n
+    # Every provider, also one loaded since the count was last set.
+    for provider in _providers.loaded():
+        if provider.threads != n:
+            provider.set_threads(n)
+            provider.threads = n
 
 
 def _apply_locked() -> None:
@@ -172,11 +141,6 @@ def _apply_locked() -> None:
 def _blas_threads_now() -> int:
     ctrls = _blas_controllers()
     return (ctrls[0][0].get_num_threads() or 1) if ctrls else 1
-
-
-def scipy_blas_threads() -> int:
-    """The thread count SciPy's BLAS has now (a newly loaded provider starts with it)."""
-    return _blas_threads_now()
 
 
 def default_threads() -> int:
