@@ -22,8 +22,8 @@ names), so MKL is loaded only where no BLAS with plain names is loaded
 The Python package `scipy_openblas32` is never imported: only its library
 file is located. A provider is loaded at the first cbackprop call that may
 use it (`ensure_loaded`, from `_threads.BlasThreads`), not at import: MKL's
-first call costs ~0.1 s. Each is checked with two small exact GEMMs before
-it is used; one that is missing, fails to load or computes wrongly is left
+first call costs ~0.1 s. Each is checked with small exact GEMMs (both
+dtypes, every layout) before it is used; one that is missing, fails to load or computes wrongly is left
 out without an error (`report()` says why), and its shapes fall back to the
 next provider of the rule's list, at last SciPy's.
 
@@ -33,7 +33,9 @@ n_threads=1 each provider is reproducible run to run (MKL with its
 conditional-numerical-reproducibility mode, see `MKL_CNR`), and the θ digests
 of tests/theta_digests.json are kept per provider.
 
-`set_blas()` / `CBACKPROP_BLAS` override the rule; `cbackprop info` prints
+The rule is `RULES` below, per CPU vendor, with the measurements it comes
+from (bench/kernels.py --providers; bench/README.md, "GEMM providers").
+`set_blas()` / `CBACKPROP_BLAS` override it; `cbackprop info` prints
 which provider runs which shape class, with each provider's version and
 kernel.
 """
