@@ -23,9 +23,9 @@ The Python package `scipy_openblas32` is never imported: only its library
 file is located. A provider is loaded at the first cbackprop call that may
 use it (`ensure_loaded`, from `_threads.BlasThreads`), not at import: MKL's
 first call costs ~0.1 s. Each is checked with small exact GEMMs (both
-dtypes, every layout) before it is used; one that is missing, fails to load or computes wrongly is left
-out without an error (`report()` says why), and its shapes fall back to the
-next provider of the rule's list, at last SciPy's.
+dtypes, every layout) before it is used; one that is missing, fails to load
+or computes wrongly is left out without an error (`report()` says why), and
+its shapes fall back to the next provider of the rule's list, at last SciPy's.
 
 GEMMs round as the kernel that runs them: results depend on the provider
 (and, as before, on its kernel and on the hand kernels' level). With
@@ -157,6 +157,10 @@ class _Provider:
         self.version, self.kernel = version, kernel
         self.set_threads, self.get_threads = set_threads, get_threads
         self.threads = None    # the count cbackprop/_threads.py last set
+        # Per Python thread, for the libraries whose count can be per thread
+        # (MKL): claim() makes the calling thread follow the count set_threads
+        # sets and returns what release() puts back.
+        self.claim = self.release = None
 
 
 def _address(lib, name) -> int:
@@ -244,8 +248,15 @@ def _load_mkl() -> _Provider | None:
     setter = lib.MKL_Set_Num_Threads
     setter.restype = None
     getter = lib.MKL_Get_Max_Threads
-    return _Provider("mkl", path, lib, _address(lib, "sgemm_"), _address(lib, "dgemm_"),
-                     version, kernel, lambda n: setter(int(n)), lambda: int(getter()))
+    provider = _Provider("mkl", path, lib, _address(lib, "sgemm_"), _address(lib, "dgemm_"),
+                         version, kernel, lambda n: setter(int(n)), lambda: int(getter()))
+    # threadpoolctl limits MKL per thread (MKL_Set_Num_Threads_Local), and a
+    # thread's own count overrides the global one that _threads sets: while a
+    # cbackprop call runs, its thread's own count is cleared (0: the global).
+    local = lib.MKL_Set_Num_Threads_Local
+    provider.claim = lambda: int(local(0))
+    provider.release = lambda old: local(int(old))
+    return provider
 
 
 def _mkl_openmp_sleeps(folder: str) -> None:
@@ -412,6 +423,18 @@ def ensure_loaded() -> None:
 def loaded() -> list:
     """The providers loaded besides SciPy's (for _threads: their thread setters)."""
     return list(_loaded.values())
+
+
+def claim_thread() -> list:
+    """Make the calling thread's GEMMs follow the counts _threads sets, for the
+    providers whose count can be set per thread; returns what release_thread
+    puts back."""
+    return [(p, p.claim()) for p in list(_loaded.values()) if p.claim is not None]
+
+
+def release_thread(claims) -> None:
+    for provider, old in reversed(claims):
+        provider.release(old)
 
 
 def _parse(spec) -> dict[str, str] | None:

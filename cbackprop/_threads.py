@@ -108,14 +108,17 @@ def _setter(controller):
 
 def _set_locked(n: int) -> None:
     global _current
-    if n != _current:
+    fresh = n != _current          # (None between calls: the first call sets all)
+    if fresh:
         for _, set_threads in _blas_controllers():
             set_threads(n)
         _blas.set_threaded(n > 1)
         _current = n
-    # Every provider, also one loaded since the count was last set.
+    # Every provider, also one loaded since the count was last set. Between
+    # calls anyone (threadpoolctl's limits) may have changed a provider's count,
+    # so each call's first setting sets them all again.
     for provider in _providers.loaded():
-        if provider.threads != n:
+        if fresh or provider.threads != n:
             provider.set_threads(n)
             provider.threads = n
 
@@ -181,6 +184,7 @@ class BlasThreads:
 
     def __enter__(self):
         _providers.ensure_loaded()
+        self._claims = _providers.claim_thread()
         with _lock:
             _wanted.setdefault(threading.get_ident(), []).append(self.threads)
             _apply_locked()
@@ -193,6 +197,7 @@ class BlasThreads:
             if not _wanted[tid]:
                 del _wanted[tid]
             _apply_locked()
+        _providers.release_thread(self._claims)
         return False
 
     def _want(self, threads: int) -> None:

@@ -22,7 +22,7 @@ AVAILABLE = ["scipy"] + [n for n, path in (("openblas", _providers._openblas_pat
 
 def run_python(code, **env):
     """Run `code` in a fresh interpreter from the repository root; its stdout."""
-    full_env = {**os.environ, **env}
+    full_env = {**os.environ, "CBACKPROP_BLAS": "", **env}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -309,3 +309,22 @@ def test_the_openblas_wheel_rounds_as_scipys_openblas_with_the_same_kernel(provi
                     _blas.py_gemm(A, B, C, ta, tb, kernel=entry)
                     out.append(C)
                 assert np.array_equal(out[0], out[1]), (dtype, m, n, k, ta, tb)
+
+
+def test_a_call_sets_every_provider_again_after_threadpoolctl_changed_it(provider_setting):
+    """threadpoolctl's limits restore each library's own count when they end:
+    the next cbackprop call must set the providers again, not trust what it
+    set last time (MKL then ran on 2 threads while n_threads was 1)."""
+    from threadpoolctl import threadpool_limits
+
+    for name in AVAILABLE[1:]:
+        _providers._load(name)
+    _providers.set_blas(None)
+    with threadpool_limits(2):
+        with threadpool_limits(1):
+            with _threads.BlasThreads(1):
+                pass
+        # threadpoolctl has put every library back to 2 threads here
+        with _threads.BlasThreads(1):
+            assert [p.get_threads() for p in _providers.loaded()] == [1] * len(
+                _providers.loaded())
