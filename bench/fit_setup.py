@@ -8,7 +8,9 @@ engine's own calls (`train_batches`) are timed inside both, so the report
 splits a call into its steps and everything else: set-up = one-step call −
 the median of the later steps of the 4-step calls (each chunk is one step
 here); "outside the engine" is the part spent in
-Python (checks, snapshot copies, finiteness check), measured directly.
+Python (checks, snapshot copies, finiteness check), measured directly. Each
+figure is given in wall time and in the process's CPU time (on 1 thread the
+call's own time, which other processes on the machine disturb less).
 """
 
 from __future__ import annotations
@@ -47,37 +49,43 @@ def main(argv=None):
     inner = _session._engine.train_batches
 
     def timed(*a):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = inner(*a)
-        engine_s.append(time.perf_counter() - t0)
+        engine_s.append(np.array([time.perf_counter() - t0, time.process_time() - c0]))
         return out
 
     _session._engine.train_batches = timed
 
     def fit(rows):
         engine_s.clear()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         net.fit(X[:rows], Y[:rows], optimizer=opt, epochs=1, batch_size=BATCH, shuffle=False)
-        return time.perf_counter() - t0, list(engine_s)
+        return np.array([time.perf_counter() - t0, time.process_time() - c0]), list(engine_s)
 
     fit(BATCH)       # first use: the optimizer state and kept buffers are created
     one, one_engine, steps = [], [], []
     for _ in range(args.repeats):
         wall, engine = fit(BATCH)
         one.append(wall)
-        one_engine.append(sum(engine))
+        one_engine.append(engine)
         steps += fit(4 * BATCH)[1][1:]      # the steps after a fit's first one
-    med = statistics.median
-    step = med(steps)
-    kernels = sorted({f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info()})
-    print(f"{args.dtype} {args.threads} thread(s) {args.optimizer}, BLAS {', '.join(kernels)}; "
-          f"medians of {args.repeats}")
-    print(f"  one-step fit call   {med(one) * 1e3:8.1f} ms   (its engine call "
-          f"{med(one_engine) * 1e3:.1f} ms)")
-    print(f"  step in a 4-step fit {step * 1e3:7.1f} ms")
-    print(f"  set-up per call     {(med(one) - step) * 1e3:8.1f} ms = "
-          f"{(med(one) - step) / step:.1%} of a step; outside the engine "
-          f"{med(np.subtract(one, one_engine)) * 1e3:.1f} ms")
+    kernels = sorted({f"{i['internal_api']} {i.get('version')} {i.get('architecture')}"
+                      for i in threadpool_info() if i.get("user_api") == "blas"})
+    from cbackprop import _providers
+
+    rule = _providers.effective_rule()[(args.dtype, min(args.threads, 2))]
+    print(f"{args.dtype} {args.threads} thread(s) {args.optimizer}; large classes run by "
+          f"{rule['large']}; BLAS loaded: {', '.join(kernels)}; medians of {args.repeats}")
+    for i, clock in enumerate(("wall", "CPU")):
+        med = statistics.median
+        step = med(s[i] for s in steps)
+        one_i = [o[i] for o in one]
+        eng_i = [sum(e[i] for e in es) for es in one_engine]
+        print(f"  {clock:>4}: one-step fit call {med(one_i) * 1e3:7.1f} ms (its engine call "
+              f"{med(eng_i) * 1e3:.1f} ms); step in a 4-step fit {step * 1e3:6.1f} ms; "
+              f"set-up per call {(med(one_i) - step) * 1e3:5.1f} ms = "
+              f"{(med(one_i) - step) / step:.1%} of a step; outside the engine "
+              f"{med(np.subtract(one_i, eng_i)) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

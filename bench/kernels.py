@@ -2,6 +2,7 @@
 
     python bench/kernels.py [--dtypes float32,float64] [--workloads tiny,online]
     python bench/kernels.py --band [--dtypes float32]
+    python bench/kernels.py --providers [--repeats 5] [--threads 1,2] [--no-cnr]
 
 For every GEMM the benchmark workloads run (forward Z = A·W, ∂W = Aᵀ·δ,
 δ_prev = δ·Wᵀ) and a few more small shapes, it times cbackprop's hand kernels
@@ -10,6 +11,15 @@ through the same entry point (`py_gemm(kernel=...)`, many calls inside one
 nogil loop, best of several runs of wall time) and prints what `gemm` chooses.
 --band sweeps a grid of mid-sized GEMMs (forward and ∂W layouts, 2^18–2^24
 multiply-adds) at the best level, hand kernel against BLAS on 1 and 2 threads.
+--providers times, for every GEMM of the five benchmark workloads that goes
+to BLAS, each GEMM provider that loads here (SciPy's OpenBLAS, the OpenBLAS
+wheel, MKL) on 1 and 2 threads, interleaved (every repeat runs every
+provider in turn), medians; it sums them per shape class and prints the
+provider table and the rule it gives (cbackprop/_providers.py's RULE).
+On 1 thread it times the calling thread's CPU time (the GEMM runs there),
+which other processes on the machine disturb far less than wall time; on 2
+threads, wall time (only a quiet machine gives telling figures).
+--no-cnr loads MKL without its strict reproducibility mode (its cost).
 The dispatch rule in _core/_blas.pyx follows from these tables. It prints the
 BLAS kernel that ran (threadpoolctl): unset OPENBLAS_CORETYPE in the command
 to let OpenBLAS pick its own.
@@ -30,6 +40,7 @@ from cbackprop._core._blas import kernel_for, kernel_level, py_gemm, set_kernel_
 
 WORKLOADS = {"tiny": ((64, 32, 10), 32), "small": ((784, 128, 10), 64),
              "online": ((784, 128, 10), 1), "medium": ((784, 512, 512, 10), 128)}
+LARGE = ((1024, 4096, 4096, 1024), 256)
 EXTRA = [("extra", 16, 16, 16, False, False), ("extra", 8, 8, 8, False, False),
          ("extra", 1, 512, 512, False, False), ("extra", 512, 512, 1, True, False),
          ("extra", 2, 128, 784, False, False), ("extra", 4, 10, 32, False, False),
@@ -88,13 +99,103 @@ def print_band(dtypes):
                   f"{kernel_for(dt, False, m, n, k)} |", flush=True)
 
 
+def _operands(m, n, k, ta, tb, dtype):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    return A, B, np.zeros((m, n), dtype)
+
+
+def print_providers(dtypes, threads, repeats, no_cnr, out_json=None):
+    """The provider table: every BLAS GEMM of the benchmark workloads, every
+    provider, interleaved; per shape class the sum of the medians."""
+    import json
+    import statistics
+
+    from cbackprop import _providers
+    from cbackprop._core._blas import class_of
+
+    if no_cnr:
+        _providers.MKL_CNR = False
+    for name in _providers.PROVIDERS[1:]:
+        _providers._load(name)
+    names = ["scipy"] + [p.name for p in _providers.loaded()]
+    index = {n: _providers.PROVIDERS.index(n) for n in names}
+    info = {r["name"]: r for r in _providers.report()}
+    print("Providers: " + "; ".join(f"{n} {info[n].get('version')} ({info[n].get('kernel')})"
+                                    for n in names)
+          + f". Not loaded: {_providers._failed or 'none'}")
+    work = dict(WORKLOADS, large=LARGE)
+    shapes = [(w, s) for w in work for s in engine_shapes(*work[w])]
+    rows = []
+    for dt in dtypes:
+        for t in threads:
+            for w, (name, m, n, k, ta, tb) in shapes:
+                if kernel_for(dt, tb, m, n, k) != "BLAS":
+                    continue
+                A, B, C = _operands(m, n, k, ta, tb, dt)
+                flops = 2.0 * m * n * k
+                reps = int(max(1, min(20000, 0.01 / (flops / 30e9 + 3e-7))))
+                times = {p: [] for p in names}
+                with threadpool_limits(t, user_api="blas"):
+                    for p in names:
+                        for prov in _providers.loaded():
+                            prov.set_threads(t)
+                        py_gemm(A, B, C, ta, tb, beta=0.5, repeat=1, kernel=index[p])  # warm
+                    clock = time.thread_time if t == 1 else time.perf_counter
+                    for _ in range(repeats):
+                        for p in names:
+                            t0 = clock()
+                            py_gemm(A, B, C, ta, tb, beta=0.5, repeat=reps, kernel=index[p])
+                            times[p].append((clock() - t0) / reps)
+                med = {p: statistics.median(v) for p, v in times.items()}
+                rows.append(dict(workload=w, shape=name, m=m, n=n, k=k,
+                                 op=("T" if ta else "N") + ("T" if tb else "N"), dtype=dt,
+                                 threads=t, cls=class_of(m, n, k), us=med))
+                print(f"| {w}:{name} | {m}×{n}×{k} | {rows[-1]['op']} | {dt} | {t} | "
+                      f"{rows[-1]['cls']} | "
+                      + " | ".join(f"{med[p] * 1e6:.1f}" for p in names)
+                      + f" | {min(med, key=med.get)} |", flush=True)
+    print()
+    print("| dtype | threads | class | " + " | ".join(f"{p} µs" for p in names)
+          + " | " + " | ".join(f"{p}/scipy" for p in names[1:]) + " | fastest |")
+    print("|---|---|---|" + "---|" * (2 * len(names)))
+    rule = {}
+    for dt in dtypes:
+        for t in threads:
+            for c in _providers.CLASSES:
+                sel = [r for r in rows if r["dtype"] == dt and r["threads"] == t and r["cls"] == c]
+                if not sel:
+                    continue
+                tot = {p: sum(r["us"][p] for r in sel) for p in names}
+                best = min(tot, key=tot.get)
+                rule.setdefault(f"{dt}/{t}", {})[c] = best
+                print(f"| {dt} | {t} | {c} | " + " | ".join(f"{tot[p] * 1e6:.1f}" for p in names)
+                      + " | " + " | ".join(f"{tot[p] / tot['scipy']:.2f}" for p in names[1:])
+                      + f" | {best} |", flush=True)
+    print("\nRule (fastest provider per class):", json.dumps(rule))
+    if out_json:
+        with open(out_json, "w") as f:
+            json.dump({"rows": rows, "rule": rule, "providers": {n: info[n] for n in names}},
+                      f, indent=1, default=str)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--no-extra", action="store_true")
     ap.add_argument("--band", action="store_true", help="the mid-sized GEMM sweep instead")
+    ap.add_argument("--providers", action="store_true", help="the GEMM providers instead")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-cnr", action="store_true", help="MKL without strict CNR")
+    ap.add_argument("--json", help="write the provider rows here")
     args = ap.parse_args(argv)
+    if args.providers:
+        print_providers(args.dtypes.split(","), [int(t) for t in args.threads.split(",")],
+                        args.repeats, args.no_cnr, args.json)
+        return
     if args.band:
         print_band(args.dtypes.split(","))
         return

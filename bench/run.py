@@ -79,25 +79,43 @@ def other_load(before, after) -> float:
 def blas_report() -> list[dict]:
     """The BLAS libraries loaded in this process (vendor, version, kernel, threads),
     the one cbackprop calls marked "used"."""
+    from cbackprop import _providers
+
+    _providers.ensure_loaded()
     keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer",
-            "filepath", "used")
+            "filepath", "used", "provider")
     return [{k: lib.get(k) for k in keep} for lib in _threads.blas_info()]
 
 
+def provider_report() -> dict:
+    """Which GEMM provider runs which shape class (cbackprop/_providers.py)."""
+    from cbackprop import _providers
+
+    return {f"{dt} {t}t": row for (dt, t), row in _providers.effective_rule().items()}
+
+
 def gemm_limit(dtype, threads: int, n: int, repeats: int) -> float:
-    """GFLOP/s of an n×n×n GEMM through cbackprop's own BLAS entry point (median)."""
+    """GFLOP/s of an n×n×n GEMM through cbackprop's own BLAS entry point (median),
+    the best over the GEMM providers loaded (SciPy's OpenBLAS, the OpenBLAS
+    wheel, MKL): the rate the fastest GEMM this machine has reaches."""
+    from cbackprop import _providers
+
+    _providers.ensure_loaded()
+    entries = [0] + [_providers.PROVIDERS.index(p.name) for p in _providers.loaded()]
     rng = np.random.default_rng(0)
     A = rng.standard_normal((n, n)).astype(dtype)
     B = rng.standard_normal((n, n)).astype(dtype)
     C = np.empty((n, n), dtype)
-    rates = []
-    with threadpool_limits(threads, user_api="blas"):
-        py_gemm(A, B, C)
+    rates = {e: [] for e in entries}
+    with _threads.BlasThreads(threads), threadpool_limits(threads, user_api="blas"):
+        for e in entries:
+            py_gemm(A, B, C, kernel=e)
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            py_gemm(A, B, C, repeat=2)
-            rates.append(2 * 2.0 * n ** 3 / (time.perf_counter() - t0) / 1e9)
-    return median(rates)
+            for e in entries:
+                t0 = time.perf_counter()
+                py_gemm(A, B, C, repeat=2, kernel=e)
+                rates[e].append(2 * 2.0 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return max(median(r) for r in rates.values())
 
 
 def measure_config(w: Workload, dtype, opt_name: str, threads: int, peers, repeats: int,
@@ -310,7 +328,9 @@ def render(info, results, limits, extras, targets, skipped) -> str:
              "BLAS: " + "; ".join(
                  f"{b['internal_api']} {b['version']} ({b['architecture']} kernel, "
                  f"{b['threading_layer']}) {Path(b['filepath']).name}" for b in info["blas"]),
-             "GEMM limit (GFLOP/s, one n×n×n GEMM): " + ", ".join(
+             "GEMM providers (shape classes row/small/medium/large): " + "; ".join(
+                 f"{k}: " + "/".join(row.values()) for k, row in info.get("providers", {}).items()),
+             "GEMM limit (GFLOP/s, one n×n×n GEMM, the best provider): " + ", ".join(
                  f"{dt} {th}t {v:.1f}" for (dt, th), v in sorted(limits.items())),
              f"Run: {info['date']}, mode {info['mode']}, {info['repeats']} repeats, "
              "medians of wall time; `× peer` = peer time / cbackprop time (above 1: "
@@ -416,7 +436,7 @@ def main(argv=None) -> int:
                 if mod in peers}
     info = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "mode": "quick" if quick else "full", "repeats": repeats, "machine": machine(),
-            "blas": blas_report(), "versions": versions,
+            "blas": blas_report(), "providers": provider_report(), "versions": versions,
             "other_processes_cores": other}
     targets = check_targets(results, limits, extras)
     text = render(info, results, limits, extras, targets, skipped)

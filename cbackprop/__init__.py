@@ -24,6 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
     ) from exc
 
 from cbackprop import datasets
+from cbackprop._providers import set_blas
 from cbackprop._version import __version__  # noqa: F401
 from cbackprop.checkpoint import Checkpoint, resume
 from cbackprop.gradcheck import gradcheck
@@ -38,7 +39,7 @@ __all__ = [
     "Network", "Dense", "History", "LayerTrace", "DivergenceError",
     "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
     "Loss", "CrossEntropy", "BinaryCrossEntropy", "MSE", "Huber", "Poisson",
-    "gradcheck", "load", "resume", "Checkpoint", "datasets", "fit_many",
+    "gradcheck", "load", "resume", "Checkpoint", "datasets", "fit_many", "set_blas",
     "MLPClassifier", "MLPRegressor",    # lazy: see __getattr__
     "GridSearchCV", "RandomizedSearchCV",
     "playground",                       # lazy: Starlette and uvicorn

@@ -879,11 +879,22 @@ def cmd_info(args) -> int:
           f"{np.__version__}, scipy {_version('scipy')}, threadpoolctl "
           f"{_version('threadpoolctl')})")
     print("dtypes: float32, float64")
+    from cbackprop._providers import report
+
+    providers = report()        # loads the providers the rule names, so blas_info lists them
     for r in blas_info():
+        if r.get("provider"):
+            continue
         role = "BLAS (used by cbackprop)" if r["used"] else "BLAS (numpy's)"
         print(f"{role}: {r.get('internal_api')} {r.get('version')}, kernel "
               f"{r.get('architecture') or 'unknown'}, {r.get('num_threads')} threads, "
               f"{r.get('threading_layer', 'unknown')} threading  [{r.get('filepath')}]")
+    for p in providers:
+        state = (f"{p['version']}, kernel {p['kernel']}  [{p['path']}]" if p["loaded"]
+                 else f"not used ({p['why']})")
+        print(f"GEMM provider {p['name']}: {state}")
+        for line in p["runs"]:
+            print(f"    runs {line}")
     print(f"CPU cores: {os.cpu_count()}")
     # (package, the extra that installs it): each missing one is named with its extra.
     extras = [("scikit-learn", "sklearn"), ("pyarrow", "arrow"), ("matplotlib", "plot"),

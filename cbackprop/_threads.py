@@ -18,8 +18,13 @@ process, so this module alone sets it, and only while cbackprop calls run:
   other core, where a threaded GEMM waits for its descheduled worker.
 
 When the last running call ends, the BLAS gets back the thread count it had.
-Only the BLAS that cbackprop calls is touched (not NumPy's own copy, when it
-has one).
+Only the BLAS libraries that cbackprop calls are touched (not NumPy's own
+copy, when it has one): SciPy's, and every GEMM provider that
+cbackprop/_providers.py loaded (the OpenBLAS wheel, MKL). They all get the
+same count, so n_threads means the same whichever provider runs a GEMM, and
+since one call runs its GEMMs one after another, no two providers' threads
+run at once on its behalf. The provider rule's column (1 thread, or more)
+follows the count set here.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import os
 import threading
 import time
 
+from . import _providers
 from ._core import _blas
+from ._providers import blas_info  # noqa: F401  (its public home was here)
 
 #: Below this many flops per batch (forward GEMMs that BLAS runs), one thread
 #: is as fast or faster: OpenBLAS splits no GEMM that small, and probing would
@@ -61,15 +68,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _is_scipys(filepath: str) -> bool:
-    """True for a library file of SciPy's installation: in scipy/ or beside it
-    (a wheel bundles its OpenBLAS in scipy.libs/ or scipy_openblas*/)."""
-    import scipy
-
-    site = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
-    return os.path.realpath(filepath).startswith(os.path.join(site, "scipy"))
-
-
 def _blas_controllers():
     """(threadpoolctl controller, thread setter) of each BLAS that
     scipy.linalg.cython_blas may use.
@@ -84,32 +82,11 @@ def _blas_controllers():
 
         import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
 
-        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        own = [c for c in blas if _is_scipys(c.filepath)]
+        blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"
+                and not _providers.is_provider_file(c.filepath)]
+        own = [c for c in blas if _providers.is_scipys_file(c.filepath)]
         _controllers = [(c, _setter(c)) for c in own or blas]
     return _controllers
-
-
-def blas_info() -> list[dict]:
-    """threadpoolctl's records of the BLAS libraries loaded, the one cbackprop
-    calls first.
-
-    cbackprop calls the BLAS that `scipy.linalg.cython_blas` is linked to: the
-    record whose file lies in SciPy's installation is marked "used" (when none
-    does, e.g. a shared system BLAS, all are). `cbackprop info` and `bench/`
-    print these.
-    """
-    from threadpoolctl import threadpool_info
-
-    import cbackprop._core._blas  # noqa: F401  (loads scipy's BLAS)
-
-    records = [r for r in threadpool_info() if r.get("user_api") == "blas"]
-    for r in records:
-        r["used"] = _is_scipys(r.get("filepath", ""))
-    if not any(r["used"] for r in records):
-        for r in records:
-            r["used"] = True
-    return sorted(records, key=lambda r: not r["used"])
 
 
 def _setter(controller):
@@ -131,10 +108,19 @@ def _setter(controller):
 
 def _set_locked(n: int) -> None:
     global _current
-    if n != _current:
+    fresh = n != _current          # (None between calls: the first call sets all)
+    if fresh:
         for _, set_threads in _blas_controllers():
             set_threads(n)
+        _blas.set_threaded(n > 1)
         _current = n
+    # Every provider, also one loaded since the count was last set. Between
+    # calls anyone (threadpoolctl's limits) may have changed a provider's count,
+    # so each call's first setting sets them all again.
+    for provider in _providers.loaded():
+        if fresh or provider.threads != n:
+            provider.set_threads(n)
+            provider.threads = n
 
 
 def _apply_locked() -> None:
@@ -197,6 +183,8 @@ class BlasThreads:
         self.threads = max(1, int(threads))
 
     def __enter__(self):
+        _providers.ensure_loaded()
+        self._claims = _providers.claim_thread()
         with _lock:
             _wanted.setdefault(threading.get_ident(), []).append(self.threads)
             _apply_locked()
@@ -209,6 +197,7 @@ class BlasThreads:
             if not _wanted[tid]:
                 del _wanted[tid]
             _apply_locked()
+        _providers.release_thread(self._claims)
         return False
 
     def _want(self, threads: int) -> None:

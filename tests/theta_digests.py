@@ -6,6 +6,10 @@ hand kernels run at the CPU's level. `tests/theta_digests.json` therefore
 keeps one set of digests per `configuration()`, and `tests/test_digests.py`
 compares every case with the set of the configuration it runs under.
 
+The GEMM provider that runs the cases' GEMMs is part of the configuration
+(cbackprop/_providers.py): record the others with, e.g.,
+`CBACKPROP_BLAS=mkl python tests/theta_digests.py --write`.
+
 Run `python tests/theta_digests.py --write` to record (or replace) the set of
 this configuration: after a change of results that is intended (say so in
 the commit, and record every configuration you can reach, e.g. with
@@ -152,14 +156,27 @@ def all_cases() -> dict:
 
 
 def configuration() -> str:
-    """The kernels the digests depend on: the OpenBLAS kernel of the BLAS
-    cbackprop calls, and the hand kernels' level (e.g. "SkylakeX/avx512")."""
+    """The kernels the digests depend on: the kernel of SciPy's BLAS (it runs
+    the cases' GEMMs by default, and scipy.optimize's L-BFGS-B always), any
+    other GEMM provider that runs them (all of the "row" and "small" shape
+    classes), by name and kernel, and the hand kernels' level: e.g.
+    "SkylakeX/avx512", "Haswell+openblas:Haswell/avx512",
+    "Haswell+mkl:own dispatch, CNR strict/avx512" (cbackprop/_providers.py;
+    the others with CBACKPROP_BLAS=openblas or mkl)."""
+    from cbackprop import _providers
     from cbackprop._core._blas import kernel_level
     from cbackprop._threads import blas_info
 
+    _providers.ensure_loaded()
+    rule = _providers.effective_rule()
+    names = sorted({rule[(dt, 1)][c] for dt in ("float32", "float64") for c in ("row", "small")})
     used = [r for r in blas_info() if r["used"]]
-    kernels = sorted({str(r.get("architecture", r.get("internal_api"))) for r in used})
-    return "+".join(kernels) + "/" + kernel_level()
+    parts = sorted({str(r.get("architecture", r.get("internal_api"))) for r in used})
+    for name in names:
+        if name != "scipy":
+            kernel = next(r["kernel"] for r in _providers.report() if r["name"] == name)
+            parts.append(f"{name}:{kernel}")
+    return "+".join(parts) + "/" + kernel_level()
 
 
 def stored() -> dict:

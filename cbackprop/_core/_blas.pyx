@@ -11,8 +11,22 @@
 # (see bench/README.md): the vector kernels where they measured faster than
 # OpenBLAS; the portable one only for the outer products and short dot
 # products where the plain loops already beat a BLAS call.
+#
+# And, for what goes to BLAS, the choice of GEMM provider: a small table of
+# sgemm/dgemm pointers with the Fortran BLAS ABI. Entry 0 is SciPy's own BLAS
+# (scipy.linalg.cython_blas), always there; cbackprop/_providers.py loads the
+# others privately (the newest OpenBLAS wheel, MKL), fills their entries and
+# sets the rule: a provider per dtype, thread count (1, or more) and shape
+# class (SHAPE_CLASSES). Until it does, every entry of the rule is 0: SciPy's.
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+ctypedef void (*sgemm_fn)(char* transa, char* transb, int* m, int* n, int* k,
+                          float* alpha, float* a, int* lda, float* b, int* ldb,
+                          float* beta, float* c, int* ldc) noexcept nogil
+ctypedef void (*dgemm_fn)(char* transa, char* transb, int* m, int* n, int* k,
+                          double* alpha, double* a, int* lda, double* b, int* ldb,
+                          double* beta, double* c, int* ldc) noexcept nogil
 
 cdef extern from "_kernels.h" nogil:
     int CBK_PORTABLE, CBK_AVX2, CBK_AVX512, CBK_PACK_MAX
@@ -31,6 +45,27 @@ cdef enum:
     HAND_MID_MIN_MNK = 1 << 20          # float32: the mid-sized band
     HAND_MID_MAX_MNK = 7 << 20
     HAND_ROW_MIN_MNK = 1 << 20          # float32, one row: from here on
+
+cdef enum:
+    MAX_PROVIDERS = 8
+    N_CLASSES = 4
+    ROW_CLASS = 0
+    SMALL_CLASS = 1
+    MEDIUM_CLASS = 2
+    LARGE_CLASS = 3
+    SMALL_MAX_MNK = 1 << 22              # below: "small" (4 Mi multiply-adds)
+    MEDIUM_MAX_MNK = 1 << 28             # below: "medium" (256 Mi); from here on "large"
+
+#: The shape classes of the provider rule, by index (gemm's shape_class).
+SHAPE_CLASSES = ("row", "small", "medium", "large")
+
+cdef sgemm_fn s_providers[MAX_PROVIDERS]
+cdef dgemm_fn d_providers[MAX_PROVIDERS]
+# rule[double][threaded][class]: the provider index that runs the GEMM.
+cdef unsigned char rule[2][2][N_CLASSES]
+cdef bint threaded = False
+s_providers[0] = sgemm
+d_providers[0] = dgemm
 
 LEVELS = {"portable": CBK_PORTABLE, "avx2": CBK_AVX2, "avx512": CBK_AVX512}
 cbk_level()         # chosen once, at import, before any kernel runs
@@ -87,18 +122,34 @@ cdef inline void small_gemm(bint trans_a, bint trans_b, int m, int n, int k,
         cbk_dgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
+cdef inline int shape_class(int m, int n, int k) noexcept nogil:
+    """The provider rule's class of a GEMM (SHAPE_CLASSES): one row (a batch
+    of one), then by multiply-adds m·n·k."""
+    cdef long mnk = <long> m * n * k
+    if m == 1:
+        return ROW_CLASS
+    if mnk < SMALL_MAX_MNK:
+        return SMALL_CLASS
+    return MEDIUM_CLASS if mnk < MEDIUM_MAX_MNK else LARGE_CLASS
+
+
 cdef inline void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
                            floating alpha, const floating* A, int lda,
                            const floating* B, int ldb,
-                           floating beta, floating* C, int ldc) noexcept nogil:
+                           floating beta, floating* C, int ldc,
+                           int provider=-1) noexcept nogil:
+    """By BLAS: the rule's provider for this shape, or `provider` (an index of
+    the table) when it is given."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    if provider < 0:
+        provider = rule[floating is double][threaded][shape_class(m, n, k)]
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> B, &ldb,
-              <float*> A, &lda, &beta, C, &ldc)
+        s_providers[provider](&tb, &ta, &n, &m, &k, &alpha, <float*> B, &ldb,
+                              <float*> A, &lda, &beta, C, &ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> B, &ldb,
-              <double*> A, &lda, &beta, C, &ldc)
+        d_providers[provider](&tb, &ta, &n, &m, &k, &alpha, <double*> B, &ldb,
+                              <double*> A, &lda, &beta, C, &ldc)
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -136,18 +187,93 @@ def kernel_for(dtype, bint trans_b, int m, int n, int k):
     return "hand" if use_hand_kernel(single, trans_b, m, n, k) else "BLAS"
 
 
+def set_provider(int index, size_t sgemm_address, size_t dgemm_address):
+    """Put a provider's sgemm_/dgemm_ (addresses of functions with the Fortran
+    BLAS ABI) in entry `index` of the table (1 and up; 0 is SciPy's). For
+    cbackprop/_providers.py, before the rule names the entry."""
+    if not 0 < index < MAX_PROVIDERS or not sgemm_address or not dgemm_address:
+        raise ValueError(f"provider entry {index} (1..{MAX_PROVIDERS - 1}) needs both addresses")
+    s_providers[index] = <sgemm_fn> sgemm_address
+    d_providers[index] = <dgemm_fn> dgemm_address
+
+
+def clear_provider(int index):
+    """Empty entry `index` (a provider that failed its check): set_rule and
+    py_gemm refuse it from then on."""
+    if 0 < index < MAX_PROVIDERS:
+        for d in range(2):
+            for t in range(2):
+                for c in range(N_CLASSES):
+                    if rule[d][t][c] == index:
+                        rule[d][t][c] = 0
+        s_providers[index] = NULL
+        d_providers[index] = NULL
+
+
+def set_rule(table):
+    """Set the provider rule: table[double][threaded][class] = entry index
+    (classes in SHAPE_CLASSES order). Every entry must have been set. Not
+    while a fit or predict runs."""
+    cdef int d, t, c, i
+    for d in range(2):
+        for t in range(2):
+            for c in range(N_CLASSES):
+                i = table[d][t][c]
+                if not 0 <= i < MAX_PROVIDERS or (i > 0 and s_providers[i] == NULL):
+                    raise ValueError(f"provider entry {i} is not set")
+    for d in range(2):
+        for t in range(2):
+            for c in range(N_CLASSES):
+                rule[d][t][c] = table[d][t][c]
+
+
+def get_rule():
+    """The provider rule as set_rule takes it."""
+    return [[[rule[d][t][c] for c in range(N_CLASSES)] for t in range(2)] for d in range(2)]
+
+
+def set_threaded(bint on):
+    """Whether the BLAS now runs on more than one thread (the rule's column);
+    cbackprop/_threads.py sets it with the thread count."""
+    global threaded
+    threaded = on
+
+
+def provider_for(dtype, bint trans_b, int m, int n, int k, threads=None):
+    """The table entry that runs this GEMM (at `threads`, default: now), or
+    -1 where a hand kernel runs it."""
+    single = str(dtype) == "float32"
+    if use_hand_kernel(single, trans_b, m, n, k):
+        return -1
+    t = threaded if threads is None else threads > 1
+    return rule[not single][t][shape_class(m, n, k)]
+
+
+def class_of(int m, int n, int k):
+    """The name of a GEMM's shape class in the provider rule."""
+    return SHAPE_CLASSES[shape_class(m, n, k)]
+
+
 def py_gemm(const floating[:, ::1] A, const floating[:, ::1] B,
             floating[:, ::1] C, bint trans_a=False, bint trans_b=False,
-            double alpha=1.0, double beta=0.0, Py_ssize_t repeat=1, str kernel="auto"):
+            double alpha=1.0, double beta=0.0, Py_ssize_t repeat=1, kernel="auto"):
     """C = alpha·op(A)·op(B) + beta·C, for tests and benchmarks.
 
-    kernel: "auto" (what the engine uses), "blas" or "hand" (the hand kernel
-    whatever the shape). repeat > 1 runs the same call again (timings).
+    kernel: "auto" (what the engine uses), "blas" (BLAS by the rule's
+    provider), "hand" (the hand kernel whatever the shape), or an int: BLAS by
+    that entry of the provider table. repeat > 1 runs the same call again
+    (timings).
     """
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[0] if trans_a else A.shape[1]
-    cdef int which = ("auto", "blas", "hand").index(kernel)
+    cdef int which, provider = -1
     cdef Py_ssize_t r
+    if isinstance(kernel, int):
+        if not 0 <= kernel < MAX_PROVIDERS or (kernel > 0 and s_providers[kernel] == NULL):
+            raise ValueError(f"provider entry {kernel} is not set")
+        which, provider = 1, kernel
+    else:
+        which = ("auto", "blas", "hand").index(kernel)
     if ((A.shape[1] if trans_a else A.shape[0]) != m
             or (B.shape[1] if trans_b else B.shape[0]) != k
             or (B.shape[0] if trans_b else B.shape[1]) != n or m == 0 or n == 0 or k == 0):
@@ -161,7 +287,7 @@ def py_gemm(const floating[:, ::1] A, const floating[:, ::1] B,
                      &B[0, 0], B.shape[1], <floating> beta, &C[0, 0], n)
             elif which == 1:
                 blas_gemm(trans_a, trans_b, m, n, k, <floating> alpha, &A[0, 0], A.shape[1],
-                          &B[0, 0], B.shape[1], <floating> beta, &C[0, 0], n)
+                          &B[0, 0], B.shape[1], <floating> beta, &C[0, 0], n, provider)
             else:
                 small_gemm(trans_a, trans_b, m, n, k, <floating> alpha, &A[0, 0],
                            A.shape[1], &B[0, 0], B.shape[1], <floating> beta, &C[0, 0], n)
