@@ -38,6 +38,7 @@ from cbackprop.history import History
 from cbackprop.losses import REQUIRED_OUTPUT
 from cbackprop.optimizers import Optimizer
 from cbackprop.progress import Progress, check_verbose
+from cbackprop.streaming import Stream
 
 #: Rows per full-pass chunk are chosen so the workspace stays near this size.
 CHUNK_ELEMENTS = 1 << 21
@@ -222,7 +223,9 @@ class TrainingSession(Evaluator):
     Parameters
     ----------
     network : Network
-    X, y, sample_weight : the data, as for `Network.fit` (rows of weight 0 dropped)
+    X, y, sample_weight : the data, as for `Network.fit` (rows of weight 0 dropped);
+        X may be a `cbackprop.streaming.Stream` (y and sample_weight None): it is then
+        read one buffer at a time (`_stream_rows`), in the order that module states
     optimizer : Optimizer
     batch_size : int, default 32
     shuffle : bool, default True
@@ -249,7 +252,11 @@ class TrainingSession(Evaluator):
                  batch_size: int = 32, shuffle: bool = True, fresh_order: bool = False,
                  validation_data=None, reducer: Reducer | None = None, health: bool = False,
                  names=("X", "y")):
-        super().__init__(network, X, y, sample_weight, names=names)
+        self.stream = None
+        if isinstance(X, Stream):
+            self._open_stream(network, X, y, sample_weight)
+        else:
+            super().__init__(network, X, y, sample_weight, names=names)
         X, Y, w = self.X, self.Y, self.w
         if w.size and not w.all():
             # Rows of weight 0 are dropped, as if absent: a batch of only such
@@ -324,7 +331,8 @@ class TrainingSession(Evaluator):
         net = self.network
         try:
             B = self.batch_size
-            self.order = np.arange(self.n_rows, dtype=np.intp)
+            self.order = np.arange(self.n_rows if self.stream is None else
+                                   self._allocate_stream_buffer(), dtype=np.intp)
             if self._restored_order is not None:
                 self.order[...] = self._restored_order
             self.ws = _buffer(net, "workspace",
@@ -431,7 +439,9 @@ class TrainingSession(Evaluator):
         if self.position is not None:
             pos, self._total, self._correct, self._rows_done = self.position
         else:
-            if self.shuffle:
+            if self.stream is not None:
+                self._start_stream_epoch()
+            elif self.shuffle:
                 with net.params_lock.write():
                     if self.fresh_order:
                         self.order[...] = np.arange(n)
@@ -452,9 +462,12 @@ class TrainingSession(Evaluator):
         DivergenceError (after restoring the last `commit`) when the loss or θ
         becomes non-finite."""
         net = self.network
+        base = 0
+        if self.stream is not None:       # rows of the buffer, filled when pos reaches its end
+            base, stop = self._stream_rows(pos, stop)
         # Readers see θ only between chunks, and only finite.
         with net.params_lock.write():
-            loss_sum, done, ok_rows, status = self._train_chunk(pos, stop)
+            loss_sum, done, ok_rows, status = self._train_chunk(pos - base, stop - base)
             error = (None if status == _engine.STATUS_OK
                      else self.rollback("the loss")
                      if status == _engine.STATUS_NONFINITE_LOSS
@@ -593,6 +606,77 @@ class TrainingSession(Evaluator):
                 logs["val_accuracy"] = sums[2] / sums[3]
         return {key: float(value) for key, value in logs.items()}
 
+    # ---- a streamed X (cbackprop.streaming): one buffer of rows at a time ------------
+
+    def _open_stream(self, network, stream: Stream, y, sample_weight) -> None:
+        """What `Evaluator.__init__` sets, for a stream: checked now, its rows read
+        once entered (`_allocate_stream_buffer`) and each epoch (`_start_stream_epoch`)."""
+        if y is not None:
+            raise ValueError(f"y must be None when X is a stream: the labels of {stream!r} "
+                             "are its label column")
+        if sample_weight is not None:
+            raise ValueError("sample_weight is for data in memory; a stream has no weights")
+        if stream.n_features != network.n_inputs:
+            raise ValueError(f"X has {stream.n_features} features per row, but the network "
+                             f"expects {network.n_inputs} ({stream!r})")
+        self.network, self.stream = network, stream
+        self.layout = network.engine_layout()
+        self.classifier = network.loss.name in REQUIRED_OUTPUT
+        self.X = self.Y = None
+        self.w = np.empty(0, dtype=network.dtype)
+        self.sparse, self.in_fit = False, False
+        self.n_rows = stream.n_rows
+
+    def _allocate_stream_buffer(self) -> int:
+        """Allocate the buffer (X, Y; its row order is `order`); returns its rows: the
+        stream's buffer_rows in whole batches, at least one batch."""
+        B, net = self.batch_size, self.network
+        rows = min(max(self.stream.buffer_rows // B, 1) * B, self.n_rows)
+        self.X = np.empty((rows, net.n_inputs), dtype=net.dtype)
+        self.Y = np.empty((rows, net.n_outputs), dtype=net.dtype)
+        return rows
+
+    def _start_stream_epoch(self) -> None:
+        """The epoch's groups (shuffled from the network's random stream) and an
+        empty buffer."""
+        groups = np.arange(self.stream.n_groups, dtype=np.intp)
+        if self.shuffle:
+            with self.network.params_lock.write():
+                _engine.shuffle(groups, self.network.rng_state)
+        self._parts = iter(self.stream.parts(groups, self.network.dtype))
+        self._left = None               # the rest of a part that did not fit the buffer
+        self._buffer_at = self._buffer_end = 0
+
+    def _stream_rows(self, pos: int, stop: int) -> tuple[int, int]:
+        """(epoch row of the buffer's first row, stop within the buffer) for rows pos..;
+        refills the buffer (and shuffles its order) when pos reaches its end."""
+        if pos >= self._buffer_end:
+            net, rows, filled = self.network, self.order.shape[0], 0
+            while filled < rows:
+                if self._left is None:
+                    part = next(self._parts, None)
+                    if part is None:
+                        break
+                    X, y, where = part
+                    X = V.check_X(X, net.n_inputs, net.dtype, where)
+                    self._left = (X, V.check_targets(y, X.shape[0], net.loss.name,
+                                                     net.n_outputs, net.dtype, where))
+                X, Y = self._left
+                take = min(rows - filled, X.shape[0])
+                self.X[filled:filled + take] = X[:take]
+                self.Y[filled:filled + take] = Y[:take]
+                self._left = None if take == X.shape[0] else (X[take:], Y[take:])
+                filled += take
+            if pos + filled > self.n_rows or (filled < rows and pos + filled < self.n_rows):
+                raise ValueError(f"{self.stream!r} changed while training: its parts hold "
+                                 f"other than its {self.n_rows} rows")
+            self.order[:filled] = np.arange(filled)
+            if self.shuffle:
+                with net.params_lock.write():
+                    _engine.shuffle(self.order[:filled], net.rng_state)
+            self._buffer_at, self._buffer_end = pos, pos + filled
+        return self._buffer_at, min(stop, self._buffer_end)
+
     def _train_chunk(self, pos: int, stop: int) -> tuple[float, int, int, int]:
         """Train rows order[pos:stop]: (loss sum, rows, rows right, status)."""
         net, opt = self.network, self.optimizer
@@ -651,6 +735,7 @@ class TrainingSession(Evaluator):
         checkpoint_every = V.check_int(checkpoint_every, "checkpoint_every", 1)
         history = History() if history is None else history
         if checkpoint is not None:
+            self.data_digest()          # refuses a stream, whose rows it cannot keep
             serialization.check_writable(checkpoint)
         metadata = (checkpoint_metadata if callable(checkpoint_metadata) else
                     V.check_json_object(checkpoint_metadata, "checkpoint_metadata"))
@@ -669,6 +754,12 @@ class TrainingSession(Evaluator):
 
     def data_digest(self) -> str:
         """SHA-256 of the training arrays: a resumed run must see the same data."""
+        if self.stream is not None:
+            raise ValueError(
+                "checkpoint= is for data in memory (a checkpoint keeps the epoch's row order "
+                "and the data's digest); a stream is read one buffer at a time: fit without "
+                "checkpoint= (save the network after it), or load the file whole "
+                "(cb.datasets.load_parquet)")
         if self._digest is None:
             h = hashlib.sha256()
             X = (self.X.data, self.X.indices, self.X.indptr) if self.sparse else (self.X,)

@@ -20,10 +20,11 @@ from importlib import resources
 import numpy as np
 
 from cbackprop import _validation as V
+from cbackprop.streaming import Stream
 
 __all__ = [
     "load_digits", "load_mnist", "read_idx", "load_csv", "csv_columns", "load_npz",
-    "load_parquet", "load_arrow", "from_table", "table_column_names",
+    "load_parquet", "load_arrow", "from_table", "table_column_names", "ParquetStream",
     "make_spirals", "make_xor", "make_regression", "train_test_split",
 ]
 
@@ -344,9 +345,9 @@ def load_csv(path, label_column: int | str | None = -1, header: bool | None = No
                 f"(on the command line: --delimiter {guess!r})")
     index = id_index = None
     if label_column is not None:
-        index = _label_index(path, label_column, names, n_columns)
+        index = label_index(path, label_column, names, n_columns)
     if id_column is not None:
-        id_index = _label_index(path, id_column, names, n_columns, "id_column")
+        id_index = label_index(path, id_column, names, n_columns, "id_column")
         if id_index == index:
             raise ValueError(f"{path}: the id column is the label column "
                              f"({_column(names, index)})")
@@ -481,8 +482,10 @@ def _column(names: list[str] | None, j: int) -> str:
     return f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
 
 
-def _label_index(path: str, label_column, names: list[str] | None, n_columns: int,
-                 what: str = "label_column") -> int:
+def label_index(path: str, label_column, names: list[str] | None, n_columns: int,
+                what: str = "label_column") -> int:
+    """The index of the column `label_column` names (a name, or a position, -1 the last)
+    among n_columns (named `names`, or None without a header) of the file at path."""
     if isinstance(label_column, str):
         if names is None:
             raise ValueError(f"{what} {label_column!r} is a column name, but {path} has no "
@@ -577,7 +580,7 @@ def _split_table(table, label_column, source: str):
         names = [str(c) for c in table.columns]
     if label_column is None:
         return V.table_array(table, source), None
-    index = _label_index(source, label_column, names, len(names))
+    index = label_index(source, label_column, names, len(names))
     if arrow:
         labels = table.column(index)
         features = table.drop_columns([table.column_names[index]]) if hasattr(
@@ -657,6 +660,128 @@ def table_column_names(path) -> list[str]:
         raise FileNotFoundError(f"{path} does not exist") from None
     except Exception as exc:      # pyarrow's errors have no common base outside pyarrow
         raise ValueError(f"{path} is not a readable Parquet/Arrow file: {exc}") from None
+
+
+class ParquetStream(Stream):
+    """A Parquet file that `Network.fit` reads row group by row group, never whole:
+    for data larger than memory (pyarrow: the `[arrow]` extra).
+
+    Pass it as X, with y=None: the labels are its label column. The fit holds one
+    buffer of `buffer_rows` rows in memory; each epoch takes the row groups in a
+    fresh random order and the rows of each buffer in a random order (see
+    `cbackprop.streaming` for the exact order; shuffle=False: the file's order).
+
+    Parameters
+    ----------
+    path : str or path
+    label_column : int or str, default -1
+        The label column, by name or position (-1: the last).
+    classes : list, optional
+        The class labels (text or integers): each label is given as its index in
+        this list (what a softmax network trains on); a label not in it is an
+        error. `label_values()` reads them from the file. Without it the labels
+        are used as they are (class indices 0..k-1, or targets).
+    buffer_rows : int, default 65536
+        Rows held in memory at once (rounded down to whole batches): the span of
+        the shuffle.
+
+    Notes
+    -----
+    Feature columns must be numbers (a text or categorical one is refused by
+    name, before anything is read); a missing value is reported by column and
+    row group when its part is read. Not taken by `fit_many`, the estimators
+    or `checkpoint=` (their data stay in memory).
+    """
+
+    #: Rows per block read from a row group (memory: one block beside the buffer).
+    block_rows = 16384
+
+    def __init__(self, path, label_column: int | str = -1, classes=None,
+                 buffer_rows: int = 65536):
+        self.path = os.fspath(path)
+        _pyarrow("reading Parquet files")
+        import pyarrow.parquet as pq
+
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path} does not exist")
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except Exception as exc:      # pyarrow's errors have no common base outside pyarrow
+            raise ValueError(f"{self.path} is not a readable Parquet file: {exc}") from None
+        schema = self._file.schema_arrow
+        self.names = [str(n) for n in schema.names]
+        self.label = label_index(self.path, label_column, self.names, len(self.names))
+        self._features = [j for j in range(len(self.names)) if j != self.label]
+        V.check_table_columns(schema.empty_table().select(self._features), self.path)
+        label_type = str(schema.types[self.label]).lower()
+        self._text = not any(label_type.startswith(t) for t in ("int", "uint", "float",
+                                                                   "double", "halffloat"))
+        self.n_rows = int(self._file.metadata.num_rows)
+        self.n_groups = int(self._file.metadata.num_row_groups)
+        self.n_features = len(self._features)
+        if self.n_rows == 0:
+            raise ValueError(f"{self.path} has no rows")
+        self.buffer_rows = V.check_int(buffer_rows, "buffer_rows", 1)
+        self.classes = None if classes is None else list(classes)
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError(f"classes must name at least two classes, got {self.classes}")
+
+    def __repr__(self) -> str:
+        return (f"ParquetStream({self.path!r}, label_column={self.names[self.label]!r}: "
+                f"{self.n_rows} rows, {self.n_features} features, {self.n_groups} row groups)")
+
+    def _labels(self, column) -> np.ndarray:
+        if column.null_count:
+            raise ValueError(f"{self.path}: the label column {self.names[self.label]!r} has "
+                             "missing values")
+        values = column.to_numpy(zero_copy_only=False)
+        return values.astype(str) if self._text else values
+
+    def label_values(self) -> np.ndarray:
+        """The distinct labels, sorted, read from the label column alone, one row group
+        at a time (for `classes`)."""
+        import pyarrow.compute as pc
+
+        seen = []
+        for g in range(self.n_groups):
+            column = self._file.read_row_group(g, columns=[self.names[self.label]]).column(0)
+            seen.append(self._labels(pc.unique(column)))
+        return np.unique(np.concatenate(seen))
+
+    def label_range(self) -> tuple[float, float]:
+        """The smallest and the largest label (of a column of numbers), read as
+        `label_values` is."""
+        import pyarrow.compute as pc
+
+        lo, hi = np.inf, -np.inf
+        for g in range(self.n_groups):
+            column = self._file.read_row_group(g, columns=[self.names[self.label]]).column(0)
+            found = pc.min_max(column)
+            lo, hi = min(lo, found["min"].as_py()), max(hi, found["max"].as_py())
+        return lo, hi
+
+    def _encode(self, y: np.ndarray, where: str) -> np.ndarray:
+        keys, inverse = np.unique(y, return_inverse=True)
+        index = {str(c): i for i, c in enumerate(self.classes)}
+        unknown = [str(k) for k in keys if str(k) not in index]
+        if unknown:
+            raise ValueError(f"{where} has labels not among the classes: "
+                             f"{', '.join(unknown[:5])} (classes: "
+                             f"{', '.join(map(str, self.classes))})")
+        return np.array([index[str(k)] for k in keys], dtype=np.int64)[inverse]
+
+    def parts(self, groups, dtype=np.float64):
+        """(X, y, where) blocks of `block_rows` rows: the row groups in the order given,
+        each group's rows in file order (`cbackprop.streaming.Stream.parts`)."""
+        for g in groups:
+            where = f"{self.path}, row group {int(g)}"
+            for batch in self._file.iter_batches(batch_size=self.block_rows,
+                                                 row_groups=[int(g)], use_threads=False):
+                X = V.table_array(batch.select(self._features), where, dtype)
+                y = self._labels(batch.column(self.label))
+                if self.classes is not None:
+                    y = self._encode(y, where)
+                yield X, y, where
 
 
 # ---- synthetic problems -----------------------------------------------------
