@@ -384,19 +384,31 @@ def cmd_train(args) -> int:
             args.label_from = f" (the model's, from --init {args.init})"
         if args.delimiter is None:
             args.delimiter = start.data_options.get("delimiter")
-    X, y = load_data(args, "train")
+    stream = None
+    if args.stream:
+        if comm is not None:
+            raise ValueError("--stream trains in one process: run it without mpirun")
+        args.validation_split = 0       # not given (_stream_conflict): nothing held out
+        stream, X, y = _open_stream(args, start)
+    else:
+        X, y = load_data(args, "train")
+    n_features = X.shape[1] if stream is None else stream.n_features
     if run is not None or start is not None:
         net = run.network if run is not None else start
         optimizer = run.optimizer if run is not None else _make_optimizer(args)
-        if X.shape[1] != net.n_inputs:
+        if n_features != net.n_inputs:
             where = f"--resume {args.resume}" if run is not None else f"--init {args.init}"
-            raise ValueError(f"{args.data} has {X.shape[1]} features, but the model in "
+            raise ValueError(f"{args.data} has {n_features} features, but the model in "
                              f"{where} takes {net.n_inputs}")
         if net.classes is not None:
             y = _class_indices(net, y, args.data)
         say(f"resuming {run!r}" if run is not None else f"continuing the model in {args.init}")
     else:
         net, optimizer, y, _ = _new_network(args, X, y, say)
+    if stream is not None:
+        # Labels are read as the network's classes; the first block gives the initial loss.
+        stream.classes = net.classes
+        X, y, _ = next(iter(stream.parts([0], net.dtype)))
     if _is_table(args.data):
         table = _Table(args.data, args.delimiter)
         net.data_options = table.record(table.column("--label-column",
@@ -410,7 +422,8 @@ def cmd_train(args) -> int:
         if X.shape[0] == 0:
             raise ValueError(f"--validation-split {args.validation_split:g} leaves none of the "
                              f"{X_val.shape[0]} rows for training; give a smaller fraction")
-    n_train, n_val = X.shape[0], 0 if validation is None else validation[0].shape[0]
+    n_train = X.shape[0] if stream is None else stream.n_rows
+    n_val = 0 if validation is None else validation[0].shape[0]
     if comm is not None:    # data-parallel: each rank trains on its share of the rows
         X, y = X[rank::comm.Get_size()], y[rank::comm.Get_size()]
         if validation is not None:
@@ -419,7 +432,9 @@ def cmd_train(args) -> int:
             f"rows; batch size {args.batch_size} per rank")
     say(f"data: {args.data}, {n_train} training rows"
         + (f", {n_val} validation rows" if validation else "")
-        + f", {X.shape[1]} features")
+        + f", {n_features} features"
+        + ("" if stream is None else f"; streamed from its {stream.n_groups} row groups, "
+           f"{min(stream.buffer_rows, n_train)} rows in memory at a time"))
     say(f"model: {net}")
     say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
     initial_loss = net.evaluate(X, y)["loss"]
@@ -434,7 +449,8 @@ def cmd_train(args) -> int:
         else:
             # The command line says it in its own words (_warn_if_blown_up).
             warnings.filterwarnings("ignore", category=LossWarning)
-            history = net.fit(X, y, optimizer=optimizer, epochs=args.epochs,
+            history = net.fit(X if stream is None else stream, y if stream is None else None,
+                              optimizer=optimizer, epochs=args.epochs,
                               batch_size=args.batch_size, validation_data=validation,
                               verbose=not quiet, health=args.health, callbacks=callbacks,
                               comm=comm, checkpoint=args.checkpoint,
@@ -442,7 +458,7 @@ def cmd_train(args) -> int:
                               checkpoint_metadata=_checkpoint_metadata(args, None),
                               checkpoint_overwrite=args.overwrite)
     except KeyboardInterrupt:
-        _save_interrupted(net, optimizer, args, X.shape[0], rank)
+        _save_interrupted(net, optimizer, args, n_train, rank)
         raise
     except DivergenceError:
         lr = "the optimizer's default" if args.lr is None else f"{args.lr:g}"
@@ -585,6 +601,24 @@ def _new_network(args, X, y, say):
                   seed=args.seed, alpha=args.alpha, n_threads=args.threads)
     net.classes = classes
     return net, _make_optimizer(args), y, classes
+
+
+def _open_stream(args, start):
+    """(stream, labels, label summary) for train --stream: the ParquetStream of DATA and,
+    for building the network, its distinct labels (for a column of real numbers: its
+    smallest and largest), read from the label column alone; with --init, the labels
+    checked against the model's classes."""
+    table = _Table(args.data, None)
+    label = table.column("--label-column", args.label_column or "-1",
+                         getattr(args, "label_from", ""))
+    stream = datasets.ParquetStream(args.data, label_column=label,
+                                    buffer_rows=args.buffer_rows or 65536)
+    classes = start is not None and start.classes is not None
+    if stream.label_kind == "float" and args.loss != "cross_entropy" and not classes:
+        y = np.array(stream.label_range())
+    else:
+        y = stream.label_values()
+    return stream, np.empty((0, stream.n_features)), y
 
 
 class _EarlyStopping:
@@ -1018,6 +1052,13 @@ def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
                         "update ratios, dead and saturated units) with advice")
     p.add_argument("--plot", metavar="PNG", help="draw the learning curves to this image")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the final figures")
+    p.add_argument("--stream", action="store_true",
+                   help="read a .parquet DATA one buffer of rows at a time, never whole (data "
+                        "larger than memory): row groups in a random order each epoch, rows "
+                        "shuffled within a buffer; no validation split")
+    p.add_argument("--buffer-rows", type=_positive_int, default=None, metavar="N",
+                   help="rows --stream holds in memory and shuffles together "
+                        "(default: 65536)")
     _add_data_options(p, with_split=False)
     p.set_defaults(func=cmd_train)
     if given_only:
@@ -1119,6 +1160,10 @@ def _option_conflict(args) -> str | None:
                 option = "--" + dest.replace("_", "-")
                 return (f"{option} is for a new network; --init {args.init} continues the "
                         "model as it was saved")
+    if args.command == "train":
+        problem = _stream_conflict(args)
+        if problem:
+            return problem
     if args.command == "train" and args.early_stopping and not args.validation_split:
         return ("--early-stopping watches the validation loss: it needs --validation-split "
                 "above 0")
@@ -1144,6 +1189,28 @@ def _option_conflict(args) -> str | None:
             and os.path.isfile(args.data):
         return (f"--split is for the built-in data sets and MNIST directories; the file "
                 f"{args.data} is used whole")
+    return None
+
+
+def _stream_conflict(args) -> str | None:
+    """train --stream's usage errors (and --buffer-rows without it)."""
+    if not args.stream:
+        return "--buffer-rows is for --stream" if args.buffer_rows is not None else None
+    if not args.data.lower().endswith(".parquet"):
+        return (f"--stream reads a .parquet file one buffer of rows at a time; {args.data} is "
+                "not one (train on it without --stream, or convert it to Parquet)")
+    for dest, why in (("validation_split", "a validation split would be held in memory"),
+                      ("early_stopping", "it watches a validation split, which would be held "
+                                         "in memory"),
+                      ("checkpoint", "a checkpoint keeps the row order of data in memory"),
+                      ("resume", "a checkpoint keeps the row order of data in memory")):
+        value = getattr(args, dest)
+        if dest == "validation_split":
+            value = value if dest in args.given and value else None
+        if value is not None:
+            option = "--" + dest.replace("_", "-")
+            return (f"{option} is not for --stream: {why}, and --stream reads {args.data} "
+                    f"one buffer at a time (leave {option} out, or train without --stream)")
     return None
 
 

@@ -281,6 +281,9 @@ class TrainingSession(Evaluator):
         if reducer is not None and not isinstance(reducer, Reducer):
             raise TypeError(f"reducer must be a Reducer, got {reducer!r}")
         self.reducer = reducer
+        if reducer is not None and self.stream is not None:
+            raise ValueError("a stream trains in one process: under comm= give each rank "
+                             "its rows as arrays")
         self.health = None
         if V.check_bool(health, "health"):
             self.health = np.zeros(_engine.health_size(self.layout))

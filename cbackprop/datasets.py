@@ -714,8 +714,11 @@ class ParquetStream(Stream):
         self._features = [j for j in range(len(self.names)) if j != self.label]
         V.check_table_columns(schema.empty_table().select(self._features), self.path)
         label_type = str(schema.types[self.label]).lower()
-        self._text = not any(label_type.startswith(t) for t in ("int", "uint", "float",
-                                                                   "double", "halffloat"))
+        #: What the label column holds: "int", "float" or "text" (text or categories).
+        self.label_kind = ("int" if label_type.startswith(("int", "uint")) else "float"
+                           if label_type.startswith(("float", "double", "halffloat"))
+                           else "text")
+        self._text = self.label_kind == "text"
         self.n_rows = int(self._file.metadata.num_rows)
         self.n_groups = int(self._file.metadata.num_row_groups)
         self.n_features = len(self._features)

@@ -395,7 +395,7 @@ class Network:
         _session.request_stop(self)
 
     @_warns_when_the_loss_blows_up
-    def fit(self, X, y, optimizer: Optimizer | None = None, epochs: int = 1,
+    def fit(self, X, y=None, optimizer: Optimizer | None = None, epochs: int = 1,
             batch_size: int = 32, validation_data=None, shuffle: bool = True,
             verbose: bool | str = False, sample_weight=None, callbacks=None,
             comm=None, checkpoint=None, checkpoint_every: int = 1,
@@ -407,8 +407,12 @@ class Network:
         ----------
         X : array-like or scipy.sparse matrix/array (n_samples, n_inputs)
             Sparse X (CSR, CSC; other formats are converted to CSR) is never
-            densified: the first layer works on its non-zeros.
-        y : targets
+            densified: the first layer works on its non-zeros. Or a stream
+            (`cb.datasets.ParquetStream`: a Parquet file larger than memory), read
+            one buffer of rows at a time in the order `cbackprop.streaming` states,
+            with y=None; validation_data, health and callbacks work as for arrays,
+            sample_weight and checkpoint are refused.
+        y : targets (None when X is a stream: its label column)
             cross_entropy: class indices 0..k−1 (integers or integral floats)
             or one-hot rows (n, k); binary_cross_entropy: values in [0, 1];
             mse, huber: real values, shape (n,) or (n, k).
