@@ -3,6 +3,8 @@
 Environment switches:
   CBACKPROP_CYTHON_DEBUG=1     bounds, wraparound and initialisation checks on
   CBACKPROP_CYTHON_ANNOTATE=1  write the `cython -a` HTML beside each .pyx
+  CBACKPROP_REBUILD=1          compile every extension, even one already built in
+                               place from the same sources (see ReusingBuildExt)
 """
 
 import glob
@@ -12,6 +14,7 @@ import os
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("CBACKPROP_CYTHON_DEBUG", "0") == "1"
 ANNOTATE = os.environ.get("CBACKPROP_CYTHON_ANNOTATE", "0") == "1"
@@ -66,10 +69,45 @@ def directives_changed() -> bool:
 
 
 JOBS = os.cpu_count() or 1
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class ReusingBuildExt(build_ext):
+    """build_ext that copies an extension already built in place (the .so beside its
+    .pyx, which an editable install imports) instead of compiling it again, when it
+    is newer than every file it is built from: its C, the declarations it depends
+    on and setup.py. So `pip install -e ".[EXTRA]"` on an installed tree costs the
+    extra's packages, not a rebuild of the core (a .pyx change regenerates its C and
+    rebuilds it; changed directives regenerate every C). Compiler settings from the
+    environment (CC, CFLAGS, ...), a debug build or CBACKPROP_REBUILD=1 compile
+    everything, as setuptools does."""
+
+    def _built_in_place(self, ext) -> str | None:
+        if DEBUG or os.environ.get("CBACKPROP_REBUILD", "0") == "1" or any(
+                os.environ.get(k) for k in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED")):
+            return None
+        built = os.path.join(HERE, self.get_ext_filename(ext.name))
+        sources = [os.path.join(HERE, f) for f in [*ext.sources, *ext.depends]]
+        sources.append(os.path.abspath(__file__))
+        if not os.path.exists(built) or not all(os.path.exists(f) for f in sources):
+            return None
+        newest = max(os.path.getmtime(f) for f in sources)
+        return built if os.path.getmtime(built) > newest else None
+
+    def build_extension(self, ext):
+        target = self.get_ext_fullpath(ext.name)
+        built = self._built_in_place(ext)
+        if built is None or os.path.abspath(target) == built:
+            return super().build_extension(ext)
+        self.mkpath(os.path.dirname(target))
+        self.copy_file(built, target, preserve_mode=True)
+        print(f"reusing {os.path.relpath(built, HERE)}: built from these sources already "
+              "(CBACKPROP_REBUILD=1 compiles it again)")
+
 
 # cythonize regenerates only the C of changed .pyx files (unless the directives
 # changed); build_ext compiles only the extensions older than their sources, and
 # both work on several modules at once.
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
                             force=directives_changed(), nthreads=JOBS),
-      options={"build_ext": {"parallel": JOBS}})
+      cmdclass={"build_ext": ReusingBuildExt}, options={"build_ext": {"parallel": JOBS}})
