@@ -679,8 +679,9 @@ class ParquetStream(Stream):
     classes : list, optional
         The class labels (text or integers): each label is given as its index in
         this list (what a softmax network trains on); a label not in it is an
-        error. `label_values()` reads them from the file. Without it the labels
-        are used as they are (class indices 0..k-1, or targets).
+        error. Default: for a label column of text, its distinct labels, sorted
+        (`label_values()`, which reads the label column alone); for one of numbers,
+        the labels as they are (class indices 0..k-1, or targets).
     buffer_rows : int, default 65536
         Rows held in memory at once (rounded down to whole batches): the span of
         the shuffle.
@@ -694,7 +695,7 @@ class ParquetStream(Stream):
     """
 
     #: Rows per block read from a row group (memory: one block beside the buffer).
-    block_rows = 16384
+    block_rows = 8192
 
     def __init__(self, path, label_column: int | str = -1, classes=None,
                  buffer_rows: int = 65536):
@@ -726,6 +727,8 @@ class ParquetStream(Stream):
             raise ValueError(f"{self.path} has no rows")
         self.buffer_rows = V.check_int(buffer_rows, "buffer_rows", 1)
         self.classes = None if classes is None else list(classes)
+        if self.classes is None and self._text:
+            self.classes = self.label_values().tolist()
         if self.classes is not None and len(self.classes) < 2:
             raise ValueError(f"classes must name at least two classes, got {self.classes}")
 
