@@ -87,7 +87,11 @@ class ReusingBuildExt(build_ext):
                 os.environ.get(k) for k in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED")):
             return None
         built = os.path.join(HERE, self.get_ext_filename(ext.name))
+        # The project's own files: the NumPy and Cython declarations cythonize lists
+        # too lie in pip's fresh build environment, new each time (and the built module
+        # runs against the NumPy installed beside it, whichever built it).
         sources = [os.path.join(HERE, f) for f in [*ext.sources, *ext.depends]]
+        sources = [f for f in sources if os.path.abspath(f).startswith(HERE + os.sep)]
         sources.append(os.path.abspath(__file__))
         if not os.path.exists(built) or not all(os.path.exists(f) for f in sources):
             return None

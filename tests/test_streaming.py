@@ -38,10 +38,10 @@ def test_a_stream_trains_reproducibly_with_validation_and_health(tmp_path):
                                        classes=["no", "yes"], buffer_rows=1500)
     assert (stream.n_rows, stream.n_features, stream.n_groups) == (6000, 5, 6)
     assert stream.label_values().tolist() == ["no", "yes"]
-    runs = []
+    runs, seen = [], []
     for _ in range(2):
         net = _net()
-        seen = []
+        seen.clear()
         history = net.fit(stream, epochs=3, batch_size=64, validation_data=(X, y),
                           health=True, callbacks=[lambda e, logs: seen.append(e)])
         runs.append(net.theta.copy())
@@ -169,7 +169,7 @@ def test_fit_on_a_parquet_file_four_times_the_memory_budget_stays_within_it(tmp_
     n, k, group = 300_000, 20, 25_000
     rng = np.random.default_rng(0)
     writer = None
-    for start in range(0, n, group):
+    for _ in range(0, n, group):
         X = rng.normal(size=(group, k)).astype(np.float32)
         table = pa.table({**{f"f{j}": X[:, j] for j in range(k)},
                           "label": (X[:, 0] > 0).astype(np.int64)})
