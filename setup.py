@@ -109,9 +109,30 @@ class ReusingBuildExt(build_ext):
               "(CBACKPROP_REBUILD=1 compiles it again)")
 
 
-# cythonize regenerates only the C of changed .pyx files (unless the directives
-# changed); build_ext compiles only the extensions older than their sources, and
-# both work on several modules at once.
-setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=ANNOTATE,
-                            force=directives_changed(), nthreads=JOBS),
+def c_is_current(ext) -> bool:
+    """True when the C generated from ext's .pyx is newer than the project's files it
+    is generated from (the .pyx and the declarations in `depends`). cythonize alone
+    would also compare it with NumPy's and Cython's own .pxd, which lie in pip's
+    fresh build environment, new each time: every pip install would regenerate
+    every C file, and so compile every extension again."""
+    pyx = ext.sources[0]
+    c_file = pyx[:-len(".pyx")] + ".c"
+    if not os.path.exists(c_file):
+        return False
+    return os.path.getmtime(c_file) > max(os.path.getmtime(f) for f in [pyx, *ext.depends])
+
+
+FORCE = directives_changed()
+current = [] if FORCE or ANNOTATE else [ext for ext in extensions if c_is_current(ext)]
+for ext in current:
+    ext.sources[0] = ext.sources[0][:-len(".pyx")] + ".c"
+stale = [ext for ext in extensions if ext not in current]
+
+# cythonize regenerates the C of changed .pyx files (all of them when the directives
+# changed); build_ext compiles only the extensions older than their sources, or
+# reuses those built in place (ReusingBuildExt), and both work on several modules
+# at once.
+setup(ext_modules=current + (cythonize(stale, compiler_directives=directives,
+                                       annotate=ANNOTATE, force=FORCE, nthreads=JOBS)
+                             if stale else []),
       cmdclass={"build_ext": ReusingBuildExt}, options={"build_ext": {"parallel": JOBS}})

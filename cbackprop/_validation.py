@@ -13,6 +13,7 @@ import numpy as np
 
 from cbackprop._core import _engine
 from cbackprop._core._sparse import CSR
+from cbackprop.streaming import Stream
 
 #: BLAS takes dimensions as C ints: no layer may be wider than this.
 MAX_WIDTH = 2**31 - 1
@@ -190,6 +191,10 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray 
 
     The caller's array is never modified: conversion copies when needed.
     """
+    if isinstance(X, Stream):
+        raise TypeError(f"{name} is a stream ({X!r}): Network.fit reads one a buffer at a "
+                        "time; everything else takes arrays (load the file whole, e.g. "
+                        "cb.datasets.load_parquet, or a part of it)")
     if is_sparse(X):
         return check_sparse_X(X, n_features, dtype, name)
     if is_table(X):

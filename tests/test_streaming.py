@@ -103,6 +103,8 @@ def test_what_a_stream_refuses_it_says(tmp_path):
     with pytest.raises(ValueError, match="checkpoint= is for data in memory"):
         _net().fit(stream, checkpoint=tmp_path / "run.ckpt")
     assert not (tmp_path / "run.ckpt").exists()
+    with pytest.raises(TypeError, match="X is a stream"):
+        _net().predict(stream)
     with pytest.raises(ValueError, match="sample_weight is for data in memory"):
         _net().fit(stream, sample_weight=np.ones(6000))
     with pytest.raises(ValueError, match="y must be None when X is a stream"):
