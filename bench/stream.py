@@ -2,6 +2,7 @@
 
     python bench/stream.py                          # 400,000 rows x 50 float32 features
     python bench/stream.py --rows 100000 --epochs 1,3
+    python bench/stream.py --rows 800000 --ways stream --out stream_800k.json
 
 Writes one Parquet file (row groups of --group rows, an integer label column) into a
 temporary folder, then runs each way in a fresh process, interleaved, --repeat times:
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--buffer-rows", type=int, default=65536)
     parser.add_argument("--epochs", default="1,3")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--ways", default="stream,whole")
+    parser.add_argument("--out", default="stream.json", help="under bench/results/")
     args = parser.parse_args()
     epochs = [int(e) for e in args.epochs.split(",")]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
@@ -113,7 +116,7 @@ def main() -> None:
         loads = []
         for _ in range(args.repeat):
             for e in epochs:
-                for way in ("stream", "whole"):
+                for way in args.ways.split(","):
                     out = subprocess.run(
                         [sys.executable, "-c", RUN, str(path), way, str(e),
                          str(args.buffer_rows), str(args.features)],
@@ -142,7 +145,7 @@ def main() -> None:
            "pyarrow": pa.__version__}
     results = Path(__file__).with_name("results")
     results.mkdir(exist_ok=True)
-    (results / "stream.json").write_text(json.dumps(out, indent=1) + "\n")
+    (results / args.out).write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
