@@ -437,7 +437,12 @@ def cmd_train(args) -> int:
            f"{min(stream.buffer_rows, n_train)} rows in memory at a time"))
     say(f"model: {net}")
     say(f"optimizer: {optimizer!r}, {args.epochs} epochs, batch size {args.batch_size}")
-    initial_loss = net.evaluate(X, y)["loss"]
+    try:
+        initial_loss = net.evaluate(X, y)["loss"]
+    except (ValueError, TypeError):
+        if stream is None:
+            raise
+        initial_loss = None     # a bad first block: the fit names its row group
     callbacks = [_health_printer(say)] if args.health else []
     if stopper is not None:
         callbacks.append(stopper)
@@ -476,7 +481,8 @@ def cmd_train(args) -> int:
     if rank == 0:
         print("final: " + "  ".join(f"{k} {v:.4g}" if abs(v) >= 1e4 else f"{k} {v:.4f}"
                                     for k, v in final.items()))
-        _warn_if_blown_up(initial_loss, final["loss"], args)
+        if initial_loss is not None:
+            _warn_if_blown_up(initial_loss, final["loss"], args)
     if args.save and rank == 0:
         _save(net, args.save)
         say(f"saved the model to {args.save}")

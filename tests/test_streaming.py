@@ -223,3 +223,46 @@ def test_stream_needs_a_parquet_file_and_buffer_rows_needs_stream(capsys):
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+#: Python's words, which the command line's errors never hold (as tests/test_cli_words.py).
+PYTHON_WORDS = r"np\.|numpy|\[Errno|label_column|Traceback|ndarray|dtype\(|array\(|" \
+               r"\bNone\b|sample_weight|validation_data|\bfit\(|checkpoint=|comm="
+
+
+def test_train_streams_errors_speak_command_line_words(tmp_path, monkeypatch, capsys):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.parquet", n=600, group=100)
+    pq.write_table(pa.table({"a": [1.0, float("nan")] * 50, "label": [0, 1] * 50}),
+                   tmp_path / "nan.parquet")
+    pq.write_table(pa.table({"a": ["x", "y"] * 50, "b": [1.0, 2.0] * 50, "label": [0, 1] * 50}),
+                   tmp_path / "text.parquet")
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0],
+                             "c": [1.0, 2.0, 3.0], "d": [1.0, 2.0, 3.0],
+                             "e": [1.0, 2.0, 3.0], "label": ["no", "yes", "maybe"]}),
+                   tmp_path / "other.parquet")
+    assert main(["train", "a.parquet", "--stream", "--epochs", "1", "-q", "--save",
+                 "m.cbp"]) == 0
+    capsys.readouterr()
+    cases = [
+        ("train nan.parquet --stream -q", "nan.parquet, row group 0 contains NaN"),
+        ("train text.parquet --stream -q", "column 'a' holds text"),
+        ("train a.parquet --stream --label-column kind", "--label-column kind: a.parquet has "
+                                                         "no column 'kind'"),
+        ("train other.parquet --stream --init m.cbp -q", "labels the model was not trained "
+                                                         "on: maybe"),
+        ("train a.parquet --stream --validation-split 0.2", "--validation-split is not for "
+                                                            "--stream"),
+        ("train a.parquet --stream --resume run.ckpt", "--resume is not for --stream"),
+        ("train a.csv --stream", "--stream reads a .parquet file"),
+    ]
+    for command, says in cases:
+        try:
+            status = main(command.split())
+        except SystemExit as exit_:
+            status = exit_.code
+        err = capsys.readouterr().err
+        assert status in (1, 2) and err.count("\n") == 1 and says in err, (command, err)
+        assert not re.search(PYTHON_WORDS, err), err
