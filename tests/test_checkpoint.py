@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chunks import interrupt_after
 
 import cbackprop as cb
-from cbackprop import _session, serialization, trainer
+from cbackprop import serialization
 
 OPTIMIZERS = [
     lambda: cb.SGD(lr=0.1),
@@ -64,22 +65,6 @@ def test_resume_at_an_epoch_boundary_is_bitwise_uninterrupted(make_opt, dtype, t
     np.testing.assert_array_equal(run.optimizer.state, ref_opt.state)
     assert run.optimizer.t == ref_opt.t
     same_history(history, ref_history)
-
-
-def interrupt_after(monkeypatch, chunks, action):
-    """One batch per chunk; `action(session)` after that many chunks."""
-    monkeypatch.setattr(trainer, "CHUNK_SECONDS", 0.0)
-    original = _session.TrainingSession._train_chunk
-    calls = []
-
-    def counted(self, pos, stop):
-        out = original(self, pos, stop)
-        calls.append(pos)
-        if len(calls) == chunks:
-            action(self)
-        return out
-
-    monkeypatch.setattr(_session.TrainingSession, "_train_chunk", counted)
 
 
 @pytest.mark.parametrize("make_opt", OPTIMIZERS[1:3], ids=lambda f: repr(f()))

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from chunks import interrupt_after
 
 import cbackprop as cb
-from cbackprop import _session, trainer
 
 
 def classification(n=90, d=5, seed=0):
@@ -25,18 +25,7 @@ def small_net(dtype="float64", hidden="relu", dropout=0.2, seed=4):
 
 def stop_after_chunks(monkeypatch, chunks):
     """One batch per chunk; the fit stops itself after `chunks` of them."""
-    monkeypatch.setattr(trainer, "CHUNK_SECONDS", 0.0)
-    original = _session.TrainingSession._train_chunk
-    calls = []
-
-    def counted(self, pos, stop):
-        out = original(self, pos, stop)
-        calls.append(pos)
-        if len(calls) == chunks:
-            self.stop()
-        return out
-
-    monkeypatch.setattr(_session.TrainingSession, "_train_chunk", counted)
+    interrupt_after(monkeypatch, chunks, lambda session: session.stop())
 
 
 # 1 ---------------------------------------------------------------------------------
