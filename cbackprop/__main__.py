@@ -221,6 +221,28 @@ def _label_column(text: str) -> int | str:
         return text
 
 
+def _load_share(args, comm):
+    """Under mpirun, for a .npz or Parquet DATA: (this rank's rows of X, every row's
+    labels, the rank's rows as a slice). Only the rank's rows of X are read (see
+    `datasets.read_rows`); the labels are read whole, so that every rank builds the
+    same network (the classes, the output width) from all of them."""
+    label = -1
+    if datasets.is_columnar(args.data):
+        table = _Table(args.data, args.delimiter)
+        label = table.column("--label-column", args.label_column or "-1",
+                             getattr(args, "label_from", ""))
+    rows = datasets.share_rows(datasets.count_rows(args.data), comm.Get_rank(),
+                               comm.Get_size())
+    X, _ = datasets.read_rows(args.data, rows, label)
+    y = datasets.read_labels(args.data, label)
+    if y is None:
+        raise ValueError(f"{args.data} has no labels (an .npz needs an array named 'y')")
+    if y.shape[0] != datasets.count_rows(args.data):
+        raise ValueError(f"{args.data}: y has {y.shape[0]} rows but X has "
+                         f"{datasets.count_rows(args.data)}")
+    return X, y, rows
+
+
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
     if _is_table(args.data):
@@ -384,7 +406,12 @@ def cmd_train(args) -> int:
             args.label_from = f" (the model's, from --init {args.init})"
         if args.delimiter is None:
             args.delimiter = start.data_options.get("delimiter")
-    X, y = load_data(args, "train")
+    # Under mpirun a .npz or Parquet file is read in shares: each rank its own rows.
+    shares = comm is not None and args.data.lower().endswith((".npz", ".parquet"))
+    if shares:
+        X, y, rows = _load_share(args, comm)
+    else:
+        X, y = load_data(args, "train")
     if run is not None or start is not None:
         net = run.network if run is not None else start
         optimizer = run.optimizer if run is not None else _make_optimizer(args)
@@ -397,6 +424,8 @@ def cmd_train(args) -> int:
         say(f"resuming {run!r}" if run is not None else f"continuing the model in {args.init}")
     else:
         net, optimizer, y, _ = _new_network(args, X, y, say)
+    if shares:
+        y = y[rows]
     if _is_table(args.data):
         table = _Table(args.data, args.delimiter)
         net.data_options = table.record(table.column("--label-column",
@@ -411,7 +440,11 @@ def cmd_train(args) -> int:
             raise ValueError(f"--validation-split {args.validation_split:g} leaves none of the "
                              f"{X_val.shape[0]} rows for training; give a smaller fraction")
     n_train, n_val = X.shape[0], 0 if validation is None else validation[0].shape[0]
-    if comm is not None:    # data-parallel: each rank trains on its share of the rows
+    if shares:              # each rank read its share, and split it
+        n_train, n_val = comm.allreduce(n_train), comm.allreduce(n_val)
+        say(f"data-parallel over {comm.Get_size()} MPI ranks, each reading only its share "
+            f"of the rows; batch size {args.batch_size} per rank")
+    elif comm is not None:  # data-parallel: each rank trains on its share of the rows
         X, y = X[rank::comm.Get_size()], y[rank::comm.Get_size()]
         if validation is not None:
             validation = tuple(a[rank::comm.Get_size()] for a in validation)
