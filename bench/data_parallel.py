@@ -5,7 +5,8 @@ on the combined batch, with the Allreduce overlapped with the backward pass and 
                                   [--repeats 5] [--buckets 1,262144,67108864]
                                   [--json out.json]
 
-Starts `mpirun -n 1` and `mpirun -n R` of this script (OPENBLAS_NUM_THREADS=1).
+Starts `mpirun -n 1` and `mpirun -n R` of this script in turn, --rounds times
+(OPENBLAS_NUM_THREADS=1), and reports medians over them.
 Each rank trains a per-rank batch of b = (the workload's batch) / R rows, so a
 step's global batch is the workload's batch, which the one process trains
 whole ("plain", the fused engine). The R-rank fits run overlap off and on
@@ -25,8 +26,10 @@ backward, output layer first), which feeds the α-β model with overlap:
                  t = t_fwd + max(Σ t_layer, end_last)
 
 fitted (bandwidth, latency) to Allreduces of two sizes timed here, checked
-against the measured R-rank step times (compute scaled by R / cores when the
-ranks outnumber the cores), then, with a LAN's bandwidth (10 and 100 Gbit/s,
+against the measured R-rank step times (with each layer's compute timed on
+every rank at once, without communication, so the cores are shared as in the
+fits: another process's load, or more ranks than cores), then, from one
+process's layer times, with a LAN's bandwidth (10 and 100 Gbit/s,
 20 µs latency assumed), it predicts the scaling efficiency (compute / step)
 at 8 and 64 nodes of one rank each. The model assumes a message progresses
 while the rank computes (a NIC's offload or MPI's progress thread); on one
@@ -150,6 +153,14 @@ def worker(names: list[str], steps: int, repeats: int, R: int, buckets: list[int
                 comm.Barrier()
                 timings[label].append((time.perf_counter() - t0) / s)
         row.update({label: statistics.median(t) for label, t in timings.items()})
+        # The layers' compute with every rank computing at once and no communication:
+        # the model's compute under the same sharing of the cores as the fits above.
+        comm.Barrier()
+        local = comm.gather(layer_times(w, b, max(8, s)), root=0)
+        if comm.rank == 0:
+            row["model_local"] = {key: (np.median([m[key] for m in local], axis=0).tolist()
+                                        if key != "bytes" else local[0][key])
+                                  for key in local[0]}
         row["all"] = timings
         buf = np.zeros(net.theta.size + 5, dtype=np.float32)
         times = []
@@ -202,6 +213,22 @@ def launch(ranks: int, names: list[str], steps: int, repeats: int, R: int,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def combine(runs: list[dict]) -> dict:
+    """The medians over launches of every timing (per-step seconds, model times)."""
+    def merge(values):
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: merge([v[k] for v in values]) for k in first}
+        if isinstance(first, (int, float)) and not isinstance(first, bool):
+            return statistics.median(values)
+        if isinstance(first, list) and first and isinstance(first[0], (int, float)):
+            return np.median(np.array(values, dtype=float), axis=0).tolist()
+        return first
+    out = merge(runs)
+    out["launches"] = runs
+    return out
+
+
 def ring_time(ranks: int, nbytes: float, bandwidth: float, latency: float) -> float:
     """Seconds of an Allreduce of nbytes over `ranks` ranks (see the docstring)."""
     return (2 * (ranks - 1) / ranks * nbytes / bandwidth
@@ -242,6 +269,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--buckets", default="1,262144,67108864",
                         help="bucket sizes in bytes to run with overlap on")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="launches of 1 process and of R ranks, in turn")
     parser.add_argument("--json", help="write the measurements and the model here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -252,8 +281,11 @@ def main() -> int:
         worker(names, args.steps, args.repeats, R, buckets)
         return 0
     load_before = os.getloadavg()
-    one = launch(1, names, args.steps, args.repeats, R, buckets)
-    many = launch(R, names, args.steps, args.repeats, R, buckets)
+    ones, manys = [], []
+    for _ in range(args.rounds):       # one process and R ranks in turn, then medians
+        ones.append(launch(1, names, args.steps, args.repeats, R, buckets))
+        manys.append(launch(R, names, args.steps, args.repeats, R, buckets))
+    one, many = combine(ones), combine(manys)
     cores = os.cpu_count() or 1
     cpu = platform.processor()
     try:
@@ -278,23 +310,24 @@ def main() -> int:
     c = 2 * (R - 1) / R
     bandwidth = c * (n2 - n1) / max(t2 - t1, 1e-12)
     latency = max(t1 - c * n1 / bandwidth, 0) / (2 * int(np.ceil(np.log2(R))))
-    scale = max(1.0, R / cores)
     print(f"\nα-β fitted here ({R} ranks, shared memory): bandwidth {bandwidth / 1e9:.2f} GB/s, "
-          f"latency {latency * 1e6:.1f} µs; compute × {scale:.2f} ({R} ranks on {cores} cores)")
+          f"latency {latency * 1e6:.1f} µs; the check's compute: each layer timed on every "
+          f"rank at once, without communication (the cores shared as in the fits)")
     model = {"bandwidth": bandwidth, "latency": latency, "workloads": {}}
     for name in names:
-        m, b = one["workloads"][name]["model"], many["workloads"][name]
+        m, b = many["workloads"][name]["model_local"], many["workloads"][name]
         print(f"  {name}: layers (backward order) "
               + ", ".join(f"{t * 1e3:.2f} ms/{n / 1e6:.2f} MB"
                           for t, n in zip(m["layers"], m["bytes"]))
               + f", forward+update {m['forward_update'] * 1e3:.2f} ms")
         checks = {}
         for lab, bucket in [("off", None)] + [(f"on-{k}", k) for k in buckets]:
-            predicted = model_step(m, R, bandwidth, latency, bucket, scale)
+            predicted = model_step(m, R, bandwidth, latency, bucket)
             checks[lab] = (predicted, b[lab])
             print(f"    {lab:<12} predicted {predicted * 1e3:8.2f} ms/step, measured "
                   f"{b[lab] * 1e3:8.2f} ({(predicted / b[lab] - 1) * 100:+.0f} %)")
-        model["workloads"][name] = {"layers": m, "check": checks}
+        model["workloads"][name] = {"layers_local": m, "check": checks,
+                                    "layers": one["workloads"][name]["model"]}
     from cbackprop.distributed import BUCKET_BYTES
 
     print(f"predicted scaling efficiency, one rank a node (LAN latency "
