@@ -10,7 +10,8 @@ Starts `mpirun -n 1` and `mpirun -n R` of this script in turn, --rounds times
 Each rank trains a per-rank batch of b = (the workload's batch) / R rows, so a
 step's global batch is the workload's batch, which the one process trains
 whole ("plain", the fused engine). The R-rank fits run overlap off and on
-(each bucket size of --buckets) interleaved, --repeats times; medians.
+(each bucket size of --buckets) interleaved, --repeats times; medians of the
+epochs' times per step (a fit's set-up, such as broadcasting θ, left out).
 
 One process also times the unfused step a layer at a time (a `Reducer` that
 notes the time at each hook: the forward pass and update, then each layer's
@@ -76,7 +77,7 @@ def _problem(w, rows, seed):
 
 
 def layer_times(w, b: int, steps: int) -> dict:
-    """One process, the unfused step a layer at a time: median seconds of the
+    """One process, the unfused step a layer at a time: mean seconds of the
     forward pass (+ update and the hook's overhead) and of each layer's backward
     (output layer first), with each layer's gradient bytes."""
     import cbackprop as cb
@@ -100,10 +101,10 @@ def layer_times(w, b: int, steps: int) -> dict:
     clock = Clock()
     TrainingSession(net, X, y, optimizer=cb.SGD(lr=1e-4, momentum=0.9), batch_size=b,
                     shuffle=False, reducer=clock).fit(1)
-    marks = clock.marks
-    layers = [statistics.median(m[i + 1] - m[i] for m in marks[1:])
+    marks = clock.marks[1:]              # means over the steps, as a fit's time is
+    layers = [statistics.fmean(m[i + 1] - m[i] for m in marks)
               for i in range(len(marks[0]) - 1)]
-    whole = statistics.median(nxt[0] - m[0] for m, nxt in zip(marks[1:], marks[2:]))
+    whole = (marks[-1][0] - marks[0][0]) / (len(marks) - 1)
     sizes = w.sizes
     nbytes = [4 * (sizes[i] * sizes[i + 1] + sizes[i + 1]) for i in range(len(sizes) - 2, -1, -1)]
     return {"forward_update": whole - sum(layers), "layers": layers, "bytes": nbytes}
@@ -129,9 +130,8 @@ def worker(names: list[str], steps: int, repeats: int, R: int, buckets: list[int
             net.fit(X[:2 * w.batch], y[:2 * w.batch], optimizer=opt, batch_size=w.batch)
             times = []
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                net.fit(X, y, optimizer=opt, batch_size=w.batch, shuffle=False)
-                times.append((time.perf_counter() - t0) / s)
+                history = net.fit(X, y, optimizer=opt, batch_size=w.batch, shuffle=False)
+                times.append(history.history["time"][0] / s)
             row["plain"] = statistics.median(times)
             row["plain_all"] = times
             row["model"] = layer_times(w, b, max(8, s))
@@ -148,10 +148,8 @@ def worker(names: list[str], steps: int, repeats: int, R: int, buckets: list[int
             for label, overlap, k in modes:
                 distributed.OVERLAP, distributed.BUCKET_BYTES = overlap, k
                 comm.Barrier()
-                t0 = time.perf_counter()
-                net.fit(X, y, optimizer=opt, batch_size=b, comm=comm, shuffle=False)
-                comm.Barrier()
-                timings[label].append((time.perf_counter() - t0) / s)
+                history = net.fit(X, y, optimizer=opt, batch_size=b, comm=comm, shuffle=False)
+                timings[label].append(history.history["time"][0] / s)
         row.update({label: statistics.median(t) for label, t in timings.items()})
         # The layers' compute with every rank computing at once and no communication:
         # the model's compute under the same sharing of the cores as the fits above.

@@ -15,8 +15,9 @@ The step boundary, named once:
 Without a reducer the engine fuses the three, chunk by chunk without the GIL:
 each layer's update runs inside the backward pass (SGD even inside the ∂W
 GEMM). With one (data-parallel training, `cbackprop.distributed`), each batch
-comes back to Python between the gradient and the update; `Reducer` states
-the hook's contract.
+comes back to Python between the gradient and the update, or, for a reducer
+that overlaps its communication with the backward pass (`Reducer.bucket_size`),
+after each layer of the backward pass; `Reducer` states the hook's contract.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ batch is the union of the ranks' batches:
   differently for another message size: a few roundings, tested to 1e-12).
   `overlap=False` (or CBACKPROP_OVERLAP=0) keeps the one Allreduce after the
   backward pass;
-* a stop (stop(), Ctrl-C) or a non-finite loss on any rank travels in the same
-  Allreduce, so every rank stops, or raises DivergenceError, at the same step;
+* a stop (stop(), Ctrl-C) or a non-finite loss on any rank travels in the
+  step's reduction, so every rank stops, or raises DivergenceError, at the same step;
 * the epoch's loss, accuracy and validation figures are totals over the ranks,
   so callbacks and early stopping decide alike everywhere; only rank 0 prints.
 
@@ -51,8 +51,9 @@ import numpy as np
 from cbackprop._session import DivergenceError, Reducer, TrainingSession, check_fit_options
 
 #: Bytes of gradient per non-blocking Allreduce when the reduction overlaps the
-#: backward pass (CBACKPROP_BUCKET_BYTES overrides it); measured with
-#: bench/data_parallel.py --buckets (bench/README.md).
+#: backward pass (CBACKPROP_BUCKET_BYTES overrides it): a bucket per layer,
+#: small layers merged. Chosen by the α-β model of bench/data_parallel.py; on
+#: one 2-core machine 1 B, 256 KiB and 64 MiB measured alike (bench/README.md).
 BUCKET_BYTES = 256 * 1024
 #: Whether the reduction overlaps the backward pass (CBACKPROP_OVERLAP=0: not).
 OVERLAP = True

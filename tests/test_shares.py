@@ -176,8 +176,8 @@ def test_mpirun_cbackprop_train_reads_a_share_per_rank(kind, tmp_path):
     path = write(tmp_path, X, y, kind)
     save = tmp_path / "m.cbp"
     done = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "cbackprop", "train",
-                           str(path), "--epochs", "20", "--lr", "0.05", "--hidden", "8", "--save", str(save),
-                           "--validation-split", "0.2"],
+                           str(path), "--epochs", "20", "--lr", "0.05", "--hidden", "8",
+                           "--save", str(save), "--validation-split", "0.2"],
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "each reading only its share of the rows" in done.stdout
