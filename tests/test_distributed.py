@@ -86,6 +86,21 @@ def test_the_allreduce_overlapped_with_the_backward_pass_changes_no_result(ranks
                                    runs["off"]["history"]["loss"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("overlap", ["1", "0"])
+def test_a_non_finite_loss_on_one_rank_is_a_divergence_on_every_rank(overlap, tmp_path):
+    """The last rank's batch loss is NaN (finite weights whose sum overflows): with
+    the reduction overlapped or not, every rank raises DivergenceError at the same
+    step and keeps the θ it had before the fit (rank 0's, broadcast), never hangs."""
+    done, result, seconds = mpirun(2, "diverge", tmp_path,
+                                   settings={"CBACKPROP_OVERLAP": overlap})
+    assert done.returncode == 0, done.stderr
+    assert result["epochs"] == [-2, -2]
+    assert len(set(result["digests"])) == 1 and seconds < 60
+    net = cb.Network(6, [cb.Dense(10, "tanh"), cb.Dense(3, "softmax")], dtype="float64",
+                     seed=5, alpha=0.01)
+    np.testing.assert_array_equal(result["theta"], net.theta)
+
+
 def test_a_bad_overlap_setting_is_an_error_on_every_rank(tmp_path):
     done, result, seconds = mpirun(2, "plain", tmp_path,
                                    settings={"CBACKPROP_BUCKET_BYTES": "lots"})
