@@ -28,8 +28,9 @@ backward, output layer first), which feeds the α-β model with overlap:
 
 fitted (bandwidth, latency) to Allreduces of two sizes timed here, checked
 against the measured R-rank step times (with each layer's compute timed on
-every rank at once, without communication, so the cores are shared as in the
-fits: another process's load, or more ranks than cores), then, from one
+every rank at once, each step ending in a Barrier but no gradient sent, so
+the cores are shared as in the fits, another process's load or more ranks
+than cores, and each step waits for the slowest rank), then, from one
 process's layer times, with a LAN's bandwidth (10 and 100 Gbit/s,
 20 µs latency assumed), it predicts the scaling efficiency (compute / step)
 at 8 and 64 nodes of one rank each. The model assumes a message progresses
@@ -76,7 +77,7 @@ def _problem(w, rows, seed):
     return net, X, y
 
 
-def layer_times(w, b: int, steps: int) -> dict:
+def layer_times(w, b: int, steps: int, sync=None) -> dict:
     """One process, the unfused step a layer at a time: mean seconds of the
     forward pass (+ update and the hook's overhead) and of each layer's backward
     (output layer first), with each layer's gradient bytes."""
@@ -96,6 +97,11 @@ def layer_times(w, b: int, steps: int) -> dict:
 
         def gradient_ready(self, grad, lo, hi):
             self.marks[-1].append(time.perf_counter())
+
+        def finish_step(self, grad):
+            if sync is not None:      # wait for every rank, as a step with an Allreduce does
+                sync()
+            return super().finish_step(grad)
 
     net, X, y = _problem(w, b * (steps + 1), 0)
     clock = Clock()
@@ -151,10 +157,11 @@ def worker(names: list[str], steps: int, repeats: int, R: int, buckets: list[int
                 history = net.fit(X, y, optimizer=opt, batch_size=b, comm=comm, shuffle=False)
                 timings[label].append(history.history["time"][0] / s)
         row.update({label: statistics.median(t) for label, t in timings.items()})
-        # The layers' compute with every rank computing at once and no communication:
-        # the model's compute under the same sharing of the cores as the fits above.
+        # The layers' compute with every rank computing at once, each step ending in a
+        # Barrier and no gradient sent: the model's compute under the same sharing of
+        # the cores as the fits above, waiting for the slowest rank as they do.
         comm.Barrier()
-        local = comm.gather(layer_times(w, b, max(8, s)), root=0)
+        local = comm.gather(layer_times(w, b, max(8, s), sync=comm.Barrier), root=0)
         if comm.rank == 0:
             row["model_local"] = {key: (np.median([m[key] for m in local], axis=0).tolist()
                                         if key != "bytes" else local[0][key])
@@ -310,7 +317,7 @@ def main() -> int:
     latency = max(t1 - c * n1 / bandwidth, 0) / (2 * int(np.ceil(np.log2(R))))
     print(f"\nα-β fitted here ({R} ranks, shared memory): bandwidth {bandwidth / 1e9:.2f} GB/s, "
           f"latency {latency * 1e6:.1f} µs; the check's compute: each layer timed on every "
-          f"rank at once, without communication (the cores shared as in the fits)")
+          f"rank at once, a Barrier a step, no gradient sent (the cores shared as in the fits)")
     model = {"bandwidth": bandwidth, "latency": latency, "workloads": {}}
     for name in names:
         m, b = many["workloads"][name]["model_local"], many["workloads"][name]
