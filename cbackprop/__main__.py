@@ -221,6 +221,28 @@ def _label_column(text: str) -> int | str:
         return text
 
 
+def _load_share(args, comm):
+    """Under mpirun, for a .npz or Parquet DATA: (this rank's rows of X, every row's
+    labels, the rank's rows as a slice). Only the rank's rows of X are read (see
+    `datasets.read_rows`); the labels are read whole, so that every rank builds the
+    same network (the classes, the output width) from all of them."""
+    label = -1
+    if datasets.is_columnar(args.data):
+        table = _Table(args.data, args.delimiter)
+        label = table.column("--label-column", args.label_column or "-1",
+                             getattr(args, "label_from", ""))
+    rows = datasets.share_rows(datasets.count_rows(args.data), comm.Get_rank(),
+                               comm.Get_size())
+    X, _ = datasets.read_rows(args.data, rows, label)
+    y = datasets.read_labels(args.data, label)
+    if y is None:
+        raise ValueError(f"{args.data} has no labels (an .npz needs an array named 'y')")
+    if y.shape[0] != datasets.count_rows(args.data):
+        raise ValueError(f"{args.data}: y has {y.shape[0]} rows but X has "
+                         f"{datasets.count_rows(args.data)}")
+    return X, y, rows
+
+
 def load_data(args, split: str, need_labels: bool = True):
     """(X, y) for the command's DATA argument (see `datasets.load_dataset`)."""
     if _is_table(args.data):
@@ -385,11 +407,15 @@ def cmd_train(args) -> int:
         if args.delimiter is None:
             args.delimiter = start.data_options.get("delimiter")
     stream = None
+    # Under mpirun a .npz or Parquet file is read in shares: each rank its own rows.
+    shares = comm is not None and args.data.lower().endswith((".npz", ".parquet"))
     if args.stream:
         if comm is not None:
             raise ValueError("--stream trains in one process: run it without mpirun")
         args.validation_split = 0       # not given (_stream_conflict): nothing held out
         stream, X, y = _open_stream(args, start)
+    elif shares:
+        X, y, rows = _load_share(args, comm)
     else:
         X, y = load_data(args, "train")
     n_features = X.shape[1] if stream is None else stream.n_features
@@ -409,6 +435,8 @@ def cmd_train(args) -> int:
         # Labels are read as the network's classes; the first block gives the initial loss.
         stream.classes = net.classes
         X, y, _ = next(iter(stream.parts([0], net.dtype)))
+    if shares:
+        y = y[rows]
     if _is_table(args.data):
         table = _Table(args.data, args.delimiter)
         net.data_options = table.record(table.column("--label-column",
@@ -424,7 +452,11 @@ def cmd_train(args) -> int:
                              f"{X_val.shape[0]} rows for training; give a smaller fraction")
     n_train = X.shape[0] if stream is None else stream.n_rows
     n_val = 0 if validation is None else validation[0].shape[0]
-    if comm is not None:    # data-parallel: each rank trains on its share of the rows
+    if shares:              # each rank read its share, and split it
+        n_train, n_val = comm.allreduce(n_train), comm.allreduce(n_val)
+        say(f"data-parallel over {comm.Get_size()} MPI ranks, each reading only its share "
+            f"of the rows; batch size {args.batch_size} per rank")
+    elif comm is not None:  # data-parallel: each rank trains on its share of the rows
         X, y = X[rank::comm.Get_size()], y[rank::comm.Get_size()]
         if validation is not None:
             validation = tuple(a[rank::comm.Get_size()] for a in validation)

@@ -15,8 +15,9 @@ The step boundary, named once:
 Without a reducer the engine fuses the three, chunk by chunk without the GIL:
 each layer's update runs inside the backward pass (SGD even inside the ∂W
 GEMM). With one (data-parallel training, `cbackprop.distributed`), each batch
-comes back to Python between the gradient and the update; `Reducer` states
-the hook's contract.
+comes back to Python between the gradient and the update, or, for a reducer
+that overlaps its communication with the backward pass (`Reducer.bucket_size`),
+after each layer of the backward pass; `Reducer` states the hook's contract.
 """
 
 from __future__ import annotations
@@ -105,6 +106,34 @@ class Reducer:
         """
         return loss, rows, stop, failed
 
+    # The overlapped form of the same step (`bucket_size` not None): the session
+    # calls begin_step once the batch's loss is known, gradient_ready for each
+    # layer of the backward pass as the engine finishes it, and finish_step
+    # before the update. Its default is reduce_gradient at finish_step.
+
+    def bucket_size(self, session: TrainingSession) -> int | None:
+        """None (the default): the gradient comes whole to `reduce_gradient`.
+        An int (elements the reducer sends at once): it comes a layer at a
+        time as the backward pass produces it (`gradient_ready`), so that
+        its reduction can start before the backward pass ends."""
+        return None
+
+    def begin_step(self, weight: float, loss: float, rows: int, stop: bool,
+                   failed: bool) -> None:
+        """After the batch's forward pass, before its backward pass: the
+        arguments of `reduce_gradient` but grad."""
+        self._step = (weight, loss, rows, stop, failed)
+
+    def gradient_ready(self, grad: np.ndarray, lo: int, hi: int) -> None:
+        """grad[lo:hi] holds its final values for this batch (zeros when failed).
+        Segments (a layer's W and b) come from the end of θ's layout to its
+        start, the output layer first, each ending where the one before
+        began; change nothing in grad before `finish_step`."""
+
+    def finish_step(self, grad: np.ndarray) -> tuple[float, int, bool, bool]:
+        """The whole gradient is ready: what `reduce_gradient` does and returns."""
+        return self.reduce_gradient(grad, *self._step)
+
     def reduce_sums(self, values: np.ndarray) -> None:
         """Replace values (float64) by their sums over the processes, in place."""
 
@@ -122,6 +151,20 @@ class Reducer:
     def size(self) -> int:
         """The number of processes."""
         return 1
+
+
+def backward_plan(sizes) -> list[tuple[int, int, int]]:
+    """The layers of a backward pass taken a layer at a time
+    (`_engine.backward_layer`): (layer, grad's first element, grad's end),
+    from the output layer back; together they cover θ's layout, end to start.
+
+    A layer is not split further: its ∂W in row blocks would let more of the
+    first layer's reduction overlap, but OpenBLAS rounds a block's float32
+    GEMM differently from the whole (measured), and the gradient must stay
+    the one `_engine.batch_gradient` gives, bit for bit."""
+    offsets = np.cumsum([0] + [a * b + b for a, b in zip(sizes, sizes[1:])])
+    return [(layer, int(offsets[layer]), int(offsets[layer + 1]))
+            for layer in range(len(sizes) - 2, -1, -1)]
 
 
 def chunk_rows(layout: _engine.Layout, n_rows: int, sparse: bool = False) -> int:
@@ -299,7 +342,7 @@ class TrainingSession(Evaluator):
         # Set when entered (the fit's buffers, threads and Ctrl-C handler) and
         # by the epochs (the running sums and the rollback point).
         self.order = self.ws = self.grad = self.threads = self.interrupt = None
-        self._health_before = self._saved = None
+        self._health_before = self._saved = self._plan = None
         self._total = self._correct = self._rows_done = 0.0
 
     # ---- training ----------------------------------------------------------------
@@ -351,6 +394,8 @@ class TrainingSession(Evaluator):
                     self._health_before = _buffer(net, "health theta", net.theta.size,
                                                   net.dtype)
                 self.reducer.start(self)
+                self._plan = (None if self.reducer.bucket_size(self) is None
+                              else backward_plan(self.layout.sizes))
                 self.commit()
         except BaseException:
             self.release()
@@ -693,15 +738,7 @@ class TrainingSession(Evaluator):
         start = pos
         status = _engine.STATUS_OK
         while pos < stop and not self._halted:
-            loss, rows, ok_rows, weight, batch_status = _engine.batch_gradient(
-                self.layout, net.theta, self.grad, self.X, self.Y, self.w, self.order, pos,
-                self.batch_size, self.ws, net.rng_state)
-            failed = batch_status != _engine.STATUS_OK
-            if failed:
-                self.grad[...] = 0
-            all_loss, all_rows, self._halted, failed = self.reducer.reduce_gradient(
-                self.grad, weight, loss, rows, self._stop_requested or self.interrupt.pending,
-                failed)
+            rows, ok_rows, all_loss, all_rows, failed = self._reduced_gradient(pos)
             if failed:
                 return total, pos - start, correct, _engine.STATUS_NONFINITE_LOSS
             watch = self.health is not None and opt.t % _engine.HEALTH_EVERY == 0
@@ -719,6 +756,40 @@ class TrainingSession(Evaluator):
                 break
         self._rows_done += rows_done
         return total, pos - start, correct, status
+
+    def _reduced_gradient(self, pos: int) -> tuple[int, int, float, int, bool]:
+        """The gradient of the batch at order[pos:] into grad, through the
+        reducer: whole (`Reducer.reduce_gradient`), or a layer at a time as
+        the backward pass makes it (`Reducer.bucket_size`), so the reducer
+        may overlap its communication with the rest of the pass. Returns
+        (rows, rows right, and what every process agreed: the step's loss,
+        its rows, failed); sets `_halted` to the agreed stop."""
+        net, reducer = self.network, self.reducer
+        stop = self._stop_requested or self.interrupt.pending
+        if self._plan is None:
+            loss, rows, ok_rows, weight, status = _engine.batch_gradient(
+                self.layout, net.theta, self.grad, self.X, self.Y, self.w, self.order, pos,
+                self.batch_size, self.ws, net.rng_state)
+            failed = status != _engine.STATUS_OK
+            if failed:
+                self.grad[...] = 0
+            all_loss, all_rows, self._halted, failed = reducer.reduce_gradient(
+                self.grad, weight, loss, rows, stop, failed)
+            return rows, ok_rows, all_loss, all_rows, failed
+        loss, rows, ok_rows, weight, alpha, status = _engine.batch_loss(
+            self.layout, net.theta, self.X, self.Y, self.w, self.order, pos, self.batch_size,
+            self.ws, net.rng_state)
+        failed = status != _engine.STATUS_OK
+        reducer.begin_step(weight, loss, rows, stop, failed)
+        for layer, lo, hi in self._plan:
+            if failed:
+                self.grad[lo:hi] = 0
+            else:
+                _engine.backward_layer(self.layout, net.theta, self.grad, self.X, self.order,
+                                       pos, rows, self.batch_size, self.ws, alpha, layer)
+            reducer.gradient_ready(self.grad, lo, hi)
+        all_loss, all_rows, self._halted, failed = reducer.finish_step(self.grad)
+        return rows, ok_rows, all_loss, all_rows, failed
 
     def fit(self, epochs: int, verbose=False, callbacks=None, checkpoint=None,
             checkpoint_every: int = 1, history: History | None = None,

@@ -927,3 +927,207 @@ def load_dataset(source: str, split: str = "train", label_column: int | str | No
     if need_labels and y is None:
         raise ValueError(f"{source} has no labels (an .npz needs an array named 'y')")
     return X, y
+
+
+# ---- a process's share of a file's rows (data-parallel training) --------------
+#
+#     # mpirun -n 4 python train.py: each rank reads only its rows
+#     from mpi4py import MPI
+#     comm = MPI.COMM_WORLD
+#     X, y = cb.datasets.load_share("train.npz", comm.rank, comm.size)
+#     net.fit(X, y, optimizer=opt, batch_size=64, comm=comm)
+#
+# A rank's share is a contiguous block of rows (`share_rows`): a slice of a
+# memory-mapped .npy or of an .npz member (memory-mapped when stored, streamed
+# through when compressed), or the row groups of a Parquet file that hold it.
+# Nothing outside the share is held in memory; the whole label column is read
+# only where asked (`read_labels`: the command line decides the classes from
+# every label, so that every rank builds the same network).
+
+SHARED_FILES = (".npy", ".npz", ".parquet")
+
+
+def share_rows(n_rows: int, rank: int, size: int) -> slice:
+    """The rows of process `rank` of `size`: a contiguous block, the blocks of
+    sizes differing by at most one (as `numpy.array_split`), in rank order."""
+    if not 0 <= rank < size:
+        raise ValueError(f"rank must be in 0..{size - 1}, got {rank}")
+    base, extra = divmod(n_rows, size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def _npy_header(f, path):
+    """(shape, dtype) of the .npy stream f, positioned at its data; refuses what a
+    share cannot be read from (object arrays, Fortran order, no rows)."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(f)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a readable .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects: refused (it would need unpickling)")
+    if fortran or len(shape) == 0:
+        raise ValueError(f"{path}: a share of rows needs a C-ordered array of at least one "
+                         f"dimension, got shape {shape}" + (" in Fortran order" if fortran
+                                                            else ""))
+    return shape, dtype
+
+
+def _npz_member_rows(path: str, name: str, rows: slice | None):
+    """Rows `rows` of the array `name` of an .npz (rows None: its shape alone),
+    or None when it has none."""
+    with zipfile.ZipFile(path) as archive:
+        try:
+            info = archive.getinfo(name + ".npy")
+        except KeyError:
+            return None
+        with archive.open(info) as f:
+            shape, dtype = _npy_header(f, f"{path}[{name}]")
+            if rows is None:
+                return shape
+            lo, hi, _ = rows.indices(shape[0])
+            hi = max(lo, hi)
+            row_bytes = dtype.itemsize * math.prod(shape[1:])
+            if info.compress_type == zipfile.ZIP_STORED:
+                # Stored: map the member's bytes where they lie in the file.
+                with open(path, "rb") as raw:
+                    raw.seek(info.header_offset)
+                    local = raw.read(30)
+                data = (info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                        + int.from_bytes(local[28:30], "little") + f.tell())
+                view = np.memmap(path, dtype=dtype, mode="r", offset=data,
+                                 shape=(shape[0],) + tuple(shape[1:]))
+                return np.array(view[lo:hi])
+            # Compressed: decompressed in passing, 1 MB at a time, keeping the share.
+            out = np.empty((hi - lo,) + tuple(shape[1:]), dtype=dtype)
+            skip, into, done = lo * row_bytes, memoryview(out).cast("B"), 0
+            while skip > 0:
+                skip -= len(f.read(min(skip, 1 << 20)))
+            while done < into.nbytes:
+                chunk = f.read(min(into.nbytes - done, 1 << 20))
+                if not chunk:
+                    raise ValueError(f"{path}[{name}] ends before its last row")
+                into[done:done + len(chunk)] = chunk
+                done += len(chunk)
+            return out
+
+
+def _parquet_file(path: str):
+    _pyarrow("reading Parquet files")
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:      # pyarrow's errors have no common base outside pyarrow
+        raise ValueError(f"{path} is not a readable Parquet file: {exc}") from None
+
+
+def _check_shared(path: str) -> str:
+    path = os.fspath(path)
+    if not path.lower().endswith(SHARED_FILES):
+        raise ValueError(f"{path}: a share of rows is read from a .npy, .npz or .parquet "
+                         "file, not this one")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    return path
+
+
+def count_rows(path) -> int:
+    """The rows of a .npy, .npz (its X) or Parquet file, from its header alone."""
+    path = _check_shared(path)
+    name = path.lower()
+    if name.endswith(".parquet"):
+        return int(_parquet_file(path).metadata.num_rows)
+    if name.endswith(".npy"):
+        with open(path, "rb") as f:
+            return int(_npy_header(f, path)[0][0])
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .npz file (a zip archive of .npy arrays)")
+    shape = _npz_member_rows(path, "X", None)
+    if shape is None:
+        raise ValueError(f"{path} has no array named 'X'")
+    return int(shape[0])
+
+
+def read_rows(path, rows: slice, label_column: int | str | None = -1):
+    """(X, y) of the rows `rows` of a file, reading only them: a memory-mapped
+    .npy (X; y is None), an .npz's X and y (y None when it has none), or the
+    row groups of a Parquet file that hold them (label_column as `load_parquet`).
+    """
+    path = _check_shared(path)
+    name = path.lower()
+    if name.endswith(".npy"):
+        with open(path, "rb") as f:
+            _npy_header(f, path)              # refuse what cannot be mapped, by name
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[rows]), None
+    if name.endswith(".npz"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a .npz file (a zip archive of .npy arrays)")
+        X = _npz_member_rows(path, "X", rows)
+        if X is None:
+            raise ValueError(f"{path} has no array named 'X'")
+        if X.ndim != 2:
+            raise ValueError(f"{path}: X must be 2-D (n_samples, n_features), got {X.ndim}-D")
+        return X, _npz_member_rows(path, "y", rows)
+    pf, pa = _parquet_file(path), _pyarrow("reading Parquet files")
+    lo, hi, _ = rows.indices(pf.metadata.num_rows)
+    hi = max(lo, hi)
+    X = None
+    labels, start, done = [], 0, 0
+    try:
+        for g in range(pf.metadata.num_row_groups):
+            count = pf.metadata.row_group(g).num_rows
+            if start < hi and start + count > lo:
+                # One row group at a time, converted into the share's rows.
+                first = max(lo, start)
+                part = pf.read_row_group(g).slice(first - start, min(hi, start + count) - first)
+                Xg, yg = _split_table(part, label_column, path)
+                del part
+                pa.default_memory_pool().release_unused()    # the group's buffers, now
+                if X is None:
+                    X = np.empty((hi - lo, Xg.shape[1]), dtype=Xg.dtype)
+                X[done:done + Xg.shape[0]] = Xg
+                done += Xg.shape[0]
+                labels.append(yg)
+            start += count
+        if X is None:                     # no rows: the columns still say the shape
+            return _split_table(pf.schema_arrow.empty_table(), label_column, path)
+    except (TypeError, ValueError):       # a column refused by name (_split_table)
+        raise
+    except Exception as exc:      # pyarrow's errors have no common base outside pyarrow
+        raise ValueError(f"{path} is not a readable Parquet file: {exc}") from None
+    return X, (None if label_column is None else np.concatenate(labels))
+
+
+def read_labels(path, label_column: int | str | None = -1) -> np.ndarray | None:
+    """Every row's label of a .npz (its y) or Parquet file (the label column
+    alone), as `read_rows` gives them; None for a .npy or an .npz without y."""
+    path = _check_shared(path)
+    name = path.lower()
+    if name.endswith(".npy") or label_column is None:
+        return None
+    if name.endswith(".npz"):
+        return _npz_member_rows(path, "y", slice(None))
+    pf = _parquet_file(path)
+    names = list(pf.schema_arrow.names)
+    index = _label_index(path, label_column, names, len(names))
+    table = pf.read(columns=[names[index]])
+    # A feature column of zeros beside it, so that it splits as the whole table would.
+    return _split_table(table.append_column("_", _pyarrow("").array(np.zeros(table.num_rows))),
+                        0, path)[1]
+
+
+def load_share(path, rank: int, size: int, label_column: int | str | None = -1):
+    """(X, y) of process `rank` of `size`'s share of a file's rows
+    (`share_rows`), reading only those rows: see `read_rows`.
+
+    The pattern of data-parallel training on a file larger than one process
+    should hold: ``X, y = load_share(path, comm.rank, comm.size)`` on every
+    rank, then ``net.fit(X, y, ..., comm=comm)``.
+    """
+    return read_rows(path, share_rows(count_rows(path), rank, size), label_column)

@@ -20,11 +20,11 @@ pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun (pip install m
 SCRIPT = Path(__file__).parent / "mpi" / "fit_ranks.py"
 
 
-def mpirun(ranks, case, tmp_path, timeout=120, **spec):
+def mpirun(ranks, case, tmp_path, timeout=120, settings=(), **spec):
     spec = {"n": 100, "b": 7, "seed": 5, "optimizer": "sgd", "epochs": 3, **spec}
-    out = tmp_path / f"{case}-{ranks}.json"
+    out = tmp_path / f"{case}-{ranks}-{len(list(tmp_path.iterdir()))}.json"
     env = dict(os.environ, CB_MPI_SPEC=json.dumps(spec), OPENBLAS_NUM_THREADS="1",
-               PYTHONPATH=str(Path(cb.__file__).parent.parent))
+               PYTHONPATH=str(Path(cb.__file__).parent.parent), **dict(settings))
     start = time.monotonic()
     done = subprocess.run([MPIRUN, "-n", str(ranks), sys.executable, str(SCRIPT), case,
                            str(out)], env=env, capture_output=True, text=True,
@@ -60,6 +60,54 @@ def test_ranks_train_as_one_process_on_the_combined_batches(ranks, optimizer, tm
     np.testing.assert_allclose(result["theta"], net.theta, rtol=1e-10, atol=1e-12)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(result["history"][key], history[key], rtol=1e-10)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_allreduce_overlapped_with_the_backward_pass_changes_no_result(ranks, tmp_path):
+    """Overlap on (buckets of one layer each, and of the whole gradient) and off
+    (one Allreduce after the backward pass) train alike: bitwise on 2 ranks
+    (a sum of two terms has one rounding), to 1e-12 on 3 (MPI may associate
+    three ranks' terms differently for another message size); θ is bitwise
+    equal on every rank in each."""
+    runs = {}
+    for label, settings in (("off", {"CBACKPROP_OVERLAP": "0"}),
+                            ("layers", {"CBACKPROP_BUCKET_BYTES": "1"}),
+                            ("whole", {"CBACKPROP_BUCKET_BYTES": str(1 << 30)})):
+        done, runs[label], _ = mpirun(ranks, "plain", tmp_path, optimizer="adam",
+                                      settings=settings)
+        assert done.returncode == 0, done.stderr
+        assert len(set(runs[label]["digests"])) == 1
+    for label in ("layers", "whole"):
+        if ranks == 2:
+            assert runs[label]["digests"] == runs["off"]["digests"], label
+        np.testing.assert_allclose(runs[label]["theta"], runs["off"]["theta"], rtol=1e-12,
+                                   atol=1e-14)
+        np.testing.assert_allclose(runs[label]["history"]["loss"],
+                                   runs["off"]["history"]["loss"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("overlap", ["1", "0"])
+def test_a_non_finite_loss_on_one_rank_is_a_divergence_on_every_rank(overlap, tmp_path):
+    """The last rank's batch loss is NaN (finite weights whose sum overflows): with
+    the reduction overlapped or not, every rank raises DivergenceError at the same
+    step and keeps the θ it had before the fit (rank 0's, broadcast), never hangs."""
+    done, result, seconds = mpirun(2, "diverge", tmp_path,
+                                   settings={"CBACKPROP_OVERLAP": overlap})
+    assert done.returncode == 0, done.stderr
+    assert result["epochs"] == [-2, -2]
+    assert len(set(result["digests"])) == 1 and seconds < 60
+    net = cb.Network(6, [cb.Dense(10, "tanh"), cb.Dense(3, "softmax")], dtype="float64",
+                     seed=5, alpha=0.01)
+    np.testing.assert_array_equal(result["theta"], net.theta)
+
+
+def test_a_bad_overlap_setting_is_an_error_on_every_rank(tmp_path):
+    done, result, seconds = mpirun(2, "plain", tmp_path,
+                                   settings={"CBACKPROP_BUCKET_BYTES": "lots"})
+    assert done.returncode != 0 and result is None
+    assert "rank 0: ValueError: CBACKPROP_BUCKET_BYTES='lots' is not a valid setting" \
+        in done.stdout
+    assert seconds < 60
 
 
 @pytest.mark.parametrize("ranks", [2, 3])

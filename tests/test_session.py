@@ -24,6 +24,26 @@ class Recording(Reducer):
             self.change(grad)
         return loss, rows, stop, failed
 
+class Layered(Recording):
+    """The overlapped form of the hook: the gradient a layer at a time
+    (begin_step, gradient_ready, finish_step), recorded; finish_step is the
+    base class's: reduce_gradient on the whole."""
+
+    def __init__(self, change=None):
+        super().__init__(change)
+        self.ready, self.steps = [], []
+
+    def bucket_size(self, session):
+        return 1
+
+    def begin_step(self, weight, loss, rows, stop, failed):
+        self.ready.append([])
+        super().begin_step(weight, loss, rows, stop, failed)
+
+    def gradient_ready(self, grad, lo, hi):
+        self.ready[-1].append((lo, hi, grad[lo:hi].copy()))
+
+
 OPTIMIZERS = [
     lambda: cb.SGD(lr=0.1),
     lambda: cb.SGD(lr=0.05, momentum=0.9, weight_decay=0.01),
@@ -310,3 +330,61 @@ def test_health_under_a_reducer_equals_the_engines(activation, make_opt):
                 assert b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
             else:
                 assert b[key] == value, key
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_the_layered_hook_sees_each_layer_final_and_the_same_gradient(dtype, sparse):
+    """With bucket_size (the overlapped form) the backward pass runs a layer at a
+    time: each layer's part of grad is handed over once final (output layer
+    first, end of θ to its start, covering it once), and the whole gradient
+    and the trained θ are the whole-gradient hook's, bit for bit (the same
+    GEMMs and sums: dropout, L2, sparse X included)."""
+    net, X, y = problem(dtype)
+    ref, _, _ = problem(dtype)
+    if sparse:
+        sp = pytest.importorskip("scipy.sparse")
+        X = sp.csr_matrix(np.where(X > 0.3, X, 0))
+    layered, whole = Layered(), Recording()
+    TrainingSession(net, X, y, optimizer=cb.Adam(lr=0.01), batch_size=8,
+                    reducer=layered).fit(2)
+    TrainingSession(ref, X, y, optimizer=cb.Adam(lr=0.01), batch_size=8,
+                    reducer=whole).fit(2)
+    assert len(layered.ready) == len(layered.grads) == len(whole.grads) == 10
+    sizes = net.sizes
+    ends = np.cumsum([0] + [a * b + b for a, b in zip(sizes, sizes[1:])])
+    for parts, grad in zip(layered.ready, layered.grads):
+        assert [(lo, hi) for lo, hi, _ in parts] == [(int(ends[i]), int(ends[i + 1]))
+                                                     for i in (1, 0)]
+        for lo, hi, part in parts:
+            np.testing.assert_array_equal(part, grad[lo:hi])
+    np.testing.assert_array_equal(np.array(layered.grads), np.array(whole.grads))
+    np.testing.assert_array_equal(net.theta, ref.theta)
+    np.testing.assert_array_equal(net.rng_state, ref.rng_state)
+
+
+def test_the_layered_hook_gives_the_fused_result_and_agrees_failures():
+    """The overlapped form trains as the fused engine does (to rounding), and a
+    non-finite loss reaches the hook as failed with a zero gradient."""
+    net, X, y = problem(np.float64)
+    ref, _, _ = problem(np.float64)
+    TrainingSession(net, X, y, optimizer=cb.SGD(lr=0.05, momentum=0.9), batch_size=8,
+                    reducer=Layered()).fit(3)
+    ref.fit(X, y, optimizer=cb.SGD(lr=0.05, momentum=0.9), epochs=3, batch_size=8)
+    np.testing.assert_allclose(net.theta, ref.theta, rtol=1e-12, atol=1e-12)
+
+    class Failing(Layered):
+        def reduce_gradient(self, grad, weight, loss, rows, stop, failed):
+            self.seen = (failed, grad.copy())
+            return loss, rows, stop, True
+
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((16, 5)), rng.standard_normal((16, 2))
+    Y[3] = 1e200                   # finite, but its squared error is not
+    net = cb.Network(5, [cb.Dense(2)], loss="mse", dtype="float64", seed=0)
+    before = net.theta.copy()
+    hook = Failing()
+    with pytest.raises(cb.DivergenceError):
+        TrainingSession(net, X, Y, optimizer=cb.SGD(lr=0.1), batch_size=8, shuffle=False,
+                        reducer=hook).fit(1)
+    assert hook.seen[0] and not hook.seen[1].any()
+    np.testing.assert_array_equal(net.theta, before)

@@ -46,6 +46,12 @@ def train_batches(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], state: 
                   rng: NDArray[np.uint64]) -> tuple[float, int, int, int]:
     """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status)."""
 
+def batch_loss(layout: Layout, theta: NDArray[_F], X: NDArray[_F] | CSR, Y: NDArray[_F],
+               w: NDArray[_F], order: NDArray[np.intp], start: int, B: int, ws: NDArray[_F],
+               rng: NDArray[np.uint64]) -> tuple[float, int, int, float, float, int]: ...
+def backward_layer(layout: Layout, theta: NDArray[_F], grad: NDArray[_F],
+                   X: NDArray[_F] | CSR, order: NDArray[np.intp], start: int, nb: int, B: int,
+                   ws: NDArray[_F], alpha: float, l: int) -> None: ...
 def batch_gradient(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], X: NDArray[_F] | CSR,
                    Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp], start: int, B: int,
                    ws: NDArray[_F],

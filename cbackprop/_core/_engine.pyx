@@ -561,6 +561,65 @@ def batch_gradient(Layout layout, const floating[::1] theta, floating[::1] grad,
     return batch_loss, nb, correct, wsum, status
 
 
+def batch_loss(Layout layout, const floating[::1] theta, X, const floating[:, ::1] Y,
+               const floating[::1] w, const Py_ssize_t[::1] order, Py_ssize_t start,
+               Py_ssize_t B, floating[::1] ws, uint64_t[::1] rng):
+    """The first half of batch_gradient: gather the batch order[start:start + B],
+    forward and loss, leaving δᴸ in the workspace for `backward_layer`.
+    Returns (batch loss, rows, rows classified right, Σ of the batch's
+    weights, the batch's L2 α, status)."""
+    cdef Spec s = layout.training_spec(&rng[0])
+    cdef Py_ssize_t nb = min(B, order.shape[0] - start), correct = 0
+    cdef double loss, wsum
+    cdef CSRRows rows
+    cdef const floating[:, ::1] Xd = None
+    if not bind_input(&s, &rows, X, sizeof(floating)):
+        Xd = X
+    with nogil:
+        loss = batch_forward(&s, &theta[0], Xd, Y, w, &order[start], nb, &ws[0], B, &wsum,
+                             &correct)
+    return (loss, nb, correct, wsum, s.alpha,
+            STATUS_OK if isfinite(loss) else STATUS_NONFINITE_LOSS)
+
+
+def backward_layer(Layout layout, const floating[::1] theta, floating[::1] grad, X,
+                   const Py_ssize_t[::1] order, Py_ssize_t start, Py_ssize_t nb,
+                   Py_ssize_t B, floating[::1] ws, double alpha, Py_ssize_t l):
+    """Layer l's part of batch_gradient's backward pass, after `batch_loss` and
+    layer l + 1's: δˡ = σ'(Zˡ) ⊙ (δˡ⁺¹·Wˡ⁺¹ᵀ) (below the output layer), then
+    ∂C/∂Wˡ = A_prevᵀ·δˡ plus the L2 term α·Wˡ, and ∂C/∂bˡ = Σ_rows δˡ, into
+    grad. Called from the output layer back, the layers write what
+    batch_gradient writes, bit for bit: the same GEMMs, the same sums."""
+    cdef Spec s = layout.training_spec(NULL)
+    cdef Py_ssize_t n_in = s.sizes[l], n_out = s.sizes[l + 1], p = 0, j, i
+    cdef CSRRows rows
+    cdef bint sparse = bind_input(&s, &rows, X, sizeof(floating))
+    cdef const floating* a_prev
+    cdef floating* dZ
+    cdef floating a = <floating> alpha
+    for j in range(l):
+        p += s.sizes[j] * s.sizes[j + 1] + s.sizes[j + 1]
+    with nogil:
+        if sparse:
+            s.sparse.rows = &order[start]
+        dZ = &ws[0] + layer_offset(&s, B, l) + 2 * B * n_out
+        a_prev = (&ws[0] + layer_offset(&s, B, s.n_layers) if l == 0
+                  else &ws[0] + layer_offset(&s, B, l - 1) + B * n_in)
+        if l + 1 < s.n_layers:
+            delta_prev(&s, l + 1, &theta[0] + p + n_in * n_out + n_out,
+                       &ws[0] + layer_offset(&s, B, l + 1) + 2 * B * s.sizes[l + 2],
+                       nb, &ws[0], B)
+        if l == 0 and sparse:
+            csr_t_gemm(s.sparse, nb, n_in, n_out, <floating> 1, dZ, <floating> 0, &grad[0] + p)
+        else:
+            gemm(True, False, <int> n_in, <int> n_out, <int> nb, <floating> 1, a_prev,
+                 <int> n_in, dZ, <int> n_out, <floating> 0, &grad[0] + p, <int> n_out)
+        column_sums(dZ, nb, n_out, &grad[0] + p + n_in * n_out, False)
+        if alpha != 0:
+            for i in range(p, p + n_in * n_out):
+                grad[i] += a * theta[i]
+
+
 def loss_and_grad(Layout layout, const floating[::1] theta, floating[::1] grad, X,
                   const floating[:, ::1] Y, const floating[::1] w, Py_ssize_t B,
                   floating[::1] ws, bint with_grad):

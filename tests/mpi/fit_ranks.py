@@ -40,6 +40,8 @@ callbacks = []
 Xr, yr, wr = X[mine], y[mine], w[mine]
 if case == "uneven":        # shards of 14, 15, … rows: at batch 7, 2 and 3 batches an epoch
     Xr, yr, wr = X[:14 + rank], y[:14 + rank], w[:14 + rank]
+if case == "diverge" and rank == size - 1:     # finite weights whose sum is not: loss NaN
+    wr = np.full_like(wr, 1e308)
 if case == "bad-input" and rank == size - 1:
     Xr = Xr.copy()
     Xr[0, 0] = np.nan
@@ -71,8 +73,13 @@ except ValueError as exc:
     sys.exit(3)
 except KeyboardInterrupt:
     history = None
+except cb.DivergenceError:
+    history = "diverged"
 digests = comm.gather(hashlib.sha256(net.theta.tobytes()).hexdigest(), root=0)
-epochs = comm.gather(len(history.epoch) if history is not None else -1, root=0)
+epochs = comm.gather(-2 if history == "diverged" else
+                     len(history.epoch) if history is not None else -1, root=0)
+if history == "diverged":
+    history = None
 if rank == 0:
     with open(out, "w") as f:
         json.dump({"theta": net.theta.tolist(), "digests": digests, "epochs": epochs,
