@@ -1115,7 +1115,7 @@ def read_labels(path, label_column: int | str | None = -1) -> np.ndarray | None:
         return _npz_member_rows(path, "y", slice(None))
     pf = _parquet_file(path)
     names = list(pf.schema_arrow.names)
-    index = _label_index(path, label_column, names, len(names))
+    index = label_index(path, label_column, names, len(names))
     table = pf.read(columns=[names[index]])
     # A feature column of zeros beside it, so that it splits as the whole table would.
     return _split_table(table.append_column("_", _pyarrow("").array(np.zeros(table.num_rows))),
