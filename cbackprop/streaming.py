@@ -25,12 +25,13 @@ thread, the same θ bitwise).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import numpy as np
 
 
-class Stream:
+class Stream(ABC):
     """Training data read part by part (the interface; see the module's docstring).
 
     Attributes
@@ -51,10 +52,10 @@ class Stream:
     n_groups: int
     buffer_rows: int
 
+    @abstractmethod
     def parts(self, groups: np.ndarray, dtype) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
         """(X, y, where) blocks of rows: the groups in the order given, each group's
         rows in its own order, in blocks of any size. X is 2-D of numbers (dtype if
         cheap), y the targets as `Network.fit` takes them, `where` names the block
         for error messages (e.g. "data.parquet, row group 3"). The session checks
         both, as it checks arrays."""
-        raise NotImplementedError
