@@ -921,11 +921,8 @@ _COST_FORMULA = {
 # ---- playground ------------------------------------------------------------------
 
 def cmd_playground(args) -> int:
-    try:
-        from cbackprop.playground import playground
-    except ImportError as exc:
-        raise ImportError(f"the playground needs the [playground] extra (pip install -e "
-                          f"\".[playground]\"): {exc}") from None
+    from cbackprop.playground import playground
+
     net = load(args.model) if args.model else None
     playground(net, args.data, host=args.host, port=args.port,
                open_browser=not args.no_browser)

@@ -36,6 +36,23 @@ def test_import_cbackprop_does_not_import_the_playground_or_its_server():
     assert out.stdout.strip() == "[]"
 
 
+def test_without_the_extra_the_playground_names_it():
+    """Without uvicorn (or Starlette), cb.playground() and `cbackprop playground` say
+    which extra to install, in one line, not Python's bare ModuleNotFoundError."""
+    code = ("import sys; sys.modules['uvicorn'] = None\n"
+            "import cbackprop as cb\n"
+            "try:\n    cb.playground(open_browser=False, block=False)\n"
+            "except ImportError as exc:\n    print(exc)\n"
+            "from cbackprop.__main__ import main\n"
+            "print('status', main(['playground', '--no-browser']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, timeout=60)
+    assert 'pip install "cbackprop[playground]"' in out.stdout
+    assert "status 1" in out.stdout
+    assert 'pip install "cbackprop[playground]"' in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_cb_playground_is_callable_before_and_after_the_subpackage_is_imported():
     import cbackprop.playground as sub
     assert callable(cb.playground) and callable(sub)

@@ -37,9 +37,14 @@ class Playground:
     """
 
     def __init__(self, lab, host: str, port: int):
-        import uvicorn
+        try:
+            import uvicorn
 
-        from cbackprop.playground.app import create_app
+            from cbackprop.playground.app import create_app
+        except ImportError as exc:
+            raise ImportError("the playground needs the [playground] extra: pip install "
+                              f"\"cbackprop[playground]\" (Starlette and uvicorn); {exc}"
+                              ) from None
 
         self.lab = lab
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
