@@ -422,13 +422,19 @@ function drawStatus() {
     + (s.notice ? `<br><span class="warn">${s.notice}</span>` : "");
 }
 
-function drawCurve() {
-  const svg = $("curve");
+// A chart's SVG, cleared, with its plotting area (W×H, margins L, R, T, B) framed.
+function chartArea(id, W, H, L, R, T, B) {
+  const svg = $(id);
   clear(svg);
-  const c = state.curve;
-  const W = 330, H = 210, L = 46, R = 8, T = 8, B = 26;
   el("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fbfcfd",
                stroke: "#ccd" }, svg);
+  return svg;
+}
+
+function drawCurve() {
+  const c = state.curve;
+  const W = 330, H = 210, L = 46, R = 8, T = 8, B = 26;
+  const svg = chartArea("curve", W, H, L, R, T, B);
   const xs = c.epoch;
   const vals = c.loss.concat(c.val_loss).filter((v) => v !== null && isFinite(v));
   if (!xs.length || !vals.length) {
@@ -515,12 +521,9 @@ function diverging(t, a) {
 }
 
 function drawHealth() {
-  const svg = $("health-chart");
-  clear(svg);
   const g = state.grad_norms;
   const W = 680, H = 120, L = 50, R = 120, T = 6, B = 16;
-  el("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fbfcfd",
-               stroke: "#ccd" }, svg);
+  const svg = chartArea("health-chart", W, H, L, R, T, B);
   const rows = state.health;
   if (g.length) {
     const flat = g.flat().filter((v) => v > 0);
