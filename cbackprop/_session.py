@@ -57,6 +57,9 @@ _thread_choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # more in page faults than a step of a large network. One fit per network at a
 # time, so they are never shared; predict and evaluate allocate their own.
 _fit_buffers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# What train_batches is given to keep when it keeps no rollback point.
+_NOTHING = {np.dtype(np.float32): np.empty(0, np.float32),
+            np.dtype(np.float64): np.empty(0, np.float64)}
 
 
 def _buffer(network, name: str, size: int, dtype) -> np.ndarray:
@@ -343,6 +346,8 @@ class TrainingSession(Evaluator):
         # by the epochs (the running sums and the rollback point).
         self.order = self.ws = self.grad = self.threads = self.interrupt = None
         self._health_before = self._saved = self._plan = None
+        # Whether the engine's next update saves the rollback point (`commit`).
+        self._engine_keeps = self._keep_pending = False
         self._total = self._correct = self._rows_done = 0.0
 
     # ---- training ----------------------------------------------------------------
@@ -373,6 +378,9 @@ class TrainingSession(Evaluator):
             raise
 
     def __enter__(self) -> TrainingSession:
+        # Without a reducer every update is the engine's (train_batches), so
+        # the engine saves the rollback point as it updates (`commit`).
+        self._engine_keeps = self.reducer is None
         self.claim()
         net = self.network
         try:
@@ -449,13 +457,20 @@ class TrainingSession(Evaluator):
 
     def commit(self) -> None:
         """Keep what was trained so far: a later divergence restores θ, the
-        optimizer and the random stream to this point (set on entering)."""
+        optimizer and the random stream to this point (set on entering).
+
+        θ and the optimizer's state are copied here, or, when the engine makes
+        every update of this session (no reducer, entered), by the engine's
+        next update as it reads them (`_engine.train_batches`): a fit call then
+        pays for the copies' writes alone, inside its first step."""
         net, opt = self.network, self.optimizer
         theta = _buffer(net, "saved theta", net.theta.size, net.dtype)
         state = _buffer(net, "saved state", opt.state.size, opt.state.dtype)
         with net.params_lock.read():
-            np.copyto(theta, net.theta)
-            np.copyto(state, opt.state)
+            if not self._engine_keeps:
+                np.copyto(theta, net.theta)
+                np.copyto(state, opt.state)
+            self._keep_pending = self._engine_keeps
             self._saved = (theta, {"name": opt.name, "t": opt.t, "state": state},
                            net.rng_state.copy())
 
@@ -463,11 +478,16 @@ class TrainingSession(Evaluator):
         """Return θ, the optimizer and the random stream to the last `commit`;
         the DivergenceError to raise says that `what` became non-finite."""
         net = self.network
-        net.theta[...] = self._saved[0]
-        # The state and step count go back; the hyper-parameters stay as they are now.
-        self.optimizer.load_state_dict({**self._saved[1],
-                                        "hyperparameters": self.optimizer.get_config()})
-        net.rng_state[...] = self._saved[2]
+        theta, optimizer_state, rng_state = self._saved
+        if self._keep_pending:
+            # No update since the commit: θ and the state are as they were.
+            self.optimizer.step_counter[0] = optimizer_state["t"]
+        else:
+            net.theta[...] = theta
+            # The state and step count go back; the hyper-parameters stay as they are now.
+            self.optimizer.load_state_dict({**optimizer_state,
+                                            "hyperparameters": self.optimizer.get_config()})
+        net.rng_state[...] = rng_state
         return DivergenceError(
             f"fit stopped: {what} became NaN or infinite (try a smaller learning rate); "
             "the parameters before this fit were restored")
@@ -729,10 +749,15 @@ class TrainingSession(Evaluator):
         """Train rows order[pos:stop]: (loss sum, rows, rows right, status)."""
         net, opt = self.network, self.optimizer
         if self.reducer is None:
-            return _engine.train_batches(
+            keep_theta, keep_state = ((self._saved[0], self._saved[1]["state"])
+                                      if self._keep_pending else (_NOTHING[net.dtype],) * 2)
+            out = _engine.train_batches(
                 self.layout, net.theta, self.grad, opt.state, opt.code, self.hp,
                 opt.step_counter, self.X, self.Y, self.w, self.order, pos, stop,
-                self.batch_size, self.ws, net.rng_state)
+                self.batch_size, self.ws, net.rng_state, keep_theta, keep_state)
+            if out[1]:          # a row trained: the first update saved θ and the state
+                self._keep_pending = False
+            return out
         # With a reducer the loss sum and rows returned are totals over the processes.
         total = correct = rows_done = 0.0
         start = pos

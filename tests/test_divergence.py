@@ -103,6 +103,34 @@ def test_a_batch1_loop_that_overflows_mid_chunk_is_caught_and_undone(dtype, name
     np.testing.assert_array_equal(net.theta, before)
 
 
+@pytest.mark.parametrize("name", list(STEP_RULES))
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("bad_batch", [0, 1, 2])
+def test_the_rollback_point_kept_by_the_first_update_is_whole(dtype, name, batch, bad_batch):
+    """The engine's first update of a fit saves θ and the state as it reads
+    them (a tile at a time); a loss that becomes infinite at batch bad_batch
+    (0: before any update, nothing saved; later: after updates) must bring
+    back θ, the state, the step count and the stream bitwise. Layers of
+    several tiles with a ragged last one; every update path and batch size."""
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(4 * batch, 64)), rng.normal(size=4 * batch)
+    net = cb.Network(64, [cb.Dense(97, "identity"), cb.Dense(1)], dtype=dtype, seed=0)
+    opt = STEP_RULES[name](1e-3)
+    net.fit(X, y, optimizer=opt, epochs=2, batch_size=batch)      # non-trivial state first
+    before = state_of(net, opt)
+    X_bad = X.copy()
+    X_bad[bad_batch * batch:(bad_batch + 1) * batch] = float(np.finfo(dtype).max) ** 0.75
+    with pytest.raises(cb.DivergenceError, match="parameters before this fit were restored"):
+        net.fit(X_bad, y, optimizer=opt, epochs=1, batch_size=batch, shuffle=False)
+    assert_same_state(state_of(net, opt), before)
+    # A later fit keeps its own rollback point: the one it starts from.
+    net.fit(X, y, optimizer=opt, epochs=1, batch_size=batch)
+    after = state_of(net, opt)
+    with pytest.raises(cb.DivergenceError):
+        net.fit(X_bad, y, optimizer=opt, epochs=1, batch_size=batch, shuffle=False)
+    assert_same_state(state_of(net, opt), after)
+
+
 def test_divergence_in_a_later_epoch_restores_the_state_before_the_fit():
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(40, 2)), rng.normal(size=40)

@@ -162,7 +162,7 @@ def test_training_gathers_rows_beyond_2_31_elements(tmp_path):
             out = _engine.train_batches(
                 layout, theta, np.zeros_like(theta), state, opt.code, opt.hyperparameters(),
                 t, Xs, Ys, np.empty(0, np.float32), order, 0, 3, 3, ws,
-                np.zeros(1, np.uint64))
+                np.zeros(1, np.uint64), np.empty(0, np.float32), np.empty(0, np.float32))
             results.append((theta, out))
         np.testing.assert_array_equal(results[0][0], results[1][0])
         assert results[0][1] == results[1][1]

@@ -43,8 +43,11 @@ def train_batches(layout: Layout, theta: NDArray[_F], grad: NDArray[_F], state: 
                   opt_kind: int, hp: NDArray[np.float64], step_count: NDArray[np.int64],
                   X: NDArray[_F] | CSR, Y: NDArray[_F], w: NDArray[_F], order: NDArray[np.intp],
                   start: int, stop: int, B: int, ws: NDArray[_F],
-                  rng: NDArray[np.uint64]) -> tuple[float, int, int, int]:
-    """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status)."""
+                  rng: NDArray[np.uint64], keep_theta: NDArray[_F],
+                  keep_state: NDArray[_F]) -> tuple[float, int, int, int]:
+    """Train on rows order[start:stop] in batches of B: (loss sum, rows, correct, status);
+    unless keep_theta and keep_state are empty, the first update saves θ and the state
+    into them."""
 
 def batch_loss(layout: Layout, theta: NDArray[_F], X: NDArray[_F] | CSR, Y: NDArray[_F],
                w: NDArray[_F], order: NDArray[np.intp], start: int, B: int, ws: NDArray[_F],

@@ -404,14 +404,17 @@ cdef double forward_loss(const Spec* s, const floating* theta, const floating* X
 cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floating* state,
                           Py_ssize_t n_params, int kind, const double* hp, long long t,
                           const floating* X, Py_ssize_t n, floating* ws, Py_ssize_t B,
-                          floating* dX, Py_ssize_t ldx) noexcept nogil:
+                          floating* dX, Py_ssize_t ldx, floating* keep, floating* keep_state,
+                          Py_ssize_t n_state) noexcept nogil:
     """The backward pass from dZᴸ with the optimizer step fused in: each layer
     is updated (`_optim.layer_step`) as soon as its gradient is known, once
     dZ_prev = σ'(Z_prev) ⊙ (dZ·Wᵀ) has used its old W, so the result equals a
     full backward pass then one update, while the layer's gradient is still
     in cache. With dX (row stride ldx; else NULL), dX = dZ¹·W¹ᵀ, the δ for the input
     before σ' (a bank's first layer, `Bank`), is formed too. Returns True if a
-    parameter became NaN or ±inf (each update checks what it writes)."""
+    parameter became NaN or ±inf (each update checks what it writes). Unless
+    keep is NULL, θ and the state (n_state buffers) are saved into keep and
+    keep_state as they were before this update (`train_batches`)."""
     cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
@@ -439,7 +442,9 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
                         state + p, old, True)
         bad |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ,
                           n, n_in, n_out, theta + p, grad + p, state + p, state + n_params + p,
-                          watch)
+                          watch, NULL if keep == NULL else keep + p,
+                          NULL if keep == NULL else keep_state + p,
+                          NULL if keep == NULL or n_state < 2 else keep_state + n_params + p)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
@@ -489,7 +494,8 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
                   floating[::1] state, int opt_kind, const double[::1] hp,
                   long long[::1] step_count, X, const floating[:, ::1] Y,
                   const floating[::1] w, const Py_ssize_t[::1] order, Py_ssize_t start,
-                  Py_ssize_t stop, Py_ssize_t B, floating[::1] ws, uint64_t[::1] rng):
+                  Py_ssize_t stop, Py_ssize_t B, floating[::1] ws, uint64_t[::1] rng,
+                  floating[::1] keep_theta, floating[::1] keep_state):
     """Train on the rows order[start:stop] of X (a C-contiguous array or a
     `CSR`, with a workspace sized for it) in batches of B, in place.
 
@@ -501,6 +507,11 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     rows, rows done, rows classified right, status). On a non-finite loss it
     stops before that batch's update (STATUS_NONFINITE_LOSS); when an update
     makes a parameter non-finite, after it (STATUS_NONFINITE_PARAMS).
+
+    Unless keep_theta and keep_state are empty, the first update saves θ and
+    the state into them as it finds them (the caller's rollback point, at the
+    cost of the copies' writes: see `_optim.layer_step`); when no row was
+    trained (rows done 0) nothing was updated and they were not written.
     """
     cdef Spec s = layout.training_spec(&rng[0])
     cdef const floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
@@ -509,6 +520,15 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     cdef int status = STATUS_OK
     cdef CSRRows rows
     cdef const floating[:, ::1] Xd = None
+    cdef floating* keep = NULL
+    cdef floating* keep_s = NULL
+    cdef Py_ssize_t n_state = state.shape[0] // theta.shape[0]
+    cdef bint bad
+    if keep_theta.shape[0] != 0:
+        if keep_theta.shape[0] != theta.shape[0] or keep_state.shape[0] != state.shape[0]:
+            raise ValueError("keep_theta and keep_state must be empty or of θ's and the "
+                             "state's sizes")
+        keep, keep_s = &keep_theta[0], &keep_state[0]
     if not bind_input(&s, &rows, X, sizeof(floating)):
         Xd = X
     with nogil:
@@ -522,8 +542,11 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
             step_count[0] += 1
             total += batch_loss * nb
             pos += nb
-            if backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0], opt_kind,
-                               &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0):
+            bad = backward_update(&s, &theta[0], &grad[0], &state[0], theta.shape[0],
+                                  opt_kind, &hp[0], step_count[0], Xb, nb, &ws[0], B, NULL, 0,
+                                  keep, keep_s, n_state)
+            keep = NULL         # kept once, by the first update
+            if bad:
                 status = STATUS_NONFINITE_PARAMS
                 break
         if (status == STATUS_OK and gemm_writes_step(opt_kind, &hp[0])
@@ -903,7 +926,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
                 m.t[0] += 1
                 backward_update(&m.sub, <floating*> m.theta + p1, scratch + p1,
                                 <floating*> m.state + p1, m.n_params, bank.kind, m.hp,
-                                m.t[0], Ak, nb, sub_ws, B, dZ1 + k * m1, KM)
+                                m.t[0], Ak, nb, sub_ws, B, dZ1 + k * m1, KM, NULL, NULL, 0)
                 results[3 * k] += loss * nb
                 results[3 * k + 1] += nb
                 results[3 * k + 2] += correct
@@ -931,7 +954,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
         # Everyone's step at once: what the network's own fit does, K·m₁ units wide.
         m = &bank.members[0]
         layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, NULL, dZ1, nb, d, KM, wide,
-                   wide_grad, wide_state, s2, False)
+                   wide_grad, wide_state, s2, False, NULL, NULL, NULL)
         return
     gemm(True, False, <int> d, <int> KM, <int> nb, <floating> 1, Xb, <int> d, dZ1, <int> KM,
          <floating> 0, wide_grad, <int> KM)

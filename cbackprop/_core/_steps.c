@@ -8,6 +8,11 @@
    levels give the same bits. */
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <emmintrin.h>
+#endif
 #include "_kernels.h"
 #include "_steps.h"
 
@@ -67,3 +72,35 @@
 
 const cbk_ssteps_t *cbk_ssteps(int level) { PICK(s) }
 const cbk_dsteps_t *cbk_dsteps(int level) { PICK(d) }
+
+/* Non-temporal stores (SSE2, so every x86-64 has them) write whole cache lines
+   without reading them first and without evicting what the step reads next;
+   memcpy keeps small copies in the cache, which a rollback copy only pollutes. */
+void cbk_keep_copy(void *dst, const void *src, size_t bytes)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    char *d = dst;
+    const char *s = src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    if (head > bytes)
+        head = bytes;
+    memcpy(d, s, head);
+    d += head;
+    s += head;
+    bytes -= head;
+    for (; bytes >= 64; bytes -= 64, d += 64, s += 64) {
+        __m128i x0 = _mm_loadu_si128((const __m128i *)s);
+        __m128i x1 = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i x2 = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i x3 = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, x0);
+        _mm_stream_si128((__m128i *)(d + 16), x1);
+        _mm_stream_si128((__m128i *)(d + 32), x2);
+        _mm_stream_si128((__m128i *)(d + 48), x3);
+    }
+    _mm_sfence();   /* the streamed lines are visible before the copy is used */
+    memcpy(d, s, bytes);
+#else
+    memcpy(dst, src, bytes);
+#endif
+}

@@ -54,4 +54,9 @@ CBK_STEPS_STRUCT(cbk_dsteps_t, double)
 const cbk_ssteps_t *cbk_ssteps(int level);
 const cbk_dsteps_t *cbk_dsteps(int level);
 
+/* dst[0:bytes] = src[0:bytes], written past the caches where the CPU can:
+   for the rollback copy that a fit's first update keeps, which is read back
+   only if the fit diverges. */
+void cbk_keep_copy(void *dst, const void *src, size_t bytes);
+
 #endif
