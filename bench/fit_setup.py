@@ -10,7 +10,7 @@ the median of the later steps of the 4-step calls (each chunk is one step
 here); "outside the engine" is the part spent in
 Python (checks, finiteness check), measured directly. The rollback copies of θ
 and the optimizer state are made inside the engine, by the call's first update
-(`_optim.layer_step`), so they count in the one-step call's engine time. Each
+(`_engine.backward_update`), so they count in the one-step call's engine time. Each
 figure is given in wall time and in the process's CPU time (on 1 thread the
 call's own time, which other processes on the machine disturb less).
 """

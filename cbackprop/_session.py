@@ -461,8 +461,9 @@ class TrainingSession(Evaluator):
 
         θ and the optimizer's state are copied here, or, when the engine makes
         every update of this session (no reducer, entered), by the engine's
-        next update as it reads them (`_engine.train_batches`): a fit call then
-        pays for the copies' writes alone, inside its first step."""
+        next update, each layer just before it changes (`_engine.train_batches`):
+        part of a layer is still in cache there, and the copies bypass the
+        cache, which makes them cheaper than two whole copies before the call."""
         net, opt = self.network, self.optimizer
         theta = _buffer(net, "saved theta", net.theta.size, net.dtype)
         state = _buffer(net, "saved state", opt.state.size, opt.state.dtype)

@@ -31,7 +31,7 @@ from cbackprop._core._activations cimport (
     activate, derivative, bias_activation_forward, activation_backward, SIGMOID, TANH)
 from cbackprop._core._losses cimport loss_backward, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from cbackprop._core._optim cimport (
-    gemm_writes_step, layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY, HP_LR,
+    gemm_writes_step, keep_copy, layer_step, nonfinite, update_slice, SGD, SGD_VELOCITY, HP_LR,
     HP_MOMENTUM, HP_NESTEROV, HP_WEIGHT_DECAY, HP_EPS)
 
 # Status codes returned by train_batches.
@@ -415,7 +415,7 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
     parameter became NaN or ±inf (each update checks what it writes). Unless
     keep is NULL, θ and the state (n_state buffers) are saved into keep and
     keep_state as they were before this update (`train_batches`)."""
-    cdef Py_ssize_t l, n_in, n_out, nw, p = param_count(s)
+    cdef Py_ssize_t i, l, n_in, n_out, nw, p = param_count(s)
     cdef const floating* a_prev
     cdef floating* dZ
     cdef bint bad = False
@@ -440,11 +440,15 @@ cdef bint backward_update(const Spec* s, floating* theta, floating* grad, floati
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, True)
+        if keep != NULL:
+            # Saved just before the layer changes, while delta_prev has left
+            # much of its W in cache.
+            keep_copy(keep + p, theta + p, nw + n_out)
+            for i in range(n_state):
+                keep_copy(keep_state + i * n_params + p, state + i * n_params + p, nw + n_out)
         bad |= layer_step(kind, hp, t, s.alpha, a_prev, s.sparse if l == 0 else NULL, dZ,
                           n, n_in, n_out, theta + p, grad + p, state + p, state + n_params + p,
-                          watch, NULL if keep == NULL else keep + p,
-                          NULL if keep == NULL else keep_state + p,
-                          NULL if keep == NULL or n_state < 2 else keep_state + n_params + p)
+                          watch)
         if watch:
             watch_layer(s, l, kind, hp, n, ws + layer_offset(s, B, l), theta + p, grad + p,
                         state + p, old, False)
@@ -509,9 +513,9 @@ def train_batches(Layout layout, floating[::1] theta, floating[::1] grad,
     makes a parameter non-finite, after it (STATUS_NONFINITE_PARAMS).
 
     Unless keep_theta and keep_state are empty, the first update saves θ and
-    the state into them as it finds them (the caller's rollback point, at the
-    cost of the copies' writes: see `_optim.layer_step`); when no row was
-    trained (rows done 0) nothing was updated and they were not written.
+    the state into them as it finds them, a layer at a time (the caller's
+    rollback point; see backward_update); when no row was trained (rows done
+    0) nothing was updated and they were not written.
     """
     cdef Spec s = layout.training_spec(&rng[0])
     cdef const floating* Xb = &ws[0] + layer_offset(&s, B, s.n_layers)
@@ -954,7 +958,7 @@ cdef void bank_step(Bank bank, floating* wide, floating* wide_grad, floating* wi
         # Everyone's step at once: what the network's own fit does, K·m₁ units wide.
         m = &bank.members[0]
         layer_step(bank.kind, m.hp, m.t[0], m.sub.alpha, Xb, NULL, dZ1, nb, d, KM, wide,
-                   wide_grad, wide_state, s2, False, NULL, NULL, NULL)
+                   wide_grad, wide_state, s2, False)
         return
     gemm(True, False, <int> d, <int> KM, <int> nb, <floating> 1, Xb, <int> d, dZ1, <int> KM,
          <floating> 0, wide_grad, <int> KM)

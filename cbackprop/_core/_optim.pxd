@@ -29,8 +29,8 @@ cdef bint update(int kind, const double* hp, long long t, floating* theta,
 cdef bint update_slice(int kind, const double* hp, long long t, floating* theta,
                        const floating* grad, floating* s1, floating* s2,
                        Py_ssize_t n) noexcept nogil
+cdef void keep_copy(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil
 cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
-                     floating* g, floating* s1, floating* s2, bint need_grad,
-                     floating* keep_W, floating* keep_s1, floating* keep_s2) noexcept nogil
+                     floating* g, floating* s1, floating* s2, bint need_grad) noexcept nogil

@@ -226,59 +226,10 @@ cdef bint update(int kind, const double* hp, long long t, floating* theta,
     return update_slice(kind, hp, t, theta, grad, state, state + n, n)
 
 
-# The rollback point a fit call keeps (see `train_batches`): its first update
-# saves θ and the state just before it overwrites them, a tile at a time where
-# an update loop reads them next (so that loop finds the tile in cache and the
-# copy costs its writes alone), instead of a separate copy of the whole θ and
-# state before the call. A tile of each array fills 16 KiB.
-cdef enum:
-    KEEP_TILE_BYTES = 16384
-
-
-cdef inline void keep(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
-    """dst[0:n] = src[0:n] unless dst is NULL (nothing kept)."""
-    if dst != NULL:
-        cbk_keep_copy(dst, src, n * sizeof(floating))
-
-
-cdef bint kept_update(int kind, const double* hp, long long t, floating* theta,
-                      const floating* grad, floating* s1, floating* s2, Py_ssize_t n,
-                      floating* keep_theta, floating* keep_s1,
-                      floating* keep_s2) noexcept nogil:
-    """update_slice, saving θ, s1 and s2 as they were into keep_theta, keep_s1
-    and keep_s2 first (NULL: not kept), a tile at a time."""
-    cdef Py_ssize_t o = 0, m, tile = KEEP_TILE_BYTES // sizeof(floating)
-    cdef bint bad = False
-    if keep_theta == NULL:
-        return update_slice(kind, hp, t, theta, grad, s1, s2, n)
-    while o < n:
-        m = min(tile, n - o)
-        keep(keep_theta + o, theta + o, m)
-        keep(keep_s1 + o, s1 + o, m)
-        if keep_s2 != NULL:
-            keep(keep_s2 + o, s2 + o, m)
-        bad |= update_slice(kind, hp, t, theta + o, grad + o, s1 + o, s2 + o, m)
-        o += m
-    return bad
-
-
-cdef bint kept_velocity_decay(int level, Py_ssize_t n, floating vg, floating vs,
-                              floating lam, floating* W, floating* v,
-                              floating* keep_W) noexcept nogil:
-    """The velocity_decay loop, saving W as it was into keep_W first (NULL:
-    not kept), a tile at a time."""
-    cdef Py_ssize_t o = 0, m, tile = n if keep_W == NULL else KEEP_TILE_BYTES // sizeof(floating)
-    cdef bint bad = False
-    while o < n:
-        m = min(tile, n - o)
-        if keep_W != NULL:
-            keep(keep_W + o, W + o, m)
-        if floating is float:
-            bad |= cbk_ssteps(level).velocity_decay(m, vg, vs, lam, W + o, v + o)
-        else:
-            bad |= cbk_dsteps(level).velocity_decay(m, vg, vs, lam, W + o, v + o)
-        o += m
-    return bad
+cdef void keep_copy(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[0:n] = src[0:n], written past the caches: for a rollback copy, read
+    back only if a fit diverges (see _engine.train_batches)."""
+    cbk_keep_copy(dst, src, n * sizeof(floating))
 
 
 cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
@@ -296,8 +247,7 @@ cdef inline void input_t_gemm(const CSRRows* sparse, const floating* a_prev,
 cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                      const floating* a_prev, const CSRRows* sparse, const floating* dZ,
                      Py_ssize_t n, Py_ssize_t n_in, Py_ssize_t n_out, floating* W,
-                     floating* g, floating* s1, floating* s2, bint need_grad,
-                     floating* keep_W, floating* keep_s1, floating* keep_s2) noexcept nogil:
+                     floating* g, floating* s1, floating* s2, bint need_grad) noexcept nogil:
     """Step t for one layer, inside the backward pass: W (n_in × n_out, its bias
     b at W + n_in·n_out) from the layer's input a_prev (or, unless NULL, the
     CSR rows `sparse`: the first layer of sparse input) and δ = dZ (n rows
@@ -314,11 +264,7 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     λ = weight_decay + alpha (the L2 term's
     gradient αW); biases get no alpha. The result is
     the flat rule's, in another order of rounding. Returns True if a
-    parameter of the layer became NaN or ±inf.
-
-    Unless keep_W is NULL, the layer's W and b and its state slices are saved
-    as they were into keep_W, keep_s1 and keep_s2 (NULL for a one-buffer
-    optimizer) before they change: the rollback point of `train_batches`."""
+    parameter of the layer became NaN or ±inf."""
     cdef Py_ssize_t i, nw = n_in * n_out
     cdef floating one = 1
     cdef bint bad = False
@@ -334,20 +280,6 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
     # The velocity form stores −lr·(the torch form's buffer): vg scales the
     # gradient into v, vs the step W takes from v.
     cdef floating vg = -lr if velocity else 1, vs = -1 if velocity else lr
-    cdef bint one_row = n == 1 and sparse == NULL
-    cdef bint adam_one_row = (kind == ADAM or kind == ADAMW) and one_row and not need_grad
-    cdef bint gemm_velocity = plain_sgd and not in_gemm and not one_row
-    if keep_W != NULL and (in_gemm or plain_sgd or adam_one_row):
-        # Saved before the GEMM or loop that overwrites them (the general path
-        # at the end saves inside its update loop). Plain SGD's velocity is
-        # written by its GEMM, but W[0:nw] only by the loop that follows.
-        keep(keep_s1, s1, nw + n_out)
-        if keep_s2 != NULL:
-            keep(keep_s2, s2, nw + n_out)
-        if gemm_velocity:
-            keep(keep_W + nw, W + nw, n_out)
-        else:
-            keep(keep_W, W, nw + n_out)
     if in_gemm:
         # W ← (1 − lr·λ)·W − lr·a_prevᵀ·dZ: one example's outer product in a
         # loop that checks what it writes; else inside the GEMM, unchecked
@@ -362,7 +294,7 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
         for i in range(nw, nw + n_out):
             W[i] -= lr * (gb[i - nw] + wd * W[i])
         return bad | nonfinite(W + nw, n_out)
-    elif plain_sgd and one_row:
+    elif plain_sgd and n == 1 and sparse == NULL:
         # One example: ∂W = a_prevᵀ·dZ is an outer product, folded into the
         # momentum loop (one pass over v and W instead of two); the bias is
         # the same step with a_prev = 1 (and λ = weight_decay).
@@ -376,21 +308,22 @@ cdef bint layer_step(int kind, const double* hp, long long t, double alpha,
                                               v + nw))
     elif plain_sgd:
         input_t_gemm(sparse, a_prev, n, n_in, n_out, vg, dZ, mu, v)
-        bad = kept_velocity_decay(level, nw, vg, vs, lam, W, v, keep_W)
         if floating is float:
-            return bad | cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
-                                                 v + nw)
+            return (cbk_ssteps(level).velocity_decay(nw, vg, vs, lam, W, v)
+                    | cbk_ssteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
+                                              v + nw))
         else:
-            return bad | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
-                                                 v + nw)
-    elif adam_one_row:
+            return (cbk_dsteps(level).velocity_decay(nw, vg, vs, lam, W, v)
+                    | cbk_dsteps(level).rank1(1, n_out, mu, vg, vs, wd, &one, gb, W + nw,
+                                              v + nw))
+    elif (kind == ADAM or kind == ADAMW) and n == 1 and sparse == NULL and not need_grad:
         return (adam(kind == ADAMW, hp, t, W, dZ, s1, s2, n_out, a_prev, n_in, a)
                 | adam(kind == ADAMW, hp, t, W + nw, gb, s1 + nw, s2 + nw, n_out, NULL, 0, 0))
     input_t_gemm(sparse, a_prev, n, n_in, n_out, <floating> 1, dZ, <floating> 0, g)
     if a != 0:
         for i in range(nw):
             g[i] += a * W[i]
-    return kept_update(kind, hp, t, W, g, s1, s2, nw + n_out, keep_W, keep_s1, keep_s2)
+    return update_slice(kind, hp, t, W, g, s1, s2, nw + n_out)
 
 
 def step(int kind, const double[::1] hp, long long t, floating[::1] theta,
