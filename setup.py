@@ -51,6 +51,8 @@ extensions = [
         # select (a ? b : c) vectorise; the values are the same.
         extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-fno-trapping-math"]
         + (["-O0", "-g"] if DEBUG else []),
+        # _kernels.c keeps a pool of threads for the hand kernels' larger GEMMs.
+        extra_link_args=["-pthread"] if name == "_blas" else [],
     )
     for name in MODULES
 ]

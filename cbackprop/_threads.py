@@ -42,7 +42,8 @@ from ._providers import blas_info  # noqa: F401  (its public home was here)
 #: only cost. Measured on 2 idle cores: tiny (64-32-10, batch 32; 0.15 MFLOP)
 #: gains nothing from 2 threads, small in float64 (784-128-10, batch 64;
 #: 13 MFLOP) 1.1–1.2×, medium and large (≥ 170 MFLOP) 1.6–1.7×. (Small in
-#: float32 runs on the hand kernel at AVX-512, which is single-threaded.)
+#: float32 runs on the hand kernel at AVX-512, whose larger GEMMs split their
+#: rows over the same thread count: 1.4× on 2 threads.)
 MIN_FLOPS_FOR_THREADS = 4e6
 
 #: From this many flops per batch, more threads are surely faster on free
@@ -112,8 +113,11 @@ def _set_locked(n: int) -> None:
     if fresh:
         for _, set_threads in _blas_controllers():
             set_threads(n)
-        _blas.set_threaded(n > 1)
         _current = n
+    # Always: a call's first setting may find _current already equal to n (read
+    # back from the BLAS) while the kernels still hold the count restored after
+    # the last call.
+    _blas.set_threads(n)
     # Every provider, also one loaded since the count was last set. Between
     # calls anyone (threadpoolctl's limits) may have changed a provider's count,
     # so each call's first setting sets them all again.
@@ -162,10 +166,12 @@ def forward_flops(sizes, rows: int) -> float:
 
 def threads_for_shape(sizes, rows: int, max_threads: int, dtype) -> int:
     """Threads worth using for batches of `rows` rows through layers `sizes`
-    of `dtype`: the flops counted are those of the GEMMs BLAS runs (the hand
-    kernels of _core/_blas.pyx run on the calling thread alone)."""
+    of `dtype`: the flops counted are those of the GEMMs that threads share
+    (BLAS's, and the hand kernels' that split their rows over threads; the
+    others run on the calling thread alone)."""
     flops = sum(2.0 * rows * int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:])
-                if _blas.kernel_for(dtype, False, rows, int(b), int(a)) == "BLAS")
+                if _blas.kernel_for(dtype, False, rows, int(b), int(a)) == "BLAS"
+                or _blas.hand_kernel_splits(rows, int(b), int(a)))
     return 1 if flops < MIN_FLOPS_FOR_THREADS else max(1, max_threads)
 
 

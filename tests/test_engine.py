@@ -136,14 +136,13 @@ def test_small_shapes_use_one_thread_and_n_threads_caps_the_rest():
     big = [1024, 4096, 1024]
     assert _threads.threads_for_shape(big, 256, 2, "float32") == 2
     assert _threads.threads_for_shape(big, 256, 1, "float32") == 1
-    # Only the GEMMs BLAS runs count: at AVX-512 the hand kernel takes a
-    # float32 784-128 layer at batch 64 (one thread), in float64 BLAS does.
-    from cbackprop._core._blas import kernel_level
-
+    # The GEMMs that threads share count: BLAS's, and the hand kernel's that
+    # split their rows (at AVX-512 a float32 784-128 layer at batch 64); a
+    # batch of 8 has too few flops for a second thread.
     small = [784, 128, 10]
     assert _threads.threads_for_shape(small, 64, 2, "float64") == 2
-    assert _threads.threads_for_shape(small, 64, 2, "float32") == (
-        1 if kernel_level() == "avx512" else 2)
+    assert _threads.threads_for_shape(small, 64, 2, "float32") == 2
+    assert _threads.threads_for_shape(small, 8, 2, "float32") == 1
     net = cb.Network(1024, [cb.Dense(4096, "relu"), cb.Dense(1024)], n_threads=1)
     from cbackprop import _session
 
@@ -367,3 +366,73 @@ def test_fit_threads_on_sure_shapes_do_not_probe_but_follow_the_load(monkeypatch
             if chunk == 15:
                 assert chooser.threads == 1       # another process holds the core
     assert chooser.threads == 2                   # and gave it back
+
+
+SPLIT_SHAPES = [(64, 128, 784), (784, 128, 64), (100, 33, 400), (33, 1000, 64), (4096, 10, 64)]
+
+
+def _split_operands(m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(m + 7 * n + 31 * k)
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return A, B, rng.standard_normal((m, n)).astype(dtype)
+
+
+@pytest.mark.parametrize("m,n,k", SPLIT_SHAPES)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_hand_kernel_rows_split_over_threads_give_the_same_bits(m, n, k, trans_a, trans_b,
+                                                                dtype):
+    """A hand kernel's GEMM large enough splits its rows over a pool of
+    threads: each band is the same kernel on whole rows, so C is bitwise that
+    of one thread, for every thread count and layout, with β ≠ 0 too."""
+    from cbackprop._core import _blas
+
+    assert _blas.hand_kernel_splits(m, n, k) == (m >= 32 and m * n * k >= 1 << 20)
+    A, B, C0 = _split_operands(m, n, k, trans_a, trans_b, dtype)
+    results = []
+    try:
+        for threads in (1, 2, 3, 8):
+            _blas.set_threads(threads)
+            for beta in (0.0, 0.75):
+                C = C0.copy()
+                _blas.py_gemm(A, B, C, trans_a, trans_b, -0.5, beta, kernel="hand")
+                results.append(C)
+    finally:
+        _blas.set_threads(1)
+    for i, C in enumerate(results[2:], 2):
+        np.testing.assert_array_equal(C, results[i % 2])
+
+
+def test_split_gemms_on_two_python_threads_and_after_fork_are_whole():
+    """Two Python threads' GEMMs share the pool (one runs whole while the other
+    holds it) and give the one-thread bits; a child forked after the pool
+    started starts its own and finishes."""
+    import multiprocessing
+    import threading
+
+    from cbackprop._core import _blas
+
+    A, B, C0 = _split_operands(784, 128, 64, True, False, np.float32)
+    want = C0.copy()
+    _blas.py_gemm(A, B, want, True, False, 1.0, 0.5, kernel="hand")
+    got = [C0.copy() for _ in range(2)]
+
+    def run(C):
+        _blas.py_gemm(A, B, C, True, False, 1.0, 0.5, kernel="hand")
+
+    try:
+        _blas.set_threads(2)
+        workers = [threading.Thread(target=run, args=(C,)) for C in got]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        child = multiprocessing.get_context("fork").Process(target=run, args=(C0.copy(),))
+        child.start()
+        child.join(60)
+    finally:
+        _blas.set_threads(1)
+    for C in got:
+        np.testing.assert_array_equal(C, want)
+    assert child.exitcode == 0

@@ -20,6 +20,9 @@ def set_kernel_level(name: str) -> str:
 def kernel_for(dtype: str, trans_b: bool, m: int, n: int, k: int) -> str:
     """"hand" or "BLAS": what gemm runs for this shape."""
 
+def hand_kernel_splits(m: int, n: int, k: int) -> bool:
+    """Whether a hand kernel's GEMM of this shape splits its rows over threads."""
+
 def set_provider(index: int, sgemm_address: int, dgemm_address: int) -> None:
     """Put a provider's sgemm_/dgemm_ addresses (Fortran BLAS ABI) in entry index (1…)."""
 
@@ -32,8 +35,9 @@ def set_rule(table: list[list[list[int]]]) -> None:
 def get_rule() -> list[list[list[int]]]:
     """The provider rule as set_rule takes it."""
 
-def set_threaded(on: bool) -> None:
-    """Whether the BLAS now runs on more than one thread (the rule's column)."""
+def set_threads(n: int) -> None:
+    """The BLAS thread count: the rule's column, and the threads a hand kernel's GEMM splits over."""
+
 
 def provider_for(dtype: str, trans_b: bool, m: int, n: int, k: int,
                  threads: int | None = None) -> int:

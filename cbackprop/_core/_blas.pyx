@@ -38,6 +38,14 @@ cdef extern from "_kernels.h" nogil:
     void cbk_dgemm(int trans_a, int trans_b, int m, int n, int k, double alpha,
                    const double* A, int lda, const double* B, int ldb, double beta,
                    double* C, int ldc)
+    void cbk_sgemm_threads(int threads, int trans_a, int trans_b, int m, int n, int k,
+                           float alpha, const float* A, int lda, const float* B, int ldb,
+                           float beta, float* C, int ldc)
+    void cbk_dgemm_threads(int threads, int trans_a, int trans_b, int m, int n, int k,
+                           double alpha, const double* A, int lda, const double* B, int ldb,
+                           double beta, double* C, int ldc)
+    long SPLIT_MIN_MNK
+    int SPLIT_MIN_ROWS
 
 # Multiply-add counts (m·n·k) of the rule below (bench/kernels.py).
 cdef enum:
@@ -64,6 +72,9 @@ cdef dgemm_fn d_providers[MAX_PROVIDERS]
 # rule[double][threaded][class]: the provider index that runs the GEMM.
 cdef unsigned char rule[2][2][N_CLASSES]
 cdef bint threaded = False
+# The thread count cbackprop/_threads.py set: also the most threads a hand
+# kernel's GEMM splits its rows over (cbk_sgemm_threads).
+cdef int n_threads = 1
 s_providers[0] = sgemm
 d_providers[0] = dgemm
 
@@ -115,11 +126,14 @@ cdef inline void small_gemm(bint trans_a, bint trans_b, int m, int n, int k,
                             const floating* B, int ldb,
                             floating beta, floating* C, int ldc) noexcept nogil:
     """Row-major C(m×n) = alpha·op(A)·op(B) + beta·C by the hand kernels (any
-    shape; fast only for the shapes use_hand_kernel picks)."""
+    shape; fast only for the shapes use_hand_kernel picks), its rows split
+    over the BLAS's thread count where that gains (bitwise the same)."""
     if floating is float:
-        cbk_sgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        cbk_sgemm_threads(n_threads, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb,
+                          beta, C, ldc)
     else:
-        cbk_dgemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        cbk_dgemm_threads(n_threads, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb,
+                          beta, C, ldc)
 
 
 cdef inline int shape_class(int m, int n, int k) noexcept nogil:
@@ -187,6 +201,12 @@ def kernel_for(dtype, bint trans_b, int m, int n, int k):
     return "hand" if use_hand_kernel(single, trans_b, m, n, k) else "BLAS"
 
 
+def hand_kernel_splits(int m, int n, int k):
+    """Whether a hand kernel's GEMM of this shape splits its rows over threads
+    (when more than one is set): large enough that the split gains."""
+    return m >= 2 * SPLIT_MIN_ROWS and <long> m * n * k >= SPLIT_MIN_MNK
+
+
 def set_provider(int index, size_t sgemm_address, size_t dgemm_address):
     """Put a provider's sgemm_/dgemm_ (addresses of functions with the Fortran
     BLAS ABI) in entry `index` of the table (1 and up; 0 is SciPy's). For
@@ -232,11 +252,13 @@ def get_rule():
     return [[[rule[d][t][c] for c in range(N_CLASSES)] for t in range(2)] for d in range(2)]
 
 
-def set_threaded(bint on):
-    """Whether the BLAS now runs on more than one thread (the rule's column);
-    cbackprop/_threads.py sets it with the thread count."""
-    global threaded
-    threaded = on
+def set_threads(int n):
+    """The thread count cbackprop/_threads.py gave the BLAS: the rule's column
+    (one thread, or more), and the most threads a hand kernel's GEMM splits
+    its rows over."""
+    global threaded, n_threads
+    n_threads = max(1, n)
+    threaded = n_threads > 1
 
 
 def provider_for(dtype, bint trans_b, int m, int n, int k, threads=None):

@@ -194,3 +194,178 @@ void NAME(int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A,   
 #endif
 DISPATCH(cbk_sgemm, float, s)
 DISPATCH(cbk_dgemm, double, d)
+
+/* ---- threads: a GEMM's rows split over a small pool of workers --------------
+
+   The GEMMs the hand kernels take last tens of microseconds: a thread started
+   per call, or woken from sleep, costs about as much. So the workers wait for
+   work spinning for a while (as OpenBLAS's do), then sleep on a condition
+   variable; a GEMM splits only when `threads` > 1, and runs whole on the
+   calling thread when the pool is busy (another Python thread's GEMM) or
+   cannot start. Each part is a band of whole rows of C computed by the same
+   kernel as the whole, so the bits are those of the whole GEMM. After fork()
+   the child has no workers: the pool starts again. */
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+
+enum { POOL_MAX = 8 };
+#define SPIN_NS 200000L   /* a worker spins this long for more work, then sleeps */
+
+typedef struct {
+    void (*fn)(void *);
+    void *arg;
+    _Atomic unsigned long posted, done;   /* job numbers: posted by the caller, done */
+    _Atomic int sleeping;
+    pthread_t thread;
+    int started;
+} worker_t;
+
+static struct {
+    worker_t w[POOL_MAX];
+    atomic_flag busy;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_once_t atfork_once;
+} pool = {.busy = ATOMIC_FLAG_INIT, .mu = PTHREAD_MUTEX_INITIALIZER,
+          .cv = PTHREAD_COND_INITIALIZER, .atfork_once = PTHREAD_ONCE_INIT};
+
+static long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static void *work(void *arg)
+{
+    worker_t *w = arg;
+    unsigned long seen = 0;
+    for (;;) {
+        unsigned long job;
+        long until = now_ns() + SPIN_NS;
+        for (int i = 0; (job = atomic_load(&w->posted)) == seen; i++) {
+            if ((i & 255) == 255 && now_ns() > until)
+                break;
+#ifdef CBK_X86
+            _mm_pause();
+#endif
+        }
+        if (job == seen) {
+            /* The caller stores `posted` then reads `sleeping`; this stores
+               `sleeping` then reads `posted` (sequentially consistent): one
+               of the two sees the other's store, so no wake-up is lost. */
+            pthread_mutex_lock(&pool.mu);
+            atomic_store(&w->sleeping, 1);
+            while ((job = atomic_load(&w->posted)) == seen)
+                pthread_cond_wait(&pool.cv, &pool.mu);
+            atomic_store(&w->sleeping, 0);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        seen = job;
+        w->fn(w->arg);
+        atomic_store(&w->done, job);
+    }
+    return NULL;
+}
+
+static void forget_workers(void)   /* in a child after fork(): none of them exist */
+{
+    for (int i = 0; i < POOL_MAX; i++) {
+        pool.w[i].started = 0;
+        atomic_store(&pool.w[i].posted, 0);
+        atomic_store(&pool.w[i].done, 0);
+        atomic_store(&pool.w[i].sleeping, 0);
+    }
+    atomic_flag_clear(&pool.busy);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+}
+
+static void register_atfork(void) { pthread_atfork(NULL, NULL, forget_workers); }
+
+static int start_worker(worker_t *w)
+{
+    sigset_t all, old;
+    pthread_once(&pool.atfork_once, register_atfork);
+    sigfillset(&all);   /* signals go to the threads that handle them, not to workers */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    w->started = pthread_create(&w->thread, NULL, work, w) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (w->started)
+        pthread_detach(w->thread);
+    return w->started;
+}
+
+/* fn(args + i·size) for i < parts: part 0 on the calling thread, the others on
+   the pool's workers (all on the calling thread when the pool is busy or a
+   worker cannot start). Returns when every part is done. */
+static void run_parts(int parts, void (*fn)(void *), char *args, size_t size)
+{
+    int used = 0;
+    if (!atomic_flag_test_and_set(&pool.busy)) {
+        for (used = 1; used < parts && (pool.w[used].started || start_worker(&pool.w[used]));
+             used++) {
+            worker_t *w = &pool.w[used];
+            w->fn = fn;
+            w->arg = args + used * size;
+            atomic_store(&w->posted, atomic_load(&w->posted) + 1);
+            if (atomic_load(&w->sleeping)) {
+                pthread_mutex_lock(&pool.mu);
+                pthread_cond_broadcast(&pool.cv);
+                pthread_mutex_unlock(&pool.mu);
+            }
+        }
+    }
+    fn(args);
+    for (int i = used > 0 ? used : 1; i < parts; i++)    /* parts no worker took */
+        fn(args + i * size);
+    for (int i = 1; i < used; i++)
+        while (atomic_load(&pool.w[i].done) != atomic_load(&pool.w[i].posted)) {
+#ifdef CBK_X86
+            _mm_pause();
+#endif
+        }
+    if (used > 0)
+        atomic_flag_clear(&pool.busy);
+}
+
+#define THREADED(NAME, T, KERNEL)                                               \
+typedef struct {                                                                \
+    int trans_a, trans_b, m, n, k;                                              \
+    T alpha, beta;                                                              \
+    const T *A, *B;                                                             \
+    T *C;                                                                       \
+    int lda, ldb, ldc;                                                          \
+} NAME##_part_t;                                                                \
+static void NAME##_part(void *arg)                                              \
+{                                                                               \
+    NAME##_part_t *p = arg;                                                     \
+    KERNEL(p->trans_a, p->trans_b, p->m, p->n, p->k, p->alpha, p->A, p->lda,    \
+           p->B, p->ldb, p->beta, p->C, p->ldc);                                \
+}                                                                               \
+void NAME(int threads, int trans_a, int trans_b, int m, int n, int k, T alpha,   \
+          const T *A, int lda, const T *B, int ldb, T beta, T *C, int ldc)       \
+{                                                                               \
+    NAME##_part_t parts[POOL_MAX];                                              \
+    int n_parts = threads < POOL_MAX ? threads : POOL_MAX, rows;                \
+    if (n_parts > m / SPLIT_MIN_ROWS)                                           \
+        n_parts = m / SPLIT_MIN_ROWS;                                           \
+    if (n_parts < 2 || (long) m * n * k < SPLIT_MIN_MNK) {                      \
+        KERNEL(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+        return;                                                                 \
+    }                                                                           \
+    rows = ((m + n_parts - 1) / n_parts + 7) / 8 * 8;  /* whole 8-row tiles */  \
+    n_parts = (m + rows - 1) / rows;                                            \
+    for (int i = 0; i < n_parts; i++) {                                         \
+        int lo = i * rows, hi = lo + rows < m ? lo + rows : m;                  \
+        parts[i] = (NAME##_part_t){trans_a, trans_b, hi - lo, n, k, alpha, beta,  \
+                                   A + (trans_a ? lo : (ptrdiff_t) lo * lda), B, \
+                                   C + (ptrdiff_t) lo * ldc, lda, ldb, ldc};      \
+    }                                                                           \
+    run_parts(n_parts, NAME##_part, (char *) parts, sizeof(parts[0]));          \
+}
+THREADED(cbk_sgemm_threads, float, cbk_sgemm)
+THREADED(cbk_dgemm_threads, double, cbk_dgemm)

@@ -22,6 +22,21 @@ void cbk_dgemm(int trans_a, int trans_b, int m, int n, int k, double alpha,
                const double *A, int lda, const double *B, int ldb, double beta,
                double *C, int ldc);
 
+/* A GEMM splits into bands of at least SPLIT_MIN_ROWS rows, and only from
+   SPLIT_MIN_MNK multiply-adds on (below, a hand-off costs about what it saves). */
+#define SPLIT_MIN_ROWS 16
+#define SPLIT_MIN_MNK (1L << 20)
+
+/* The same, its rows split over up to `threads` threads (a small pool that
+   spins while GEMMs follow one another) when the GEMM is large enough to gain;
+   bitwise the result of cbk_sgemm/cbk_dgemm. */
+void cbk_sgemm_threads(int threads, int trans_a, int trans_b, int m, int n, int k,
+                       float alpha, const float *A, int lda, const float *B, int ldb,
+                       float beta, float *C, int ldc);
+void cbk_dgemm_threads(int threads, int trans_a, int trans_b, int m, int n, int k,
+                       double alpha, const double *A, int lda, const double *B, int ldb,
+                       double beta, double *C, int ldc);
+
 /* Elements of op(B) the kernels copy to the stack for trans_b (k·n at most). */
 #define CBK_PACK_MAX 4096
 
