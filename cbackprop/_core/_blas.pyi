@@ -36,7 +36,7 @@ def get_rule() -> list[list[list[int]]]:
     """The provider rule as set_rule takes it."""
 
 def set_threads(n: int) -> None:
-    """The BLAS thread count: the rule's column, and the threads a hand kernel's GEMM splits over."""
+    """The BLAS thread count: the rule's column, and the threads a hand GEMM splits over."""
 
 
 def provider_for(dtype: str, trans_b: bool, m: int, n: int, k: int,
