@@ -38,7 +38,6 @@ def get_rule() -> list[list[list[int]]]:
 def set_threads(n: int) -> None:
     """The BLAS thread count: the rule's column, and the threads a hand GEMM splits over."""
 
-
 def provider_for(dtype: str, trans_b: bool, m: int, n: int, k: int,
                  threads: int | None = None) -> int:
     """The table entry that runs this GEMM, or -1 where a hand kernel runs it."""

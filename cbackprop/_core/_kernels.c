@@ -8,9 +8,13 @@
    __builtin_cpu_supports, capped by CBACKPROP_KERNELS; _blas.pyx decides per
    shape whether these kernels or BLAS run. */
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "_kernels.h"
 
 /* ---- portable: the same operation in plain C (any CPU) ----------------------- */
@@ -205,11 +209,6 @@ DISPATCH(cbk_dgemm, double, d)
    cannot start. Each part is a band of whole rows of C computed by the same
    kernel as the whole, so the bits are those of the whole GEMM. After fork()
    the child has no workers: the pool starts again. */
-
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <time.h>
 
 enum { POOL_MAX = 8 };
 #define SPIN_NS 200000L   /* a worker spins this long for more work, then sleeps */
