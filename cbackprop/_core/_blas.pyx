@@ -44,8 +44,7 @@ cdef extern from "_kernels.h" nogil:
     void cbk_dgemm_threads(int threads, int trans_a, int trans_b, int m, int n, int k,
                            double alpha, const double* A, int lda, const double* B, int ldb,
                            double beta, double* C, int ldc)
-    long SPLIT_MIN_MNK
-    int SPLIT_MIN_ROWS
+    int cbk_gemm_splits(int m, int n, int k)
 
 # Multiply-add counts (m·n·k) of the rule below (bench/kernels.py).
 cdef enum:
@@ -204,7 +203,7 @@ def kernel_for(dtype, bint trans_b, int m, int n, int k):
 def hand_kernel_splits(int m, int n, int k):
     """Whether a hand kernel's GEMM of this shape splits its rows over threads
     (when more than one is set): large enough that the split gains."""
-    return m >= 2 * SPLIT_MIN_ROWS and <long> m * n * k >= SPLIT_MIN_MNK
+    return bool(cbk_gemm_splits(m, n, k))
 
 
 def set_provider(int index, size_t sgemm_address, size_t dgemm_address):

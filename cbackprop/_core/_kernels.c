@@ -331,6 +331,11 @@ static void run_parts(int parts, void (*fn)(void *), char *args, size_t size)
         atomic_flag_clear(&pool.busy);
 }
 
+int cbk_gemm_splits(int m, int n, int k)
+{
+    return m >= 2 * SPLIT_MIN_ROWS && (long) m * n * k >= SPLIT_MIN_MNK;
+}
+
 #define THREADED(NAME, T, KERNEL)                                               \
 typedef struct {                                                                \
     int trans_a, trans_b, m, n, k;                                              \
@@ -352,7 +357,7 @@ void NAME(int threads, int trans_a, int trans_b, int m, int n, int k, T alpha,  
     int n_parts = threads < POOL_MAX ? threads : POOL_MAX, rows;                \
     if (n_parts > m / SPLIT_MIN_ROWS)                                           \
         n_parts = m / SPLIT_MIN_ROWS;                                           \
-    if (n_parts < 2 || (long) m * n * k < SPLIT_MIN_MNK) {                      \
+    if (n_parts < 2 || !cbk_gemm_splits(m, n, k)) {                             \
         KERNEL(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
         return;                                                                 \
     }                                                                           \

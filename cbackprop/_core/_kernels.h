@@ -26,6 +26,8 @@ void cbk_dgemm(int trans_a, int trans_b, int m, int n, int k, double alpha,
    SPLIT_MIN_MNK multiply-adds on (below, a hand-off costs about what it saves). */
 #define SPLIT_MIN_ROWS 16
 #define SPLIT_MIN_MNK (1L << 20)
+/* Whether a GEMM of this shape splits over threads (when more than one is allowed). */
+int cbk_gemm_splits(int m, int n, int k);
 
 /* The same, its rows split over up to `threads` threads (a small pool that
    spins while GEMMs follow one another) when the GEMM is large enough to gain;
